@@ -1,0 +1,256 @@
+//! Identifier newtypes, each parsed once at the edge so the rest of the code can rely on them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string was refused as an identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must be a non-empty string")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("may contain only letters, digits, '.', '_' and '-'")]
+    BadCharacter,
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    #[error("must be a UUID")]
+    NotUuid,
+}
+
+/// The system that sent a document (`headers.source`), e.g. `billing`.
+///
+/// Restricted to `[A-Za-z0-9._-]{1,64}` because it is embedded in match keys
+/// (`local:<source>:<id>`) and must not be able to forge another source's key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Source(String);
+
+impl Source {
+    /// Longest accepted source name.
+    pub const MAX_LEN: usize = 64;
+
+    /// Parses a source name.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.is_empty() {
+            return Err(IdError::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(IdError::TooLong { max: Self::MAX_LEN });
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(IdError::BadCharacter);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The source name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Source> for String {
+    fn from(s: Source) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id a source gave an event (`headers.id`); unique per source.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(String);
+
+impl EventId {
+    /// Longest accepted event id.
+    pub const MAX_LEN: usize = 256;
+
+    /// Parses an event id: non-empty, at most [`Self::MAX_LEN`] bytes, no control characters.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.is_empty() {
+            return Err(IdError::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(IdError::TooLong { max: Self::MAX_LEN });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(IdError::ControlCharacter);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The event id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EventId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EventId> for String {
+    fn from(s: EventId) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id PINV gives a product when it first stores it: a UUID v4, always in
+/// lowercase hyphenated form so that equal ids are equal strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PinvId(uuid::Uuid);
+
+impl PinvId {
+    /// A fresh random id.
+    pub fn new_v4() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// Wraps an existing UUID (tests and generators use this for determinism).
+    pub fn from_uuid(u: uuid::Uuid) -> Self {
+        Self(u)
+    }
+
+    /// Parses a UUID string (any case, hyphenated or not).
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        uuid::Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| IdError::NotUuid)
+    }
+
+    /// `/products/{id}`.
+    pub fn href(&self) -> String {
+        format!("/products/{}", self.0.hyphenated())
+    }
+}
+
+impl TryFrom<String> for PinvId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PinvId> for String {
+    fn from(s: PinvId) -> String {
+        s.to_string()
+    }
+}
+
+impl fmt::Display for PinvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+/// A string under which a product can be found; belongs to at most one product, ever.
+///
+/// Forms: `local:<source>:<local id>`, `pinv:<PINV id>`, `ext:<type>:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MatchKey(String);
+
+impl MatchKey {
+    /// The key of a source's own id for a product.
+    pub fn local(source: &Source, local_id: &str) -> Self {
+        Self(format!("local:{source}:{local_id}"))
+    }
+
+    /// The key of a PINV id.
+    pub fn pinv(id: &PinvId) -> Self {
+        Self(format!("pinv:{id}"))
+    }
+
+    /// The key of an identity-bearing external reference, e.g. `ext:CircuitID:.BMEC.123456..ATI.`.
+    pub fn external(kind: &str, id: &str) -> Self {
+        Self(format!("ext:{kind}:{id}"))
+    }
+
+    /// Rebuilds a key read back from a store. Only stores call this; keys are
+    /// otherwise made by the constructors above.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MatchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_accepts_plain_names_and_refuses_separators() {
+        assert!(Source::parse("billing").is_ok());
+        assert!(Source::parse("net-inv_2.0").is_ok());
+        assert_eq!(Source::parse(""), Err(IdError::Empty));
+        assert_eq!(Source::parse("a:b"), Err(IdError::BadCharacter));
+        assert_eq!(Source::parse("a b"), Err(IdError::BadCharacter));
+        assert!(matches!(
+            Source::parse(&"x".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn event_id_refuses_empty_long_and_control_characters() {
+        assert!(EventId::parse("41-1234567").is_ok());
+        assert_eq!(EventId::parse(""), Err(IdError::Empty));
+        assert_eq!(EventId::parse("a\nb"), Err(IdError::ControlCharacter));
+        assert!(EventId::parse(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn pinv_id_is_normalised_to_lowercase_hyphenated() {
+        let id = PinvId::parse("9FFB3182409D48CBA2661379117BFF58").unwrap();
+        assert_eq!(id.to_string(), "9ffb3182-409d-48cb-a266-1379117bff58");
+        assert_eq!(id.href(), "/products/9ffb3182-409d-48cb-a266-1379117bff58");
+        assert_eq!(PinvId::parse("41-1234567"), Err(IdError::NotUuid));
+    }
+
+    #[test]
+    fn match_keys_have_their_documented_forms() {
+        let s = Source::parse("billing").unwrap();
+        assert_eq!(MatchKey::local(&s, "41-1").as_str(), "local:billing:41-1");
+        assert_eq!(
+            MatchKey::external("CircuitID", ".B.").as_str(),
+            "ext:CircuitID:.B."
+        );
+    }
+}

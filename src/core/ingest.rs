@@ -1,0 +1,1 @@
+//! Pure planning of one POST: STUB

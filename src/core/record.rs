@@ -1,0 +1,117 @@
+//! What PINV keeps about a product, and the all-or-nothing change sets that stores apply.
+//!
+//! These are domain types: the core computes them, every store persists them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::package::Links;
+use crate::core::{EventId, MatchKey, PinvId, Source};
+
+/// The latest TMF637 value one source sent for one product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Who sent it.
+    pub source: Source,
+    /// The event that carried it.
+    #[serde(rename = "eventId")]
+    pub event_id: EventId,
+    /// `headers.time` of that event, as an instant.
+    pub time: DateTime<Utc>,
+    /// When PINV received it.
+    #[serde(rename = "receivedAt")]
+    pub received_at: DateTime<Utc>,
+    /// The product as the source sent it.
+    pub value: Value,
+}
+
+/// One stored product: every source's contribution and the merged document made from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductRecord {
+    /// The PINV id.
+    pub id: PinvId,
+    /// Starts at 1; every write adds 1. Stores compare-and-set on it.
+    pub revision: u64,
+    /// One per source, sorted by source.
+    pub contributions: Vec<Contribution>,
+    /// Relationship ids resolved so far, per source.
+    pub links: Links,
+    /// The merged TMF637 document.
+    pub merged: Value,
+    /// Every match key the product owns, sorted.
+    pub match_keys: Vec<MatchKey>,
+    /// The PINV id of the ADI part of the package this product belongs to, if known.
+    pub package_root: Option<PinvId>,
+    /// Hash of the rules that made `merged`.
+    pub rules_hash: String,
+}
+
+/// Which event changed a merged document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    /// The source (or `pinv-remerge` for a batch re-merge).
+    pub source: String,
+    /// The event id (or the re-merge run id).
+    pub id: String,
+}
+
+/// One change of a merged document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The product.
+    pub product: PinvId,
+    /// The revision this change produced.
+    pub revision: u64,
+    /// When it was stored.
+    pub time: DateTime<Utc>,
+    /// What caused it.
+    pub event: EventRef,
+    /// Hash of the rules that made the new document.
+    #[serde(rename = "rulesHash")]
+    pub rules_hash: String,
+    /// RFC 6902 patch from the previous merged document (`{}` before the first) to the new one.
+    pub patch: Value,
+}
+
+/// An event PINV has stored, kept so the same event again is recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessedEvent {
+    /// The source.
+    pub source: Source,
+    /// The source's event id.
+    pub event_id: EventId,
+    /// Hex SHA-256 of the event's `value`, in canonical JSON.
+    pub digest: String,
+    /// The products the event was about, in the order of its parts.
+    pub products: Vec<PinvId>,
+}
+
+/// One product to write, guarded by the revision the writer read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductWrite {
+    /// The new state; its `revision` is `expected_revision + 1` (or 1 for a new product).
+    pub record: ProductRecord,
+    /// The revision that must be stored now; `None` means the product must not exist yet.
+    pub expected_revision: Option<u64>,
+}
+
+/// Everything one event (or one re-merge step) changes, applied by a store all or nothing.
+///
+/// A store refuses the whole set with a conflict when any guard fails: a product's
+/// revision moved, a key is owned by another product, or the event was already processed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteSet {
+    /// Products to create or replace.
+    pub products: Vec<ProductWrite>,
+    /// Keys to record for a product; refused if another product owns one.
+    pub claim_keys: Vec<(MatchKey, PinvId)>,
+    /// Products waiting for a key that no product owns yet (an unresolved relationship id).
+    pub add_waiters: Vec<(MatchKey, PinvId)>,
+    /// Keys whose waiters were served by this write.
+    pub clear_waiters: Vec<MatchKey>,
+    /// History entries, one per changed merged document.
+    pub history: Vec<HistoryEntry>,
+    /// The event to remember; refused if the (source, event id) is already remembered.
+    pub processed: Option<ProcessedEvent>,
+}

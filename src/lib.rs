@@ -1,0 +1,8 @@
+//! PINV, the product-inventory merge store.
+//!
+//! `core` is the pure merge engine; `store` persists products; `api` is the HTTP shell.
+
+pub mod core;
+pub mod rules_loader;
+pub mod service;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The conformance suite every store must pass. STUB: being written.
