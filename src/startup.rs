@@ -1,0 +1,158 @@
+//! Builds and runs the HTTP application.
+//!
+//! [`Application::build`] binds its own listener, so tests bind port 0 and ask [`port`]
+//! which one they got.
+//!
+//! [`port`]: Application::port
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::api::auth::{AuthConfigError, Authenticator};
+use crate::api::error::ApiError;
+use crate::api::metrics::Metrics;
+use crate::config::{Settings, StoreSetting};
+use crate::core::schema::Schemas;
+use crate::rules_loader::{load_rules_dir, LoadRulesError};
+use crate::service::Service;
+use crate::store::{Store, StoreError};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The merge rules are invalid or unreadable.
+    #[error(transparent)]
+    Rules(#[from] LoadRulesError),
+    /// The bundled schemas do not compile (a bug).
+    #[error("the bundled JSON Schemas do not compile: {0}")]
+    Schemas(String),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The MongoDB store is configured but not built into this version.
+    #[error(
+        "PINV_STORE: the MongoDB store is not available yet; use a directory path or `memory`"
+    )]
+    MongoNotAvailable,
+    /// Token validation could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// The address could not be bound.
+    #[error("PINV_BIND: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready-to-run HTTP server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Opens the configured store, loads rules and schemas, binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = open_store(&settings.store)?;
+        Self::build_with_store(settings, store)
+    }
+
+    /// Like [`build`](Self::build) with a store that is already open (tests use this).
+    pub fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartupError> {
+        let rules = load_rules_dir(&settings.rules_dir)?;
+        tracing::info!(
+            rules_dir = %settings.rules_dir.display(),
+            rules_hash = %rules.hash,
+            "merge rules loaded"
+        );
+        let schemas = Schemas::compile().map_err(StartupError::Schemas)?;
+        let service = Service {
+            store,
+            rules: Arc::new(rules),
+            schemas: Arc::new(schemas),
+        };
+        Self::build_with_service(settings, service)
+    }
+
+    /// Binds the listener and serves `service` (tests that need no rules use this).
+    pub fn build_with_service(settings: Settings, service: Service) -> Result<Self, StartupError> {
+        let authenticator = web::Data::new(Authenticator::from_settings(&settings.jwt)?);
+        let addr = settings.bind.to_string();
+        let bind_error = |source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        tracing::info!(
+            address = %listener.local_addr().map_err(bind_error)?,
+            store = %settings.store,
+            "listening"
+        );
+
+        let service = web::Data::new(service);
+        let metrics = web::Data::new(Metrics::new());
+        let settings = web::Data::new(settings);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::from_fn(crate::telemetry::observe))
+                .app_data(service.clone())
+                .app_data(authenticator.clone())
+                .app_data(metrics.clone())
+                .app_data(settings.clone())
+                // Extractor failures answer with the error JSON too.
+                .app_data(web::PathConfig::default().error_handler(|e, req| {
+                    ApiError::new(
+                        crate::api::error::ErrorCode::NotFound,
+                        format!("{}: {e}", req.path()),
+                    )
+                    .into()
+                }))
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::bad_query("(query string)", e).into()),
+                )
+                .configure(crate::api::configure)
+                .default_service(web::to(crate::api::route_not_found))
+        })
+        .listen(listener)
+        .map_err(bind_error)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (tests restart the app with it).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (signal or [`handle`](Self::handle)).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Opens the store a setting names.
+pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError> {
+    match setting {
+        // Until the stores implement `Store` on this branch, say so instead of failing to build.
+        StoreSetting::Embedded(_) | StoreSetting::Memory => Err(StartupError::Store(
+            StoreError::Other("store not wired yet".into()),
+        )),
+        StoreSetting::Mongo(_) => Err(StartupError::MongoNotAvailable),
+    }
+}
