@@ -163,6 +163,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         });
         dev_secret = Some(secret);
     }
+    if settings.jwt.key.is_none() {
+        // Refuse before opening the store: there is nothing to serve without auth.
+        return Err(crate::api::auth::AuthConfigError::NoKey.to_string());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
