@@ -13,3 +13,9 @@ pub fn match_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<MatchK
     let _ = (source, product, rules);
     todo!()
 }
+
+/// [`match_keys`] plus `pinv:<id>` when the document's `id` is a PINV id (looked up, never claimed).
+pub fn lookup_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<MatchKey> {
+    let _ = (source, product, rules);
+    todo!()
+}
