@@ -262,7 +262,9 @@ impl Parser {
     /// another file already did.
     fn declare(&mut self, file: &str, section: &'static str) -> bool {
         if let Some(first) = self.declared.get(section) {
-            let problem = format!("[{section}] is already declared in {first}; declare it once across all rule files");
+            let problem = format!(
+                "[{section}] is already declared in {first}; declare it once across all rule files"
+            );
             self.problem(file, section, problem);
             false
         } else {
@@ -362,7 +364,11 @@ impl Parser {
         for (name, patterns) in roles {
             let path = join("package.roles", name);
             let Some(role) = Role::ALL.into_iter().find(|r| r.as_str() == name) else {
-                self.problem(file, path, "unknown role; expected one of ADI, ACCESS, PORT, DD");
+                self.problem(
+                    file,
+                    path,
+                    "unknown role; expected one of ADI, ACCESS, PORT, DD",
+                );
                 continue;
             };
             let Some(patterns) = self.strings(file, &path, patterns, true) else {
@@ -391,7 +397,11 @@ impl Parser {
 
     fn field_array(&mut self, file: &str, value: &Value) {
         let Some(rules) = value.as_array() else {
-            self.problem(file, "field", "must be an array of tables, written [[field]]");
+            self.problem(
+                file,
+                "field",
+                "must be an array of tables, written [[field]]",
+            );
             return;
         };
         for (i, rule) in rules.iter().enumerate() {
@@ -476,7 +486,11 @@ impl Parser {
         let owners = match t.get("owners") {
             Some(v) => {
                 if owner == Some(false) {
-                    self.problem(file, sub("owners"), "only allowed with strategy = \"owner\"");
+                    self.problem(
+                        file,
+                        sub("owners"),
+                        "only allowed with strategy = \"owner\"",
+                    );
                 }
                 self.sources(file, &sub("owners"), v, true)
             }
@@ -574,7 +588,11 @@ impl Parser {
         let list = self.strings(file, at, v, true)?;
         for (i, k) in list.iter().enumerate() {
             if list[..i].contains(k) {
-                self.problem(file, format!("{at}[{i}]"), format!("duplicate key field \"{k}\""));
+                self.problem(
+                    file,
+                    format!("{at}[{i}]"),
+                    format!("duplicate key field \"{k}\""),
+                );
             }
         }
         Some(list)
@@ -752,4 +770,632 @@ fn hash_files(files: &[(String, String)]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENTS: &str = "[events]\naccepted_types = [\"t.v1\"]\n";
+    const ROLES: &str = r#"
+[package.roles]
+ADI = ["PR-ADI-*"]
+ACCESS = ["PR-ACCESS-*"]
+PORT = ["PR-PORT-*"]
+DD = ["PR-DD-*"]
+"#;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect()
+    }
+
+    fn shipped() -> Vec<(String, String)> {
+        files(&[
+            (
+                "00-sources.toml",
+                include_str!("../../merge-rules/00-sources.toml"),
+            ),
+            (
+                "10-identity-and-packages.toml",
+                include_str!("../../merge-rules/10-identity-and-packages.toml"),
+            ),
+            (
+                "20-fields.toml",
+                include_str!("../../merge-rules/20-fields.toml"),
+            ),
+        ])
+    }
+
+    /// Parses `extra` as `10-test.toml` beside valid events and roles files.
+    fn with_base(extra: &str) -> Result<Rules, RulesError> {
+        Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", ROLES),
+            ("10-test.toml", extra),
+        ]))
+    }
+
+    fn problems(result: Result<Rules, RulesError>) -> Vec<RuleProblem> {
+        match result {
+            Ok(_) => panic!("rules were accepted"),
+            Err(RulesError(p)) => p,
+        }
+    }
+
+    /// The single problem `extra` causes; panics if there is not exactly one.
+    fn only_problem(extra: &str) -> RuleProblem {
+        let p = problems(with_base(extra));
+        assert_eq!(p.len(), 1, "expected one problem, got {p:#?}");
+        p.into_iter().next().unwrap()
+    }
+
+    fn assert_problem(p: &RuleProblem, file: &str, field: &str, contains: &str) {
+        assert_eq!(p.file, file, "{p:?}");
+        assert_eq!(p.field, field, "{p:?}");
+        assert!(p.problem.contains(contains), "{p:?} lacks {contains:?}");
+    }
+
+    fn src(names: &[&str]) -> Vec<Source> {
+        names.iter().map(|n| Source::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn shipped_defaults_parse_with_expected_values() {
+        let r = Rules::from_files(&shipped()).unwrap();
+        assert_eq!(
+            r.precedence,
+            src(&["inventory", "provisioning", "billing", "ordering"])
+        );
+        assert_eq!(r.identity_types, ["CircuitID"]);
+        assert_eq!(r.accepted_types, ["com.att.c360dataPrep.tmf637.post.v5"]);
+        assert_eq!(r.role_globs[&Role::Adi], ["PR-ADI-*"]);
+        assert_eq!(r.role_globs[&Role::Dd], ["PR-DD-*"]);
+        assert_eq!(r.role_of("PR-ADI-EMBEDDED-BASE"), Some(Role::Adi));
+        assert_eq!(r.role_of("PR-ACCESS-1"), Some(Role::Access));
+        assert_eq!(r.role_of("PR-PORT-X"), Some(Role::Port));
+        assert_eq!(r.role_of("PR-DD-X"), Some(Role::Dd));
+        assert_eq!(r.role_of("PR-OTHER"), None);
+        assert!(r.accepts_type("com.att.c360dataPrep.tmf637.post.v5"));
+        assert!(!r.accepts_type("com.att.other"));
+
+        let name = r.field("name").unwrap();
+        assert_eq!(name.strategy, Strategy::Priority);
+        assert_eq!(name.precedence, None);
+        assert_eq!(name.declared_in, "20-fields.toml");
+        assert_eq!(r.fields["status"].strategy, Strategy::Recency);
+
+        let price = &r.fields["productPrice"];
+        assert_eq!(price.strategy, Strategy::Union);
+        assert_eq!(price.key, ["priceType"]);
+        assert_eq!(price.precedence.as_ref().unwrap()[0].as_str(), "billing");
+        assert_eq!(r.precedence_for(price)[0].as_str(), "billing");
+        assert_eq!(r.precedence_for(name)[0].as_str(), "inventory");
+
+        let unions = [
+            ("relatedParty", vec!["role"]),
+            ("place", vec!["role"]),
+            ("productCharacteristic", vec!["name"]),
+            ("externalReference", vec!["externalIdentifierType", "owner"]),
+            ("realizingService", vec!["name"]),
+            ("realizingResource", vec!["name"]),
+            ("productRelationship", vec!["relationshipType", "id"]),
+            (
+                "relatedParty.partyOrPartyRole.contactMedium",
+                vec!["contactType"],
+            ),
+        ];
+        for (path, key) in unions {
+            let rule = &r.fields[path];
+            assert_eq!(rule.strategy, Strategy::Union, "{path}");
+            assert_eq!(rule.key, key, "{path}");
+            assert_eq!(rule.element_strategy, ElementStrategy::Merge, "{path}");
+            assert!(!rule.keep_empty, "{path}");
+        }
+        assert_eq!(r.fields.len(), 11);
+    }
+
+    #[test]
+    fn a_full_field_rule_is_parsed() {
+        let r = with_base(
+            r#"
+[[field]]
+path = "relatedParty"
+strategy = "union"
+key = ["role"]
+element_strategy = "recency"
+precedence = ["billing", "crm"]
+keep_empty = true
+
+[[field]]
+path = "productSpecification.name"
+strategy = "owner"
+owners = ["inventory"]
+"#,
+        )
+        .unwrap();
+        let rp = &r.fields["relatedParty"];
+        assert_eq!(rp.element_strategy, ElementStrategy::Recency);
+        assert_eq!(rp.precedence, Some(src(&["billing", "crm"])));
+        assert!(rp.keep_empty);
+        assert_eq!(rp.declared_in, "10-test.toml");
+        let owner = &r.fields["productSpecification.name"];
+        assert_eq!(owner.strategy, Strategy::Owner);
+        assert_eq!(owner.owners, src(&["inventory"]));
+        // Optional sections absent: empty defaults.
+        assert!(r.precedence.is_empty());
+        assert!(r.identity_types.is_empty());
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported_with_position() {
+        let p = only_problem("[[field]]\npath = \"name\nstrategy = 1\n");
+        assert_problem(&p, "10-test.toml", "(syntax)", "line 2");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_refused() {
+        let p = only_problem("colour = \"blue\"\n");
+        assert_problem(&p, "10-test.toml", "colour", "unknown key");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_refused() {
+        let p = only_problem("[precedence]\ndefualt = [\"billing\"]\n");
+        assert_problem(&p, "10-test.toml", "precedence.defualt", "unknown key");
+        let p = only_problem("[identity]\ntypes = []\n");
+        assert_problem(&p, "10-test.toml", "identity.types", "unknown key");
+    }
+
+    #[test]
+    fn unknown_key_in_a_field_rule_is_refused() {
+        let p = only_problem(
+            "[[field]]\npath = \"name\"\nstrategy = \"priority\"\nkeep_emtpy = true\n",
+        );
+        assert_problem(&p, "10-test.toml", "field[0].keep_emtpy", "unknown key");
+    }
+
+    #[test]
+    fn unknown_strategy_is_refused() {
+        let p = only_problem("[[field]]\npath = \"name\"\nstrategy = \"newest\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].strategy", "\"newest\"");
+    }
+
+    #[test]
+    fn missing_strategy_is_refused() {
+        let p = only_problem("[[field]]\npath = \"name\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].strategy", "required");
+    }
+
+    #[test]
+    fn unknown_element_strategy_is_refused() {
+        let p = only_problem(
+            "[[field]]\npath = \"place\"\nstrategy = \"union\"\nkey = [\"role\"]\nelement_strategy = \"union\"\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "field[0].element_strategy",
+            "unknown element strategy",
+        );
+    }
+
+    #[test]
+    fn key_on_a_non_union_rule_is_refused() {
+        let p = only_problem(
+            "[[field]]\npath = \"place\"\nstrategy = \"priority\"\nkey = [\"role\"]\n",
+        );
+        assert_problem(&p, "10-test.toml", "field[0].key", "only allowed");
+    }
+
+    #[test]
+    fn element_strategy_on_a_non_union_rule_is_refused() {
+        let p = only_problem(
+            "[[field]]\npath = \"place\"\nstrategy = \"recency\"\nelement_strategy = \"merge\"\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "field[0].element_strategy",
+            "only allowed",
+        );
+    }
+
+    #[test]
+    fn owners_on_a_non_owner_rule_is_refused() {
+        let p = only_problem(
+            "[[field]]\npath = \"status\"\nstrategy = \"recency\"\nowners = [\"billing\"]\n",
+        );
+        assert_problem(&p, "10-test.toml", "field[0].owners", "only allowed");
+    }
+
+    #[test]
+    fn union_without_key_is_refused() {
+        let p = only_problem("[[field]]\npath = \"place\"\nstrategy = \"union\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].key", "required");
+        let p = only_problem("[[field]]\npath = \"place\"\nstrategy = \"union\"\nkey = []\n");
+        assert_problem(&p, "10-test.toml", "field[0].key", "must not be empty");
+        let p = only_problem("[[field]]\npath = \"place\"\nstrategy = \"union\"\nkey = [\"\"]\n");
+        assert_problem(&p, "10-test.toml", "field[0].key[0]", "must not be empty");
+    }
+
+    #[test]
+    fn owner_without_owners_is_refused() {
+        let p = only_problem("[[field]]\npath = \"status\"\nstrategy = \"owner\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].owners", "required");
+        let p = only_problem("[[field]]\npath = \"status\"\nstrategy = \"owner\"\nowners = []\n");
+        assert_problem(&p, "10-test.toml", "field[0].owners", "must not be empty");
+    }
+
+    #[test]
+    fn invalid_source_names_are_refused() {
+        let p = only_problem("[precedence]\ndefault = [\"billing\", \"bad source\"]\n");
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "precedence.default[1]",
+            "invalid source name \"bad source\"",
+        );
+        let p = only_problem(
+            "[[field]]\npath = \"status\"\nstrategy = \"owner\"\nowners = [\"a:b\"]\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "field[0].owners[0]",
+            "invalid source name",
+        );
+        let p = only_problem(
+            "[[field]]\npath = \"status\"\nstrategy = \"priority\"\nprecedence = [\"\"]\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "field[0].precedence[0]",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn duplicate_sources_are_refused() {
+        let p = only_problem("[precedence]\ndefault = [\"billing\", \"crm\", \"billing\"]\n");
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "precedence.default[2]",
+            "duplicate source",
+        );
+        let p = only_problem(
+            "[[field]]\npath = \"status\"\nstrategy = \"owner\"\nowners = [\"crm\", \"crm\"]\n",
+        );
+        assert_problem(&p, "10-test.toml", "field[0].owners[1]", "duplicate source");
+        let p = only_problem(
+            "[[field]]\npath = \"status\"\nstrategy = \"recency\"\nprecedence = [\"a\", \"a\"]\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "field[0].precedence[1]",
+            "duplicate source",
+        );
+    }
+
+    #[test]
+    fn duplicate_field_path_across_files_names_both_files() {
+        let rule = "[[field]]\npath = \"status\"\nstrategy = \"recency\"\n";
+        let p = problems(Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", ROLES),
+            ("10-a.toml", rule),
+            ("20-b.toml", &format!("{rule}{rule}")),
+        ])));
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert_problem(
+            &p[0],
+            "20-b.toml",
+            "field[0].path",
+            "already declared in 10-a.toml",
+        );
+        assert_problem(
+            &p[1],
+            "20-b.toml",
+            "field[1].path",
+            "already declared in 10-a.toml",
+        );
+    }
+
+    #[test]
+    fn bad_path_syntax_is_refused() {
+        for (path, why) in [
+            ("", "must not be empty"),
+            (".status", "start or end"),
+            ("status.", "start or end"),
+            ("relatedParty..role", "empty segment"),
+            ("related Party", "whitespace"),
+            ("status\t", "whitespace"),
+        ] {
+            let p = only_problem(&format!(
+                "[[field]]\npath = {path:?}\nstrategy = \"priority\"\n"
+            ));
+            assert_problem(&p, "10-test.toml", "field[0].path", why);
+        }
+    }
+
+    #[test]
+    fn service_owned_paths_are_refused() {
+        for path in [
+            "id",
+            "href",
+            "externalIdentifier",
+            "externalIdentifier.id",
+            "productRelationship.id",
+            "productRelationship.href",
+        ] {
+            let p = only_problem(&format!(
+                "[[field]]\npath = \"{path}\"\nstrategy = \"priority\"\n"
+            ));
+            assert_problem(&p, "10-test.toml", "field[0].path", "set by PINV");
+        }
+        // Near misses are ordinary fields.
+        for path in [
+            "identifier",
+            "externalIdentifiers",
+            "productRelationship.relationshipType",
+        ] {
+            with_base(&format!(
+                "[[field]]\npath = \"{path}\"\nstrategy = \"priority\"\n"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn invalid_glob_is_refused() {
+        let roles = ROLES.replace("PR-ADI-*", "PR-[ADI");
+        let p = problems(Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", &roles),
+        ])));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(
+            &p[0],
+            "05-roles.toml",
+            "package.roles.ADI[0]",
+            "invalid glob",
+        );
+    }
+
+    #[test]
+    fn globs_match_across_slashes() {
+        let roles = ROLES.replace("PR-ADI-*", "PR-ADI*");
+        let r = Rules::from_files(&files(&[("a.toml", EVENTS), ("b.toml", &roles)])).unwrap();
+        assert_eq!(r.role_of("PR-ADI/X/Y"), Some(Role::Adi));
+        assert_eq!(r.role_matchers.len(), 4);
+        assert_eq!(r.role_matchers[0].0, Role::Adi);
+        assert_eq!(r.role_matchers[3].0, Role::Dd);
+    }
+
+    #[test]
+    fn unknown_role_is_refused() {
+        let roles = format!("{ROLES}VPN = [\"PR-VPN-*\"]\n");
+        let p = problems(Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", &roles),
+        ])));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(&p[0], "05-roles.toml", "package.roles.VPN", "unknown role");
+    }
+
+    #[test]
+    fn missing_role_is_refused() {
+        let roles = ROLES.replace("DD = [\"PR-DD-*\"]\n", "");
+        let p = problems(Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", &roles),
+        ])));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(&p[0], "05-roles.toml", "package.roles.DD", "missing");
+        let roles = ROLES.replace("[\"PR-DD-*\"]", "[]");
+        let p = problems(Rules::from_files(&files(&[
+            ("a.toml", EVENTS),
+            ("b.toml", &roles),
+        ])));
+        assert_problem(&p[0], "b.toml", "package.roles.DD", "must not be empty");
+    }
+
+    #[test]
+    fn missing_package_roles_is_refused() {
+        let p = problems(Rules::from_files(&files(&[("00-events.toml", EVENTS)])));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(&p[0], "00-events.toml", "package.roles", "missing");
+    }
+
+    #[test]
+    fn missing_events_section_is_refused() {
+        let p = problems(Rules::from_files(&files(&[
+            ("05-roles.toml", ROLES),
+            ("10-other.toml", "[precedence]\n"),
+        ])));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(&p[0], "05-roles.toml, 10-other.toml", "events", "missing");
+    }
+
+    #[test]
+    fn events_need_non_empty_accepted_types() {
+        let only = |events: &str| {
+            let p = problems(Rules::from_files(&files(&[
+                ("a.toml", events),
+                ("b.toml", ROLES),
+            ])));
+            assert_eq!(p.len(), 1, "{p:#?}");
+            p.into_iter().next().unwrap()
+        };
+        assert_problem(
+            &only("[events]\n"),
+            "a.toml",
+            "events.accepted_types",
+            "required",
+        );
+        assert_problem(
+            &only("[events]\naccepted_types = []\n"),
+            "a.toml",
+            "events.accepted_types",
+            "must not be empty",
+        );
+        assert_problem(
+            &only("[events]\naccepted_types = [\"t\", \"\"]\n"),
+            "a.toml",
+            "events.accepted_types[1]",
+            "must not be empty",
+        );
+        assert_problem(
+            &only("[events]\naccepted_types = [\"t\", 3]\n"),
+            "a.toml",
+            "events.accepted_types[1]",
+            "must be a string",
+        );
+    }
+
+    #[test]
+    fn identity_types_may_not_contain_the_key_separator() {
+        let p = only_problem("[identity]\nexternal_reference_types = [\"Circuit:ID\"]\n");
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "identity.external_reference_types[0]",
+            "':'",
+        );
+    }
+
+    #[test]
+    fn duplicate_singleton_across_files_names_both_files() {
+        let p = problems(Rules::from_files(&files(&[
+            ("00-events.toml", EVENTS),
+            ("05-roles.toml", ROLES),
+            ("10-more.toml", &format!("{EVENTS}{ROLES}[precedence]\n")),
+            ("20-more.toml", "[precedence]\ndefault = [\"billing\"]\n"),
+        ])));
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert_problem(
+            &p[0],
+            "10-more.toml",
+            "events",
+            "already declared in 00-events.toml",
+        );
+        assert_problem(
+            &p[1],
+            "10-more.toml",
+            "package.roles",
+            "already declared in 05-roles.toml",
+        );
+        assert_problem(
+            &p[2],
+            "20-more.toml",
+            "precedence",
+            "already declared in 10-more.toml",
+        );
+    }
+
+    #[test]
+    fn every_problem_of_every_file_is_reported() {
+        let p = problems(Rules::from_files(&files(&[
+            ("00-broken.toml", "[events\n"),
+            (
+                "10-fields.toml",
+                r#"
+[precedence]
+default = ["a b", "x", "x"]
+
+[[field]]
+path = "id"
+strategy = "union"
+owners = ["billing"]
+
+[[field]]
+path = "status"
+strategy = "sometimes"
+"#,
+            ),
+        ])));
+        let seen: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.file.as_str(), p.field.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("00-broken.toml", "(syntax)"),
+                // Within a file, sections come in key order.
+                ("10-fields.toml", "field[0].path"),
+                ("10-fields.toml", "field[0].key"),
+                ("10-fields.toml", "field[0].owners"),
+                ("10-fields.toml", "field[1].strategy"),
+                ("10-fields.toml", "precedence.default[0]"),
+                ("10-fields.toml", "precedence.default[2]"),
+                ("00-broken.toml, 10-fields.toml", "events"),
+                ("00-broken.toml, 10-fields.toml", "package.roles"),
+            ]
+        );
+        let shown = RulesError(p).to_string();
+        assert!(shown.starts_with("invalid merge rules:\n  - 00-broken.toml: (syntax): "));
+        assert_eq!(shown.lines().count(), 10);
+    }
+
+    #[test]
+    fn wrongly_typed_values_are_refused() {
+        let p = only_problem("field = 3\n");
+        assert_problem(&p, "10-test.toml", "field", "[[field]]");
+        let p = only_problem("precedence = [\"billing\"]\n");
+        assert_problem(&p, "10-test.toml", "precedence", "must be a table");
+        let p = only_problem("[[field]]\npath = 1\nstrategy = \"priority\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].path", "must be a string");
+        let p =
+            only_problem("[[field]]\npath = \"a\"\nstrategy = \"priority\"\nkeep_empty = \"no\"\n");
+        assert_problem(&p, "10-test.toml", "field[0].keep_empty", "true or false");
+    }
+
+    #[test]
+    fn unusual_keys_are_quoted_in_field_paths() {
+        let p = only_problem("\"odd key\" = 1\n");
+        assert_problem(&p, "10-test.toml", "\"odd key\"", "unknown key");
+    }
+
+    #[test]
+    fn hash_follows_names_and_contents() {
+        let base = shipped();
+        let h = Rules::from_files(&base).unwrap().hash;
+        assert_eq!(h.len(), 64);
+        assert!(h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(Rules::from_files(&shipped()).unwrap().hash, h);
+
+        let mut edited = shipped();
+        edited[2].1.push_str("\n# a comment\n");
+        assert_ne!(Rules::from_files(&edited).unwrap().hash, h);
+
+        let mut renamed = shipped();
+        renamed[2].0 = "30-fields.toml".to_owned();
+        assert_ne!(Rules::from_files(&renamed).unwrap().hash, h);
+    }
+
+    #[test]
+    fn hash_is_sha256_of_names_and_contents_with_separators() {
+        let r = Rules::from_files(&files(&[("a", EVENTS), ("b", ROLES)])).unwrap();
+        let mut h = Sha256::new();
+        h.update(format!("a\0{EVENTS}\0b\0{ROLES}\0").as_bytes());
+        let expected: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.hash, expected);
+    }
+
+    #[test]
+    fn rank_puts_named_sources_first_then_the_rest_by_name() {
+        let order = src(&["inventory", "billing"]);
+        let mut all = src(&["zeta", "billing", "alpha", "inventory"]);
+        all.sort_by(|a, b| Rules::rank(&order, a).cmp(&Rules::rank(&order, b)));
+        assert_eq!(all, src(&["inventory", "billing", "alpha", "zeta"]));
+        assert_eq!(Rules::rank(&order, &order[1]), (1, ""));
+        assert_eq!(Rules::rank(&[], &order[0]), (0, "inventory"));
+    }
 }
