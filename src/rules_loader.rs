@@ -53,3 +53,91 @@ pub fn load_rules_dir(dir: &Path) -> Result<Rules, LoadRulesError> {
     }
     Ok(Rules::from_files(&files)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    const EVENTS: &str = "[events]\naccepted_types = [\"t\"]\n";
+    const ROLES: &str =
+        "[package.roles]\nADI = [\"A*\"]\nACCESS = [\"B*\"]\nPORT = [\"C*\"]\nDD = [\"D*\"]\n";
+
+    #[test]
+    fn loads_toml_files_in_name_order_and_ignores_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written out of order: the first-declared [precedence] must be 10-a's, and a
+        // field path declared in both must be reported against 20-b.
+        fs::write(
+            dir.path().join("20-b.toml"),
+            "[[field]]\npath = \"name\"\nstrategy = \"recency\"\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("10-a.toml"),
+            format!("{EVENTS}{ROLES}[[field]]\npath = \"name\"\nstrategy = \"priority\"\n"),
+        )
+        .unwrap();
+        fs::write(dir.path().join("README.md"), "not rules").unwrap();
+        fs::write(dir.path().join("30-c.toml.bak"), "broken = [").unwrap();
+        fs::write(dir.path().join(".#30-c.toml"), "broken = [").unwrap();
+        fs::create_dir(dir.path().join("40-dir.toml")).unwrap();
+
+        let Err(LoadRulesError::Invalid(e)) = load_rules_dir(dir.path()) else {
+            panic!("duplicate path not reported");
+        };
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].file, "20-b.toml");
+        assert!(e.0[0].problem.contains("10-a.toml"), "{e}");
+
+        fs::remove_file(dir.path().join("20-b.toml")).unwrap();
+        let rules = load_rules_dir(dir.path()).unwrap();
+        assert_eq!(rules.fields["name"].declared_in, "10-a.toml");
+    }
+
+    #[test]
+    fn hash_covers_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("b.toml"), ROLES).unwrap();
+        fs::write(dir.path().join("a.toml"), EVENTS).unwrap();
+        let loaded = load_rules_dir(dir.path()).unwrap();
+        let direct = Rules::from_files(&[
+            ("a.toml".to_owned(), EVENTS.to_owned()),
+            ("b.toml".to_owned(), ROLES.to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(loaded.hash, direct.hash);
+    }
+
+    #[test]
+    fn directory_without_toml_files_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let err = load_rules_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, LoadRulesError::Empty(ref d) if d == &dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_directory_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = load_rules_dir(&missing).unwrap_err();
+        let LoadRulesError::Io { path, reason } = &err else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(path, &missing.display().to_string());
+        assert!(!reason.is_empty());
+        assert!(err.to_string().starts_with("cannot read merge rules from "));
+    }
+
+    #[test]
+    fn shipped_rules_directory_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules");
+        let rules = load_rules_dir(&dir).unwrap();
+        assert_eq!(rules.identity_types, ["CircuitID"]);
+    }
+}
