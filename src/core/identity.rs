@@ -200,9 +200,3 @@ mod tests {
         assert!(lookup_keys(&billing(), &json!({"id": ""}), &r).is_empty());
     }
 }
-
-/// [`match_keys`] plus `pinv:<id>` when the document's `id` is a PINV id (looked up, never claimed).
-pub fn lookup_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<MatchKey> {
-    let _ = (source, product, rules);
-    todo!()
-}
