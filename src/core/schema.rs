@@ -162,11 +162,7 @@ fn to_violation(error: &ValidationError<'_>, prefix: &str) -> Violation {
                     array_len(instance)
                 ),
                 // Kinds the bundled schemas do not use; the library's wording, bounded.
-                other => format!(
-                    "{} ({})",
-                    excerpt_str(&error.to_string()),
-                    other.keyword()
-                ),
+                other => format!("{} ({})", excerpt_str(&error.to_string()), other.keyword()),
             };
             Violation::new(pointer, format!("{subject}: {text}"))
         }
@@ -258,7 +254,10 @@ mod tests {
             product["$defs"]["DateTime"]["pattern"],
             json!(DATE_TIME_PATTERN)
         );
-        assert_eq!(product["$defs"]["Decimal"]["pattern"], json!(DECIMAL_PATTERN));
+        assert_eq!(
+            product["$defs"]["Decimal"]["pattern"],
+            json!(DECIMAL_PATTERN)
+        );
     }
 
     #[test]
@@ -306,7 +305,8 @@ mod tests {
 
     #[test]
     fn characteristic_without_name_is_refused() {
-        let product = json!({"productCharacteristic": [{"name": "speed", "value": 1}, {"value": 2}]});
+        let product =
+            json!({"productCharacteristic": [{"name": "speed", "value": 1}, {"value": 2}]});
         let v = schemas().validate_product(&product, "/value");
         assert_eq!(
             v,
@@ -341,7 +341,10 @@ mod tests {
         }
         assert_eq!(v.len(), 6, "{v:?}");
         let msg = |p: &str| v.iter().find(|v| v.pointer == p).unwrap().message.clone();
-        assert_eq!(msg("/value/isBundle"), "\"isBundle\": \"yes\" is not a boolean");
+        assert_eq!(
+            msg("/value/isBundle"),
+            "\"isBundle\": \"yes\" is not a boolean"
+        );
         assert_eq!(
             msg("/value/startDate"),
             "\"startDate\": \"yesterday\" is not an RFC 3339 date-time (pattern)"
@@ -380,7 +383,10 @@ mod tests {
         let chars: Vec<Value> = (0..150).map(|_| json!({})).collect();
         let v = schemas().validate_product(&json!({ "productCharacteristic": chars }), "/value");
         assert_eq!(v.len(), MAX_VIOLATIONS + 1);
-        assert_eq!(v[MAX_VIOLATIONS].message, "50 more schema violations not shown");
+        assert_eq!(
+            v[MAX_VIOLATIONS].message,
+            "50 more schema violations not shown"
+        );
     }
 
     #[test]
@@ -443,7 +449,10 @@ mod tests {
         body["value"] = json!([{}, {}, 7]);
         assert_eq!(
             s.validate_envelope(&body),
-            vec![Violation::new("/value/2", "\"value\"[2]: 7 is not an object")]
+            vec![Violation::new(
+                "/value/2",
+                "\"value\"[2]: 7 is not an object"
+            )]
         );
         body["value"] = json!("x");
         assert_eq!(
