@@ -248,15 +248,18 @@ fn parse_value(value: Option<Value>, out: &mut Vec<Violation>) -> Option<Payload
         Some(Value::Object(product)) => Some(Payload::Single(Value::Object(product))),
         Some(Value::Array(products)) => {
             let before = out.len();
-            if !PACKAGE_SIZE.contains(&products.len()) {
+            // Worded exactly as the envelope schema words minItems/maxItems, so that the
+            // two reports of one problem can be deduplicated by equality.
+            let (n, min, max) = (products.len(), *PACKAGE_SIZE.start(), *PACKAGE_SIZE.end());
+            if n < min {
                 out.push(Violation::new(
                     "/value",
-                    format!(
-                        "\"value\": has {} items; a package has {} or {} products",
-                        products.len(),
-                        PACKAGE_SIZE.start(),
-                        PACKAGE_SIZE.end()
-                    ),
+                    format!("\"value\": has {n} items; at least {min} are required (minItems)"),
+                ));
+            } else if n > max {
+                out.push(Violation::new(
+                    "/value",
+                    format!("\"value\": has {n} items; at most {max} are allowed (maxItems)"),
                 ));
             }
             for (i, p) in products.iter().enumerate() {
@@ -273,7 +276,7 @@ fn parse_value(value: Option<Value>, out: &mut Vec<Violation>) -> Option<Payload
             out.push(Violation::new(
                 "/value",
                 format!(
-                    "\"value\": {} is not an object or an array",
+                    "\"value\": {} is not an array or an object",
                     excerpt(&other)
                 ),
             ));
@@ -761,16 +764,45 @@ mod tests {
 
     #[test]
     fn value_array_of_two_or_five_is_refused() {
-        for n in [0, 2, 5] {
+        for (n, message) in [
+            (0, "has 0 items; at least 3 are required (minItems)"),
+            (2, "has 2 items; at least 3 are required (minItems)"),
+            (5, "has 5 items; at most 4 are allowed (maxItems)"),
+        ] {
             let mut body = seed();
             body["value"] = Value::Array(vec![json!({}); n]);
             assert_eq!(
                 only_error(body),
-                Violation::new(
-                    "/value",
-                    format!("\"value\": has {n} items; a package has 3 or 4 products")
-                )
+                Violation::new("/value", format!("\"value\": {message}"))
             );
+        }
+    }
+
+    #[test]
+    fn overlapping_checks_are_worded_exactly_as_the_envelope_schema_words_them() {
+        let schemas = crate::core::schema::Schemas::compile().unwrap();
+        let mut bodies = vec![json!({}), json!({"headers": 1, "value": "x"})];
+        for value in [
+            json!([]),
+            json!([{}, {}]),
+            json!([{}, {}, {}, {}, {}]),
+            json!([{}, 1, {}]),
+        ] {
+            let mut body = seed();
+            body["value"] = value;
+            bodies.push(body);
+        }
+        let mut body = without_header("time");
+        body["headers"]["id"] = json!(1);
+        body["headers"]["tracestate"] = json!(false);
+        bodies.push(body);
+        for body in bodies {
+            let from_schema = schemas.validate_envelope(&body);
+            let from_parse = errors(body.clone());
+            assert!(!from_schema.is_empty(), "{body}");
+            for v in &from_schema {
+                assert!(from_parse.contains(v), "{v:?} not in {from_parse:?}");
+            }
         }
     }
 
@@ -790,7 +822,7 @@ mod tests {
         body["value"] = json!(3);
         assert_eq!(
             only_error(body),
-            Violation::new("/value", "\"value\": 3 is not an object or an array")
+            Violation::new("/value", "\"value\": 3 is not an array or an object")
         );
     }
 

@@ -399,6 +399,34 @@ mod tests {
     }
 
     #[test]
+    fn nested_products_as_deep_as_the_structure_check_allows_validate() {
+        // Each nested product costs two levels (the `product` array and the object).
+        let mut product = json!({"status": "bogus"});
+        for _ in 0..31 {
+            product = json!({ "product": [product] });
+        }
+        let v = schemas().validate_product(&product, "/value");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            v[0].pointer,
+            format!("/value{}/status", "/product/0".repeat(31))
+        );
+    }
+
+    #[test]
+    #[ignore = "timing probe, run by hand with --release"]
+    fn validation_cost_probe() {
+        let s = schemas();
+        let body = seed();
+        let start = std::time::Instant::now();
+        for _ in 0..10_000 {
+            assert!(s.validate_envelope(&body).is_empty());
+            assert!(s.validate_product(&body["value"], "/value").is_empty());
+        }
+        eprintln!("per body: {:?}", start.elapsed() / 10_000);
+    }
+
+    #[test]
     fn envelope_refuses_extra_top_level_keys() {
         let mut body = seed();
         body["extra"] = json!(1);
