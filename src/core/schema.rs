@@ -233,6 +233,12 @@ mod tests {
     }
 
     #[test]
+    fn schemas_can_be_shared_across_worker_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Schemas>();
+    }
+
+    #[test]
     fn files_are_served_by_name_and_declare_their_ids() {
         for (name, text) in FILES {
             let v: Value = serde_json::from_str(text).unwrap();
