@@ -42,13 +42,23 @@ async fn embedded_data_survives_close_and_reopen() {
         store.commit(set).await.expect("commit");
     }
     let store = EmbeddedStore::open(dir.path()).expect("reopen on the same directory");
-    assert_eq!(store.get_products(&[id(7)]).await.expect("get"), vec![first]);
     assert_eq!(
-        store.resolve_keys(&[key("k")]).await.expect("keys").get(&key("k")),
+        store.get_products(&[id(7)]).await.expect("get"),
+        vec![first]
+    );
+    assert_eq!(
+        store
+            .resolve_keys(&[key("k")])
+            .await
+            .expect("keys")
+            .get(&key("k")),
         Some(&id(7))
     );
     assert_eq!(store.waiters(&[key("w")]).await.expect("waiters").len(), 1);
-    assert_eq!(store.package_members(&id(7)).await.expect("members"), vec![id(7)]);
+    assert_eq!(
+        store.package_members(&id(7)).await.expect("members"),
+        vec![id(7)]
+    );
     assert!(store
         .get_processed(
             &pinv::core::Source::parse("billing").expect("source"),
@@ -87,7 +97,9 @@ async fn embedded_burst_of_concurrent_commits_all_succeed() {
         })
         .collect();
     for task in tasks {
-        task.await.expect("task panicked").expect("every commit succeeds");
+        task.await
+            .expect("task panicked")
+            .expect("every commit succeeds");
     }
     let elapsed = started.elapsed();
     // Informational only: durable commits per second with group commit on this machine.

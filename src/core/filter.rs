@@ -110,11 +110,17 @@ mod tests {
         let doc = seed();
         assert!(matches(
             &doc,
-            &f(&[("status", "active"), ("productSpecification.id", "PR-ADI-EMBEDDED-BASE")])
+            &f(&[
+                ("status", "active"),
+                ("productSpecification.id", "PR-ADI-EMBEDDED-BASE")
+            ])
         ));
         assert!(!matches(
             &doc,
-            &f(&[("status", "active"), ("productSpecification.id", "PR-PORT-1")])
+            &f(&[
+                ("status", "active"),
+                ("productSpecification.id", "PR-PORT-1")
+            ])
         ));
     }
 
@@ -135,10 +141,19 @@ mod tests {
     #[test]
     fn arrays_are_transparent_at_every_level() {
         let doc = seed();
-        assert!(matches(&doc, &f(&[("relatedParty.partyOrPartyRole.name", "ACME")])));
-        assert!(matches(&doc, &f(&[("relatedParty.partyOrPartyRole.name", "Y")])));
+        assert!(matches(
+            &doc,
+            &f(&[("relatedParty.partyOrPartyRole.name", "ACME")])
+        ));
+        assert!(matches(
+            &doc,
+            &f(&[("relatedParty.partyOrPartyRole.name", "Y")])
+        ));
         assert!(matches(&doc, &f(&[("tags", "c")])));
-        assert!(!matches(&doc, &f(&[("relatedParty.partyOrPartyRole.name", "Nobody")])));
+        assert!(!matches(
+            &doc,
+            &f(&[("relatedParty.partyOrPartyRole.name", "Nobody")])
+        ));
     }
 
     #[test]
@@ -154,7 +169,10 @@ mod tests {
     #[test]
     fn strings_do_not_match_numbers_text_loosely_and_objects_never_match() {
         let doc = seed();
-        assert!(!matches(&doc, &f(&[("productSpecification", "PR-ADI-EMBEDDED-BASE")])));
+        assert!(!matches(
+            &doc,
+            &f(&[("productSpecification", "PR-ADI-EMBEDDED-BASE")])
+        ));
         assert!(!matches(&doc, &f(&[("note", "null")])));
         assert!(!matches(&doc, &f(&[("status.id", "active")])));
         assert!(!matches(&doc, &f(&[("missing", "x")])));

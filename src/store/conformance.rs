@@ -23,8 +23,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::core::package::Links;
-use crate::core::record::{EventRef, HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite};
 use crate::core::record::WriteSet;
+use crate::core::record::{EventRef, HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::{ListQuery, Store, StoreError};
 
@@ -232,7 +232,11 @@ pub async fn create_and_read_product(store: &dyn Store) {
         .get_products(&[id(1), id(99)])
         .await
         .expect("get_products");
-    assert_eq!(found, vec![rec], "the stored record must read back unchanged");
+    assert_eq!(
+        found,
+        vec![rec],
+        "the stored record must read back unchanged"
+    );
     assert!(get_one(store, id(2)).await.is_none());
 }
 
@@ -584,7 +588,11 @@ pub async fn list_filters_pages_and_orders_by_id(store: &dyn Store) {
         .list(&query(&[("quantity", "1"), ("isBundle", "true")], 0, 100))
         .await
         .expect("list");
-    assert_eq!(ids_of(&typed.items), ids(&[3, 4]), "number and boolean leaves");
+    assert_eq!(
+        ids_of(&typed.items),
+        ids(&[3, 4]),
+        "number and boolean leaves"
+    );
 
     let page = store
         .list(&query(&[("status", "active")], 1, 2))
@@ -614,7 +622,10 @@ pub async fn history_is_oldest_first_per_product(store: &dyn Store) {
     set.history = vec![history_entry(id(2), 1)];
     commit_ok(store, set, "other product").await;
     for revision in 2..=11 {
-        let mut set = update(record(id(1), revision, json!({"v": revision})), revision - 1);
+        let mut set = update(
+            record(id(1), revision, json!({"v": revision})),
+            revision - 1,
+        );
         set.history = vec![history_entry(id(1), revision)];
         commit_ok(store, set, "next revision").await;
     }
@@ -622,7 +633,11 @@ pub async fn history_is_oldest_first_per_product(store: &dyn Store) {
     let history = store.history(&id(1)).await.expect("history");
     let revisions: Vec<u64> = history.iter().map(|e| e.revision).collect();
     assert_eq!(revisions, (1..=11).collect::<Vec<_>>(), "oldest first");
-    assert_eq!(history[4], history_entry(id(1), 5), "entries read back intact");
+    assert_eq!(
+        history[4],
+        history_entry(id(1), 5),
+        "entries read back intact"
+    );
     assert_eq!(store.history(&id(2)).await.expect("history").len(), 1);
     assert!(store.history(&id(3)).await.expect("history").is_empty());
 }
@@ -719,11 +734,8 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
                     loop {
                         let current = get_one(&*store, id(1)).await.expect("counter exists");
                         let counter = current.merged["counter"].as_u64().expect("a number");
-                        let next = record(
-                            id(1),
-                            current.revision + 1,
-                            json!({"counter": counter + 1}),
-                        );
+                        let next =
+                            record(id(1), current.revision + 1, json!({"counter": counter + 1}));
                         match store.commit(update(next, current.revision)).await {
                             Ok(()) => break,
                             Err(StoreError::Conflict(_)) => tokio::task::yield_now().await,
@@ -739,7 +751,11 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
     }
 
     let last = get_one(&*store, id(1)).await.expect("counter exists");
-    assert_eq!(last.revision, 1 + TASKS * EACH, "one revision per increment");
+    assert_eq!(
+        last.revision,
+        1 + TASKS * EACH,
+        "one revision per increment"
+    );
     assert_eq!(
         last.merged["counter"],
         json!(TASKS * EACH),

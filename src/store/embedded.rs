@@ -42,8 +42,8 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -201,7 +201,13 @@ fn apply_batch(db: &Database, sets: Vec<WriteSet>) -> StoreResult<Vec<StoreResul
             }
         }
     }
-    if outcomes.iter().any(Result::is_ok) {
+    let committed = outcomes.iter().filter(|o| o.is_ok()).count();
+    tracing::debug!(
+        sets = outcomes.len(),
+        committed,
+        "embedded store: group commit"
+    );
+    if committed > 0 {
         txn.commit().map_err(db_err)?;
     } else {
         // Nothing to make durable: skip the fsync.
@@ -234,9 +240,7 @@ impl<'txn> WriteTables<'txn> {
 
     fn apply(&mut self, plan: EncodedPlan) -> StoreResult<()> {
         for (id, bytes) in &plan.products {
-            self.products
-                .insert(id, bytes.as_slice())
-                .map_err(db_err)?;
+            self.products.insert(id, bytes.as_slice()).map_err(db_err)?;
         }
         for (key, owner) in &plan.keys {
             self.keys.insert(key.as_str(), owner).map_err(db_err)?;
@@ -583,5 +587,34 @@ fn same_error(error: &StoreError) -> StoreError {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
         StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_bytes_round_trip_and_sort_like_pinv_ids() {
+        let mut ids: Vec<PinvId> = (0..200).map(|_| PinvId::new_v4()).collect();
+        ids.push(PinvId::from_uuid(uuid::Uuid::nil()));
+        ids.push(PinvId::from_uuid(uuid::Uuid::max()));
+        for id in &ids {
+            assert_eq!(id_from_bytes(&id_bytes(id)), *id);
+        }
+        let mut by_id = ids.clone();
+        by_id.sort();
+        let mut by_bytes = ids.clone();
+        by_bytes.sort_by_key(id_bytes);
+        let mut by_text = ids;
+        by_text.sort_by_key(PinvId::to_string);
+        assert_eq!(by_id, by_bytes);
+        assert_eq!(by_id, by_text);
+    }
+
+    #[test]
+    fn undecodable_records_are_reported_as_corrupt() {
+        let error = decode::<RecordMeta>(b"not json", "product").err();
+        assert!(matches!(error, Some(StoreError::Corrupt(_))), "{error:?}");
     }
 }

@@ -336,3 +336,91 @@ impl Store for MemoryStore {
         self.lock().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::record::ProductWrite;
+    use crate::store::conformance::{create, id, key, record};
+
+    fn write(n: u128, revision: u64, expected: Option<u64>) -> ProductWrite {
+        ProductWrite {
+            record: record(id(n), revision, json!({})),
+            expected_revision: expected,
+        }
+    }
+
+    #[test]
+    fn one_set_cannot_claim_a_key_for_two_products() {
+        let mut set = WriteSet::default();
+        set.claim_keys = vec![(key("k"), id(1)), (key("k"), id(2))];
+        let refused = plan(set, &State::default());
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_set_writing_one_product_twice_is_judged_in_order() {
+        let chained = WriteSet {
+            products: vec![write(1, 1, None), write(1, 2, Some(1))],
+            ..WriteSet::default()
+        };
+        assert!(plan(chained, &State::default()).is_ok());
+
+        let twice_new = WriteSet {
+            products: vec![write(1, 1, None), write(1, 1, None)],
+            ..WriteSet::default()
+        };
+        assert!(matches!(
+            plan(twice_new, &State::default()),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn a_moved_root_is_removed_then_added() {
+        let mut state = State::default();
+        let mut first = record(id(1), 1, json!({}));
+        first.package_root = Some(id(10));
+        state.apply(plan(create(first), &state).expect("create"));
+
+        let mut moved = record(id(1), 2, json!({}));
+        moved.package_root = Some(id(20));
+        let set = WriteSet {
+            products: vec![ProductWrite {
+                record: moved,
+                expected_revision: Some(1),
+            }],
+            ..WriteSet::default()
+        };
+        let planned = plan(set, &state).expect("move");
+        assert_eq!(
+            planned.roots,
+            vec![
+                RootChange::Remove {
+                    root: id(10),
+                    member: id(1)
+                },
+                RootChange::Add {
+                    root: id(20),
+                    member: id(1)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn clearing_wins_over_adding_in_the_same_set() {
+        let set = WriteSet {
+            add_waiters: vec![(key("k"), id(1))],
+            clear_waiters: vec![key("k")],
+            ..WriteSet::default()
+        };
+        let planned = plan(set, &State::default()).expect("plan");
+        assert_eq!(planned.waiters.get(&key("k")), Some(&BTreeSet::new()));
+    }
+}
