@@ -354,8 +354,10 @@ mod tests {
 
     #[test]
     fn one_set_cannot_claim_a_key_for_two_products() {
-        let mut set = WriteSet::default();
-        set.claim_keys = vec![(key("k"), id(1)), (key("k"), id(2))];
+        let set = WriteSet {
+            claim_keys: vec![(key("k"), id(1)), (key("k"), id(2))],
+            ..WriteSet::default()
+        };
         let refused = plan(set, &State::default());
         assert!(
             matches!(refused, Err(StoreError::Conflict(_))),
