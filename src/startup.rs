@@ -18,6 +18,8 @@ use crate::config::{Settings, StoreSetting};
 use crate::core::schema::Schemas;
 use crate::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::service::Service;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::memory::MemoryStore;
 use crate::store::{Store, StoreError};
 
 /// Why the application could not start.
@@ -149,10 +151,13 @@ impl Application {
 /// Opens the store a setting names.
 pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError> {
     match setting {
-        // Until the stores implement `Store` on this branch, say so instead of failing to build.
-        StoreSetting::Embedded(_) | StoreSetting::Memory => Err(StartupError::Store(
-            StoreError::Other("store not wired yet".into()),
-        )),
+        StoreSetting::Embedded(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+            Ok(Arc::new(EmbeddedStore::open(dir)?))
+        }
+        StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSetting::Mongo(_) => Err(StartupError::MongoNotAvailable),
     }
 }

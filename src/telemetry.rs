@@ -3,6 +3,7 @@
 //! [`init`] installs the subscriber; [`observe`] is the middleware that writes one
 //! structured line per request and records the request metrics.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -12,7 +13,9 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use tracing_subscriber::EnvFilter;
 
-use crate::api::error::ApiError;
+use futures_util::FutureExt;
+
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::metrics::{Metrics, UNMATCHED_ROUTE};
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), human-readable
@@ -65,6 +68,32 @@ pub fn is_valid_traceparent(traceparent: &str) -> bool {
     trace_id(traceparent).is_some()
 }
 
+/// Resource-level middleware: a panic in a handler answers `500 INTERNAL` instead of
+/// dropping the connection (and killing the worker).
+///
+/// It must wrap resources, not the app: it keeps a clone of the request, and the app's
+/// router needs the only reference to the request while it matches the path.
+pub async fn catch_panics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let http_req = req.request().clone();
+    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(res) => Ok(res?.map_into_left_body()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "handler panicked");
+            let error = ApiError::new(ErrorCode::Internal, "internal error; see the server log");
+            let response = actix_web::HttpResponse::from_error(error);
+            Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+        }
+    }
+}
+
 /// Middleware: times the request, records metrics by route pattern, logs one line.
 pub async fn observe(
     req: ServiceRequest,
@@ -83,7 +112,6 @@ pub async fn observe(
         .and_then(trace_id)
         .map(str::to_owned);
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-
     let res = next.call(req).await?;
 
     let status = res.status().as_u16();

@@ -111,7 +111,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 Err::<HttpResponse, _>(e)
             }
         }));
-        cfg.service(resource);
+        cfg.service(resource.wrap(actix_web::middleware::from_fn(
+            crate::telemetry::catch_panics,
+        )));
     }
 }
 

@@ -132,7 +132,6 @@ fn serve_without_any_key_and_without_dev_refuses_to_start() {
 }
 
 #[test]
-#[ignore = "waits on the rules loader"]
 fn check_rules_accepts_the_repository_rules() {
     let out = pinv()
         .args(["check-rules"])
@@ -148,7 +147,6 @@ fn check_rules_accepts_the_repository_rules() {
 }
 
 #[test]
-#[ignore = "waits on the rules loader"]
 fn check_rules_reports_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), "this is = = not toml").unwrap();
@@ -162,7 +160,6 @@ fn check_rules_reports_every_problem_and_fails() {
 }
 
 #[test]
-#[ignore = "waits on the rules loader"]
 fn serve_with_invalid_rules_stops_with_the_rules_message() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), "this is = = not toml").unwrap();

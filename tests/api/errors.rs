@@ -191,3 +191,11 @@ async fn store_outage_is_503_with_retry_after() {
     assert_eq!(res.headers().get("retry-after").unwrap(), "1");
     assert_error(res, 503, "STORE_UNAVAILABLE").await;
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_json_and_the_server_stays_up() {
+    let app = spawn_shell_app_with(test_settings(), Arc::new(PanickingStore)).await;
+    let res = app.get_authorized("/products").await;
+    assert_error(res, 500, "INTERNAL").await;
+    assert_eq!(app.get("/health/live").await.status(), 200);
+}

@@ -10,7 +10,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pinv::config::Settings;
 use pinv::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use pinv::core::{EventId, MatchKey, PinvId, Source};
-use pinv::service::Service;
 use pinv::startup::Application;
 use pinv::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 use serde_json::{json, Value};
@@ -49,17 +48,10 @@ pub async fn spawn_app_with(settings: Settings, store: Arc<dyn Store>) -> TestAp
     start(app)
 }
 
-/// An app that needs neither rules nor schemas, for routes that never reach the core
-/// (auth, content type, size, routing, health, metrics).
+/// An app on a store whose behaviour the test picks ([`EmptyStore`], [`DownStore`]), for
+/// routes that never need stored products (auth, content type, size, routing, health).
 pub async fn spawn_shell_app_with(settings: Settings, store: Arc<dyn Store>) -> TestApp {
-    let service = Service {
-        store,
-        rules: Arc::new(stub_rules()),
-        // PRE-MERGE: `Schemas::compile()` once the core lands.
-        schemas: Arc::new(pinv::core::schema::Schemas {}),
-    };
-    let app = Application::build_with_service(settings, service).expect("the test app builds");
-    start(app)
+    spawn_app_with(settings, store).await
 }
 
 /// [`spawn_shell_app_with`] on the default settings and an empty store.
@@ -84,23 +76,9 @@ fn start(app: Application) -> TestApp {
     }
 }
 
-// PRE-MERGE: `load_rules_dir(&rules_dir())` once the core lands.
-fn stub_rules() -> pinv::core::rules::Rules {
-    pinv::core::rules::Rules {
-        precedence: Vec::new(),
-        fields: BTreeMap::new(),
-        identity_types: Vec::new(),
-        role_globs: BTreeMap::new(),
-        role_matchers: Vec::new(),
-        accepted_types: Vec::new(),
-        hash: "stub".into(),
-    }
-}
-
 /// A fresh in-memory store.
 pub fn memory_store() -> Arc<dyn Store> {
-    // PRE-MERGE: `MemoryStore::new()` once it implements `Store`.
-    Arc::new(EmptyStore)
+    Arc::new(pinv::store::memory::MemoryStore::new())
 }
 
 impl TestApp {
@@ -384,5 +362,43 @@ impl Store for DownStore {
     }
     async fn ping(&self) -> StoreResult<()> {
         down()
+    }
+}
+
+/// A store whose `list` panics (everything else as [`EmptyStore`]), to check that a bug
+/// becomes a `500` and not a dropped connection.
+pub struct PanickingStore;
+
+#[async_trait]
+impl Store for PanickingStore {
+    async fn resolve_keys(&self, k: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        EmptyStore.resolve_keys(k).await
+    }
+    async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        EmptyStore.get_products(ids).await
+    }
+    async fn get_processed(&self, s: &Source, e: &EventId) -> StoreResult<Option<ProcessedEvent>> {
+        EmptyStore.get_processed(s, e).await
+    }
+    async fn waiters(&self, k: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        EmptyStore.waiters(k).await
+    }
+    async fn package_members(&self, r: &PinvId) -> StoreResult<Vec<PinvId>> {
+        EmptyStore.package_members(r).await
+    }
+    async fn commit(&self, w: WriteSet) -> StoreResult<()> {
+        EmptyStore.commit(w).await
+    }
+    async fn list(&self, _: &ListQuery) -> StoreResult<ListPage> {
+        panic!("PanickingStore::list")
+    }
+    async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
+        EmptyStore.history(id).await
+    }
+    async fn scan(&self, a: Option<PinvId>, l: usize) -> StoreResult<Vec<ProductRecord>> {
+        EmptyStore.scan(a, l).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
     }
 }

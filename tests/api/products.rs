@@ -27,7 +27,7 @@ fn crosswalk(doc: &Value) -> Vec<Value> {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn example_request_is_stored_and_returned_merged() {
     let app = spawn_app().await;
     let res = app
@@ -60,7 +60,7 @@ async fn example_request_is_stored_and_returned_merged() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn envelope_traceparent_is_echoed_when_the_http_request_has_none() {
     let app = spawn_app().await;
     let mut req = seed_request();
@@ -70,7 +70,7 @@ async fn envelope_traceparent_is_echoed_when_the_http_request_has_none() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn second_source_merges_into_the_same_product() {
     let app = spawn_app().await;
     let first = created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -104,7 +104,7 @@ async fn second_source_merges_into_the_same_product() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn repeated_event_is_200_with_the_same_document() {
     let app = spawn_app().await;
     let first = created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -119,7 +119,7 @@ async fn repeated_event_is_200_with_the_same_document() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn same_event_id_with_another_value_is_409() {
     let app = spawn_app().await;
     created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -130,7 +130,7 @@ async fn same_event_id_with_another_value_is_409() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn stale_event_does_not_replace_newer_contribution() {
     let app = spawn_app().await;
     let newer = small_event(
@@ -157,7 +157,7 @@ async fn stale_event_does_not_replace_newer_contribution() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn document_matching_two_products_is_409_naming_both() {
     let app = spawn_app().await;
     let a = created(
@@ -207,7 +207,6 @@ async fn document_matching_two_products_is_409_naming_both() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
 async fn source_the_token_may_not_write_is_403() {
     let app = spawn_app().await;
     let res = app.post_products(&seed_request(), &["provisioning"]).await;
@@ -218,7 +217,6 @@ async fn source_the_token_may_not_write_is_403() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
 async fn schema_violation_is_400_with_a_pointer() {
     let app = spawn_app().await;
     let mut req = seed_request();
@@ -239,7 +237,6 @@ async fn schema_violation_is_400_with_a_pointer() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
 async fn dollar_key_is_400() {
     let app = spawn_app().await;
     let mut req = seed_request();
@@ -253,7 +250,6 @@ async fn dollar_key_is_400() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
 async fn nesting_deeper_than_64_is_400() {
     let app = spawn_app().await;
     let mut deep = json!("leaf");
@@ -267,7 +263,6 @@ async fn nesting_deeper_than_64_is_400() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
 async fn missing_header_fields_are_400_with_one_detail_each() {
     let app = spawn_app().await;
     let mut req = seed_request();
@@ -290,7 +285,7 @@ async fn missing_header_fields_are_400_with_one_detail_each() {
 }
 
 #[tokio::test]
-#[ignore = "waits on the core and Service::post"]
+#[ignore = "waits on core::merge"]
 async fn dev_example_is_accepted() {
     let app = spawn_app().await;
     let res = app.post_products(&pinv::cli::dev_example(), &["*"]).await;

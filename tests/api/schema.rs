@@ -11,7 +11,6 @@ async fn unknown_schema_file_is_404_json() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::schema::FILES"]
 async fn product_schema_of_the_example_is_served() {
     let app = spawn_shell_app().await;
     let res = app.get("/schema/AttProduct_tmf637.schema.json").await;
