@@ -19,12 +19,16 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::metrics::{Metrics, UNMATCHED_ROUTE};
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), human-readable
-/// lines with key=value fields. Calling it twice is harmless (the second call is ignored).
+/// lines with key=value fields on stderr. Calling it twice is harmless (the second call is ignored).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr so that stdout carries only what a command prints (a token, the
+    // dev curl line); colours only when a person is watching.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
