@@ -161,3 +161,49 @@ pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError
         StoreSetting::Mongo(_) => Err(StartupError::MongoNotAvailable),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mongodb_is_refused_with_a_clear_message() {
+        let e = open_store(&StoreSetting::Mongo("mongodb://localhost".into()))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("MongoDB store is not available yet"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn embedded_store_directory_is_created_and_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&StoreSetting::Embedded(dir.path().join("a/b"))).unwrap();
+        store.ping().await.unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_the_variable() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = Settings::for_tests("unused", "0123456789abcdef0123456789abcdef");
+        settings.bind = taken.local_addr().unwrap();
+        let service = Service {
+            store: open_store(&StoreSetting::Memory).unwrap(),
+            rules: Arc::new(
+                crate::rules_loader::load_rules_dir(std::path::Path::new(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/merge-rules"
+                )))
+                .unwrap(),
+            ),
+            schemas: Arc::new(Schemas::compile().unwrap()),
+        };
+        let e = Application::build_with_service(settings, service)
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("PINV_BIND"), "{e}");
+    }
+}
