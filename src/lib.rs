@@ -6,3 +6,4 @@ pub mod core;
 pub mod rules_loader;
 pub mod service;
 pub mod store;
+pub mod remerge;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use crate::core::envelope::{self, Payload};
+use crate::core::envelope;
 use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
 use crate::core::package;
 use crate::core::rules::Rules;
@@ -144,13 +144,8 @@ impl Service {
         if !may_write(&envelope.headers.source) {
             return Err(IngestError::Forbidden(envelope.headers.source));
         }
-        match &envelope.payload {
-            Payload::Single(v) => violations.extend(self.schemas.validate_product(v, "/value")),
-            Payload::Package(vs) => {
-                for (i, v) in vs.iter().enumerate() {
-                    violations.extend(self.schemas.validate_product(v, &format!("/value/{i}")));
-                }
-            }
+        for (pointer, product) in envelope.payload.products() {
+            violations.extend(self.schemas.validate_product(product, &pointer));
         }
         if !violations.is_empty() {
             return Err(IngestError::Invalid(violations));
@@ -263,13 +258,9 @@ impl Service {
         let parts = order
             .into_iter()
             .filter_map(|id| documents.remove(&id))
-            .map(|value| {
-                let mut headers = event.headers.raw.clone();
-                headers.insert(
-                    "id".to_owned(),
-                    Value::String(uuid::Uuid::new_v4().to_string()),
-                );
-                PostedPart { headers, value }
+            .map(|value| PostedPart {
+                headers: event.headers.echoed(&uuid::Uuid::new_v4().to_string()),
+                value,
             })
             .collect();
         Ok(PostOutcome { status, parts })

@@ -554,3 +554,372 @@ fn propagate_roots(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::envelope::EventTime;
+    use crate::core::{EventId, Source};
+    use serde_json::json;
+
+    const RULES: &str = r#"
+[precedence]
+default = ["provisioning", "billing"]
+[identity]
+external_reference_types = ["CircuitID"]
+[events]
+accepted_types = ["t"]
+[package.roles]
+ADI = ["PR-ADI-*"]
+ACCESS = ["PR-ACCESS-*"]
+PORT = ["PR-PORT-*"]
+DD = ["PR-DD-*"]
+[[field]]
+path = "productRelationship"
+strategy = "union"
+key = ["relationshipType", "id"]
+"#;
+
+    fn rules() -> Rules {
+        Rules::from_files(&[("rules.toml".into(), RULES.into())]).expect("test rules are valid")
+    }
+
+    fn id(n: u128) -> PinvId {
+        PinvId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    fn event(source: &str, event_id: &str, time: &str, value: Value) -> Event {
+        let instant = DateTime::parse_from_rfc3339(time)
+            .unwrap()
+            .with_timezone(&Utc);
+        let headers = Headers {
+            id: EventId::parse(event_id).unwrap(),
+            source: Source::parse(source).unwrap(),
+            event_type: "t".into(),
+            time: EventTime {
+                instant,
+                raw: time.into(),
+            },
+            traceparent: None,
+            raw: Default::default(),
+        };
+        let payload = match value {
+            Value::Array(vs) => Payload::Package(vs),
+            v => Payload::Single(v),
+        };
+        prepare(Envelope { headers, payload }, &rules()).expect("valid test event")
+    }
+
+    fn product(local: &str, spec: &str, rels: &[&str]) -> Value {
+        json!({
+            "id": local,
+            "name": format!("product {local}"),
+            "productSpecification": {"id": spec},
+            "productRelationship": rels.iter().map(|r| json!({"id": r, "relationshipType": "bundled"})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A tiny in-memory world: plans events and applies their write sets like a store would.
+    #[derive(Default)]
+    struct World {
+        snapshot: Snapshot,
+        next: u128,
+    }
+
+    impl World {
+        fn post(&mut self, event: &Event) -> Plan {
+            let ids = identify(event, &self.snapshot.owners).expect("identified");
+            let mut next = self.next;
+            let plan = plan(
+                event,
+                &ids,
+                &self.snapshot,
+                &rules(),
+                Utc::now(),
+                &mut || {
+                    next += 1;
+                    id(next)
+                },
+            )
+            .expect("planned");
+            self.next = next;
+            let w = &plan.write;
+            for (k, owner) in &w.claim_keys {
+                self.snapshot.owners.insert(k.clone(), *owner);
+            }
+            for k in &w.clear_waiters {
+                self.snapshot.waiters.remove(k);
+            }
+            for (k, p) in &w.add_waiters {
+                self.snapshot.waiters.entry(k.clone()).or_default().push(*p);
+            }
+            for pw in &w.products {
+                let stored = self.snapshot.records.get(&pw.record.id).map(|r| r.revision);
+                assert_eq!(stored, pw.expected_revision, "revision guard");
+                self.snapshot
+                    .records
+                    .insert(pw.record.id, pw.record.clone());
+            }
+            plan
+        }
+
+        fn merged(&self, id: PinvId) -> &Value {
+            &self.snapshot.records[&id].merged
+        }
+    }
+
+    #[test]
+    fn a_new_product_claims_its_keys_and_starts_its_history() {
+        let mut world = World::default();
+        let doc = json!({"id": "41-1", "status": "active",
+            "externalReference": [{"externalIdentifierType": "CircuitID", "id": "C1"}]});
+        let plan = world.post(&event("billing", "e1", "2024-10-03T12:00:00Z", doc));
+        let p = plan.posted[0];
+        let keys: Vec<_> = plan
+            .write
+            .claim_keys
+            .iter()
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect();
+        assert!(keys.contains(&"local:billing:41-1".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"ext:CircuitID:C1".to_owned()), "{keys:?}");
+        assert!(keys.contains(&format!("pinv:{p}")), "{keys:?}");
+        assert_eq!(plan.write.products[0].expected_revision, None);
+        assert_eq!(plan.write.products[0].record.revision, 1);
+        assert_eq!(plan.write.history.len(), 1);
+        assert_eq!(plan.write.history[0].patch[0]["op"], "add");
+        let processed = plan.write.processed.as_ref().expect("event remembered");
+        assert_eq!(processed.products, vec![p]);
+        assert_eq!(plan.documents[&p]["id"], p.to_string());
+        assert_eq!(plan.documents[&p]["status"], "active");
+    }
+
+    #[test]
+    fn a_second_source_merges_into_the_product_found_by_circuit() {
+        let mut world = World::default();
+        let circuit = json!([{"externalIdentifierType": "CircuitID", "id": "C1"}]);
+        let first = world.post(&event(
+            "billing",
+            "e1",
+            "2024-10-03T12:00:00Z",
+            json!({"id": "B-1", "name": "from billing", "externalReference": circuit}),
+        ));
+        let second = world.post(&event(
+            "provisioning",
+            "p1",
+            "2024-10-04T12:00:00Z",
+            json!({"id": "P-1", "name": "from provisioning", "externalReference": circuit}),
+        ));
+        assert_eq!(first.posted, second.posted);
+        let w = &second.write.products[0];
+        assert_eq!((w.expected_revision, w.record.revision), (Some(1), 2));
+        assert_eq!(w.record.contributions.len(), 2);
+        let claimed: Vec<_> = second
+            .write
+            .claim_keys
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(claimed, vec!["local:provisioning:P-1"]);
+        assert_eq!(world.merged(first.posted[0])["name"], "from provisioning");
+    }
+
+    #[test]
+    fn a_stale_contribution_changes_nothing() {
+        let mut world = World::default();
+        world.post(&event(
+            "billing",
+            "e2",
+            "2024-10-05T00:00:00Z",
+            json!({"id": "B-1", "name": "new"}),
+        ));
+        let plan = world.post(&event(
+            "billing",
+            "e1",
+            "2024-10-04T00:00:00Z",
+            json!({"id": "B-1", "name": "old"}),
+        ));
+        assert_eq!(plan.write, WriteSet::default());
+        assert_eq!(plan.documents[&plan.posted[0]]["name"], "new");
+    }
+
+    #[test]
+    fn the_same_event_again_is_recognised_and_a_changed_one_refused() {
+        let e = event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            json!({"id": "B-1"}),
+        );
+        let remembered = ProcessedEvent {
+            source: e.headers.source.clone(),
+            event_id: e.headers.id.clone(),
+            digest: e.digest.clone(),
+            products: vec![id(7)],
+        };
+        assert_eq!(check_replay(&e, Some(&remembered)), Ok(Some(vec![id(7)])));
+        let changed = event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            json!({"id": "B-1", "x": 1}),
+        );
+        assert_eq!(
+            check_replay(&changed, Some(&remembered)),
+            Err(PlanError::EventIdReused)
+        );
+        assert_eq!(check_replay(&e, None), Ok(None));
+    }
+
+    #[test]
+    fn keys_of_two_products_are_an_identity_conflict() {
+        let e = event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            json!({"id": "B-1",
+            "externalReference": [{"externalIdentifierType": "CircuitID", "id": "C1"}]}),
+        );
+        let mut owners = BTreeMap::new();
+        owners.insert(MatchKey::local(&e.headers.source, "B-1"), id(1));
+        owners.insert(MatchKey::external("CircuitID", "C1"), id(2));
+        assert_eq!(
+            identify(&e, &owners),
+            Err(PlanError::IdentityConflict(vec![id(1), id(2)]))
+        );
+    }
+
+    #[test]
+    fn a_package_links_its_parts_by_pinv_id_and_records_the_root() {
+        let mut world = World::default();
+        let plan = world.post(&event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            json!([
+                product("adi", "PR-ADI-X", &["acc", "port"]),
+                product("acc", "PR-ACCESS-X", &["adi"]),
+                product("port", "PR-PORT-X", &[]),
+            ]),
+        ));
+        let [adi, acc, port] = [plan.posted[0], plan.posted[1], plan.posted[2]];
+        let rel_ids: Vec<_> = world.merged(adi)["productRelationship"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(rel_ids.len(), 2);
+        assert!(rel_ids.contains(&acc.to_string()) && rel_ids.contains(&port.to_string()));
+        assert_eq!(
+            world.merged(acc)["productRelationship"][0]["href"],
+            adi.href()
+        );
+        for p in [adi, acc, port] {
+            assert_eq!(world.snapshot.records[&p].package_root, Some(adi));
+        }
+        assert!(plan.write.add_waiters.is_empty());
+    }
+
+    #[test]
+    fn a_part_arriving_late_rewrites_the_documents_that_waited_for_it() {
+        let mut world = World::default();
+        let first = world.post(&event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            product("adi", "PR-ADI-X", &["acc"]),
+        ));
+        let adi = first.posted[0];
+        assert_eq!(
+            first.write.add_waiters,
+            vec![(
+                MatchKey::local(&Source::parse("billing").unwrap(), "acc"),
+                adi
+            )]
+        );
+        assert_eq!(world.merged(adi)["productRelationship"][0]["id"], "acc");
+
+        let second = world.post(&event(
+            "billing",
+            "e2",
+            "2024-10-05T00:00:01Z",
+            product("acc", "PR-ACCESS-X", &[]),
+        ));
+        let acc = second.posted[0];
+        assert_eq!(second.changed_others, vec![adi]);
+        assert_eq!(
+            world.merged(adi)["productRelationship"][0]["id"],
+            acc.to_string()
+        );
+        assert_eq!(second.documents[&adi], *world.merged(adi));
+        assert_eq!(second.write.clear_waiters.len(), 1);
+        assert!(world.snapshot.waiters.is_empty());
+        assert_eq!(world.snapshot.records[&acc].package_root, Some(adi));
+        assert_eq!(world.snapshot.records[&adi].package_root, Some(adi));
+    }
+
+    #[test]
+    fn an_adi_posted_after_its_part_becomes_the_parts_root() {
+        let mut world = World::default();
+        let acc = world
+            .post(&event(
+                "billing",
+                "e1",
+                "2024-10-05T00:00:00Z",
+                product("acc", "PR-ACCESS-X", &[]),
+            ))
+            .posted[0];
+        let plan = world.post(&event(
+            "billing",
+            "e2",
+            "2024-10-05T00:00:01Z",
+            product("adi", "PR-ADI-X", &["acc"]),
+        ));
+        let adi = plan.posted[0];
+        assert_eq!(
+            world.merged(adi)["productRelationship"][0]["id"],
+            acc.to_string()
+        );
+        assert_eq!(world.snapshot.records[&acc].package_root, Some(adi));
+        assert!(
+            plan.changed_others.is_empty(),
+            "the part's document did not change"
+        );
+    }
+
+    #[test]
+    fn invalid_packages_and_keyless_documents_are_refused() {
+        let headers = event("billing", "e1", "2024-10-05T00:00:00Z", json!({"id": "x"})).headers;
+        let bad = Envelope {
+            headers: headers.clone(),
+            payload: Payload::Package(vec![
+                product("a", "PR-ADI-X", &[]),
+                product("b", "PR-ADI-X", &[]),
+                product("a", "PR-PORT-X", &[]),
+            ]),
+        };
+        let v = prepare(bad, &rules()).unwrap_err();
+        let msgs: Vec<_> = v
+            .iter()
+            .map(|v| format!("{} {}", v.pointer, v.message))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("exactly one ADI part, found 2")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("/value/2 shares the match key 'local:billing:a'")),
+            "{msgs:?}"
+        );
+        let keyless = Envelope {
+            headers,
+            payload: Payload::Single(json!({"name": "x"})),
+        };
+        let v = prepare(keyless, &rules()).unwrap_err();
+        assert_eq!(v[0].pointer, "/value");
+        assert!(v[0].message.contains("no id"), "{v:?}");
+    }
+}

@@ -48,12 +48,7 @@ impl Links {
 
 /// The role of a product, from its `productSpecification.id` and the rules' role globs.
 pub fn role_of(product: &Value, rules: &Rules) -> Option<Role> {
-    let spec_id = product.pointer("/productSpecification/id")?.as_str()?;
-    rules
-        .role_matchers
-        .iter()
-        .find(|(_, set)| set.is_match(spec_id))
-        .map(|(role, _)| *role)
+    rules.role_of(product.pointer("/productSpecification/id")?.as_str()?)
 }
 
 /// Checks that the roles of a package's parts form a valid package: exactly one `ADI`,
