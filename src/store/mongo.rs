@@ -56,6 +56,10 @@ pub struct MongoOptions {
     /// Bound on every store call: server selection, connecting, and the call as a whole.
     /// A call that takes longer fails with [`StoreError::Unavailable`].
     pub timeout: Duration,
+    /// Run one store call at a time. Only for wire-compatible test servers such as
+    /// nx-27017, whose concurrent transactions share one SQLite transaction (no isolation,
+    /// and one aborting can undo another's acknowledged writes). Off for MongoDB.
+    pub one_at_a_time: bool,
 }
 
 impl Default for MongoOptions {
@@ -64,6 +68,7 @@ impl Default for MongoOptions {
             w: "majority".to_owned(),
             journal: None,
             timeout: Duration::from_secs(5),
+            one_at_a_time: false,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct MongoStore {
     client: Client,
     db: Database,
     timeout: Duration,
+    /// Held for a whole call when [`MongoOptions::one_at_a_time`] is set.
+    gate: Option<tokio::sync::Mutex<()>>,
 }
 
 impl MongoStore {
@@ -113,6 +120,7 @@ impl MongoStore {
             db: client.database(database),
             client,
             timeout: options.timeout,
+            gate: options.one_at_a_time.then(|| tokio::sync::Mutex::new(())),
         };
         store.bounded(store.init()).await?;
         Ok(store)
@@ -178,8 +186,16 @@ impl MongoStore {
 
     /// Runs `fut` within the configured timeout; the driver has no socket timeout, so a
     /// server that accepts connections but never answers would otherwise hang the caller.
+    /// Waiting for the gate counts against the timeout too.
     async fn bounded<T>(&self, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        bounded(self.timeout, fut).await
+        bounded(self.timeout, async {
+            let _turn = match &self.gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            fut.await
+        })
+        .await
     }
 
     /// A write set that changes one product document and nothing else: compare-and-set.
