@@ -193,7 +193,9 @@ async fn duplicate_event_in_a_multi_product_set_is_a_conflict_not_an_error() {
     store.commit(first).await.expect("first");
 
     let mut again = create(record(id(2), 1, json!({})));
-    again.products.push(create(record(id(3), 1, json!({}))).products.remove(0));
+    again
+        .products
+        .push(create(record(id(3), 1, json!({}))).products.remove(0));
     again.claim_keys = vec![(key("two"), id(2))];
     again.processed = Some(processed("ev", vec![id(2), id(3)]));
     match store.commit(again).await {
@@ -269,7 +271,10 @@ async fn connect_to_a_closed_port_is_unavailable_within_the_timeout() {
         "expected Unavailable, got {:?}",
         outcome.err()
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the timeout"
+    );
 }
 
 #[tokio::test]

@@ -79,10 +79,7 @@ impl MongoOptions {
             Ok(n) => Acknowledgment::Nodes(n),
             Err(_) => Acknowledgment::from(self.w.clone()),
         };
-        let mut wc = WriteConcern::builder()
-            .w(w)
-            .w_timeout(self.timeout)
-            .build();
+        let mut wc = WriteConcern::builder().w(w).w_timeout(self.timeout).build();
         wc.journal = self.journal;
         wc
     }
@@ -111,7 +108,9 @@ impl MongoStore {
             })
         })
         .await?;
-        client_options.app_name.get_or_insert_with(|| "pinv".to_owned());
+        client_options
+            .app_name
+            .get_or_insert_with(|| "pinv".to_owned());
         client_options.server_selection_timeout = Some(options.timeout);
         client_options.connect_timeout = Some(options.timeout);
         client_options.write_concern = Some(options.write_concern());
@@ -170,7 +169,10 @@ impl MongoStore {
             .await
             .map_err(classify)?;
         self.coll(HISTORY)
-            .create_index(index(doc! { "product": 1, "revision": 1 }, "product_revision"))
+            .create_index(index(
+                doc! { "product": 1, "revision": 1 },
+                "product_revision",
+            ))
             .await
             .map_err(classify)?;
         Ok(())
@@ -209,7 +211,8 @@ impl MongoStore {
                     .map_err(|e| classify_conflict(e, "product already exists"))?;
             }
             Some(expected) => {
-                let filter = doc! { "_id": write.record.id.to_string(), "revision": rev(expected)? };
+                let filter =
+                    doc! { "_id": write.record.id.to_string(), "revision": rev(expected)? };
                 let result = self
                     .products()
                     .replace_one(filter, doc)
@@ -593,7 +596,10 @@ impl Store for MongoStore {
     }
 }
 
-async fn bounded<T>(timeout: Duration, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::Unavailable(format!(
@@ -634,7 +640,8 @@ fn str_field(d: &Document, name: &str) -> StoreResult<String> {
 
 fn id_field(d: &Document, name: &str) -> StoreResult<PinvId> {
     let s = str_field(d, name)?;
-    PinvId::parse(&s).map_err(|_| StoreError::Corrupt(format!("field {name} is not a PINV id: {s}")))
+    PinvId::parse(&s)
+        .map_err(|_| StoreError::Corrupt(format!("field {name} is not a PINV id: {s}")))
 }
 
 /// The product document: exact JSON plus query-only fields.
@@ -792,7 +799,10 @@ fn classify(e: MongoError) -> StoreError {
     }
     if is_code(&e, UNAVAILABLE_CODES)
         || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-        || matches!(*e.kind, ErrorKind::Write(WriteFailure::WriteConcernError(_)))
+        || matches!(
+            *e.kind,
+            ErrorKind::Write(WriteFailure::WriteConcernError(_))
+        )
     {
         return StoreError::Unavailable(msg);
     }
@@ -859,7 +869,10 @@ mod tests {
 
     #[test]
     fn list_filter_uses_in_for_every_clause() {
-        let f = list_filter(&[("status".into(), "active".into()), ("a.b".into(), "1".into())]);
+        let f = list_filter(&[
+            ("status".into(), "active".into()),
+            ("a.b".into(), "1".into()),
+        ]);
         assert_eq!(
             f,
             doc! { "$and": [
@@ -886,7 +899,10 @@ mod tests {
         let s = Source::parse("billing").unwrap();
         assert_ne!(
             processed_id(&s, &EventId::parse("a:b").unwrap()),
-            processed_id(&Source::parse("billing-a").unwrap(), &EventId::parse("b").unwrap())
+            processed_id(
+                &Source::parse("billing-a").unwrap(),
+                &EventId::parse("b").unwrap()
+            )
         );
     }
 }
