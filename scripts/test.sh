@@ -21,7 +21,8 @@ if [[ -n "${PINV_TEST_MONGODB_URI:-}" ]]; then
     exec cargo test --locked "$@"
 fi
 
-if [[ ! -x "$NX_BIN" ]] || ! "$VENV/bin/pip" show nx-27017 2>/dev/null | grep -qx "Version: $NX_VERSION"; then
+installed="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("nx-27017"))' 2>/dev/null || true)"
+if [[ ! -x "$NX_BIN" || "$installed" != "$NX_VERSION" ]]; then
     echo "test.sh: installing nx-27017==$NX_VERSION into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "nx-27017==$NX_VERSION"
