@@ -3,7 +3,7 @@
 //! `core` is the pure merge engine; `store` persists products; `api` is the HTTP shell.
 
 pub mod core;
+pub mod remerge;
 pub mod rules_loader;
 pub mod service;
 pub mod store;
-pub mod remerge;

@@ -12,6 +12,7 @@ use crate::core::{EventId, MatchKey, PinvId, Source};
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+mod plan;
 
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
