@@ -3,6 +3,7 @@
 //! `core` is the pure merge engine; `store` persists products; `api` is the HTTP shell.
 
 pub mod core;
+pub mod generate;
 pub mod remerge;
 pub mod rules_loader;
 pub mod service;
