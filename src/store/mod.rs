@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod memory;
 pub mod mongo;
+mod plan;
 
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
