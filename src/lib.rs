@@ -3,10 +3,11 @@
 //! `core` is the pure merge engine; `store` persists products; `api` is the HTTP shell.
 
 pub mod core;
+pub mod generate;
+pub mod remerge;
 pub mod rules_loader;
 pub mod service;
 pub mod store;
-pub mod remerge;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -287,8 +287,7 @@ impl Progress {
 
     fn advance(&self, read: u64, summary: &RemergeSummary) {
         self.bar.inc(read);
-        self.bar
-            .set_message(format!("changed {}", summary.changed));
+        self.bar.set_message(format!("changed {}", summary.changed));
         if let Some(plain) = &self.plain {
             let mut p = plain.lock().expect("progress lock");
             p.done += read;
@@ -307,6 +306,7 @@ impl Progress {
     }
 
     fn finish(&self, summary: &RemergeSummary) {
-        self.bar.finish_with_message(format!("changed {}", summary.changed));
+        self.bar
+            .finish_with_message(format!("changed {}", summary.changed));
     }
 }

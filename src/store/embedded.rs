@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::filter;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
-use crate::store::memory::{plan, Plan, PlanView, ProductState, RootChange};
+use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
 /// The database file inside the store directory.
@@ -549,13 +549,7 @@ impl Store for EmbeddedStore {
 
 /// The 16 bytes of a PINV id, whose order is the id's order.
 fn id_bytes(id: &PinvId) -> IdBytes {
-    // `PinvId` does not expose its UUID; its serde form is the canonical UUID string.
-    let text = id.to_string();
-    match uuid::Uuid::parse_str(&text) {
-        Ok(u) => *u.as_bytes(),
-        // Unreachable: the Display form of a PinvId is always a valid UUID.
-        Err(_) => [0; 16],
-    }
+    *id.as_bytes()
 }
 
 fn id_from_bytes(bytes: &IdBytes) -> PinvId {

@@ -12,6 +12,8 @@ use crate::core::{EventId, MatchKey, PinvId, Source};
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+pub mod mongo;
+mod plan;
 
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
