@@ -20,6 +20,7 @@ use crate::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::service::Service;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
+use crate::store::mongo::{MongoOptions, MongoStore};
 use crate::store::{Store, StoreError};
 
 /// Why the application could not start.
@@ -59,10 +60,19 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the configured store, loads rules and schemas, binds the listener.
+    /// Loads rules and schemas, opens the configured store, binds the listener. Rules come
+    /// first: a bad rules file should fail the start at once, not after a store timeout.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let store = open_store(&settings.store)?;
-        Self::build_with_store(settings, store)
+        let (rules, schemas) = load_rules_and_schemas(&settings)?;
+        let store = open_store(&settings.store, &settings.mongodb_database).await?;
+        Self::build_with_service(
+            settings,
+            Service {
+                store,
+                rules,
+                schemas,
+            },
+        )
     }
 
     /// Like [`build`](Self::build) with a store that is already open (tests use this).
@@ -70,19 +80,15 @@ impl Application {
         settings: Settings,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartupError> {
-        let rules = load_rules_dir(&settings.rules_dir)?;
-        tracing::info!(
-            rules_dir = %settings.rules_dir.display(),
-            rules_hash = %rules.hash,
-            "merge rules loaded"
-        );
-        let schemas = Schemas::compile().map_err(StartupError::Schemas)?;
-        let service = Service {
-            store,
-            rules: Arc::new(rules),
-            schemas: Arc::new(schemas),
-        };
-        Self::build_with_service(settings, service)
+        let (rules, schemas) = load_rules_and_schemas(&settings)?;
+        Self::build_with_service(
+            settings,
+            Service {
+                store,
+                rules,
+                schemas,
+            },
+        )
     }
 
     /// Binds the listener and serves `service` (tests that need no rules use this).
@@ -148,8 +154,24 @@ impl Application {
     }
 }
 
-/// Opens the store a setting names.
-pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError> {
+fn load_rules_and_schemas(
+    settings: &Settings,
+) -> Result<(Arc<crate::core::rules::Rules>, Arc<Schemas>), StartupError> {
+    let rules = load_rules_dir(&settings.rules_dir)?;
+    tracing::info!(
+        rules_dir = %settings.rules_dir.display(),
+        rules_hash = %rules.hash,
+        "merge rules loaded"
+    );
+    let schemas = Schemas::compile().map_err(StartupError::Schemas)?;
+    Ok((Arc::new(rules), Arc::new(schemas)))
+}
+
+/// Opens the store a setting names (`database` is used by MongoDB only).
+pub async fn open_store(
+    setting: &StoreSetting,
+    database: &str,
+) -> Result<Arc<dyn Store>, StartupError> {
     match setting {
         StoreSetting::Embedded(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -158,7 +180,10 @@ pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError
             Ok(Arc::new(EmbeddedStore::open(dir)?))
         }
         StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreSetting::Mongo(_) => Err(StartupError::MongoNotAvailable),
+        StoreSetting::Mongo(uri) => {
+            let store = MongoStore::connect(uri, database, MongoOptions::default()).await?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
@@ -166,21 +191,21 @@ pub fn open_store(setting: &StoreSetting) -> Result<Arc<dyn Store>, StartupError
 mod tests {
     use super::*;
 
-    #[test]
-    fn mongodb_is_refused_with_a_clear_message() {
-        let e = open_store(&StoreSetting::Mongo("mongodb://localhost".into()))
+    #[tokio::test]
+    async fn malformed_mongodb_uri_is_a_store_error() {
+        let e = open_store(&StoreSetting::Mongo("mongodb://".into()), "pinv")
+            .await
             .err()
             .unwrap();
-        assert!(
-            e.to_string().contains("MongoDB store is not available yet"),
-            "{e}"
-        );
+        assert!(matches!(e, StartupError::Store(_)), "{e}");
     }
 
     #[tokio::test]
     async fn embedded_store_directory_is_created_and_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_store(&StoreSetting::Embedded(dir.path().join("a/b"))).unwrap();
+        let store = open_store(&StoreSetting::Embedded(dir.path().join("a/b")), "pinv")
+            .await
+            .unwrap();
         store.ping().await.unwrap();
         assert!(dir.path().join("a/b").is_dir());
     }
@@ -191,7 +216,7 @@ mod tests {
         let mut settings = Settings::for_tests("unused", "0123456789abcdef0123456789abcdef");
         settings.bind = taken.local_addr().unwrap();
         let service = Service {
-            store: open_store(&StoreSetting::Memory).unwrap(),
+            store: open_store(&StoreSetting::Memory, "pinv").await.unwrap(),
             rules: Arc::new(
                 crate::rules_loader::load_rules_dir(std::path::Path::new(concat!(
                     env!("CARGO_MANIFEST_DIR"),

@@ -102,7 +102,7 @@ fn bad_environment_names_the_variable() {
 }
 
 #[test]
-fn mongodb_store_is_refused_clearly_for_now() {
+fn unreachable_mongodb_stops_the_start_with_a_store_error() {
     let out = pinv()
         .args([
             "serve",
@@ -110,13 +110,14 @@ fn mongodb_store_is_refused_clearly_for_now() {
             "--bind",
             "127.0.0.1:0",
             "--store",
-            "mongodb://localhost:1",
+            "mongodb://127.0.0.1:1",
         ])
+        .env("PINV_RULES_DIR", rules_dir())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("MongoDB store is not available yet"), "{err}");
+    assert!(err.contains("cannot open the store"), "{err}");
 }
 
 #[test]
