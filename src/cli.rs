@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -39,6 +40,10 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate a merge-rules directory.
     CheckRules(CheckRulesArgs),
+    /// Re-apply the merge rules to every stored product (or those matching filters).
+    Remerge(RemergeArgs),
+    /// Fill the store with synthetic products (for benchmarks).
+    Generate(GenerateArgs),
 }
 
 /// Flags that override `PINV_*` variables of the same meaning. There is deliberately no
@@ -132,12 +137,58 @@ pub struct CheckRulesArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// `pinv remerge`.
+#[derive(Debug, Args)]
+pub struct RemergeArgs {
+    /// Report what would change (per product and per field); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The rules to apply (default: PINV_RULES_DIR or ./merge-rules).
+    #[arg(long = "rules")]
+    pub rules: Option<PathBuf>,
+    /// Only products matching PATH=VALUE, as in GET /products (repeatable).
+    #[arg(long = "filter", value_parser = parse_filter)]
+    pub filters: Vec<(String, String)>,
+    /// Products read and written per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Configuration (the store).
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+/// `pinv generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many products to write.
+    #[arg(long)]
+    pub count: u64,
+    /// Number of the first product (use different ranges to add to a store).
+    #[arg(long, default_value_t = 0)]
+    pub first: u64,
+    /// Products per write.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: u64,
+    /// Configuration (the store and the rules).
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+fn parse_filter(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((path, value)) if !path.is_empty() => Ok((path.to_owned(), value.to_owned())),
+        _ => Err(format!("'{text}' is not PATH=VALUE")),
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
         Command::CheckRules(args) => check_rules(args),
+        Command::Remerge(args) => remerge(args),
+        Command::Generate(args) => generate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,11 +218,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         // Refuse before opening the store: there is nothing to serve without auth.
         return Err(crate::api::auth::AuthConfigError::NoKey.to_string());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let issuer = settings.jwt.issuer.clone();
         let audience = settings.jwt.audience.clone();
         let bind = settings.bind;
@@ -260,6 +307,85 @@ fn check_rules(args: CheckRulesArgs) -> Result<(), String> {
         rules.hash
     );
     Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn remerge(args: RemergeArgs) -> Result<(), String> {
+    let mut settings = args.config.settings()?;
+    if let Some(dir) = args.rules {
+        settings.rules_dir = dir;
+    }
+    crate::telemetry::init();
+    // Invalid rules stop the run before the store is even opened.
+    let rules =
+        crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+    let options = crate::remerge::RemergeOptions {
+        dry_run: args.dry_run,
+        filters: args.filters,
+        batch: args.batch,
+    };
+    runtime()?.block_on(async move {
+        let store = crate::startup::open_store(&settings.store, &settings.mongodb_database)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "pinv remerge: rules {} (hash {}){}",
+            settings.rules_dir.display(),
+            rules.hash,
+            if options.dry_run { ", dry run" } else { "" }
+        );
+        let mut out = std::io::stdout();
+        let summary = crate::remerge::run(store, Arc::new(rules), &options, &mut out)
+            .await
+            .map_err(|e| format!("re-merge stopped: {e}; run it again to finish"))?;
+        let verb = if options.dry_run { "would change" } else { "changed" };
+        for (field, n) in &summary.fields {
+            println!("field {field}: {verb} in {n} products");
+        }
+        println!("run {}: {}", summary.run_id, summary.line());
+        if summary.failed > 0 {
+            return Err(format!(
+                "{} products kept changing under live writes and were left as they were; run it again",
+                summary.failed
+            ));
+        }
+        Ok(())
+    })
+}
+
+fn generate(args: GenerateArgs) -> Result<(), String> {
+    let settings = args.config.settings()?;
+    let rules =
+        crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+    runtime()?.block_on(async move {
+        let store = crate::startup::open_store(&settings.store, &settings.mongodb_database)
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let bar = indicatif::ProgressBar::new(args.count);
+        let written = crate::generate::generate(
+            store,
+            Arc::new(rules),
+            args.first,
+            args.count,
+            args.batch,
+            |n| bar.set_position(n),
+        )
+        .await
+        .map_err(|e| format!("generation stopped: {e}"))?;
+        bar.finish_and_clear();
+        println!(
+            "generated {written} products in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
 }
 
 /// Reads a lifetime such as `90s`, `30m`, `1h`, `7d` or `3600` (seconds) into seconds.
