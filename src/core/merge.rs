@@ -1,13 +1,20 @@
 //! The merge: contributions + rules -> one merged TMF637 document.
-//! STUB: signatures are fixed; bodies are being written.
+//!
+//! The merge walks the contributions' values by reference and clones only what ends
+//! up in the output. Contributions are ranked once (by the default precedence); a field
+//! with its own precedence re-sorts just the few candidates it has. Rule paths are looked
+//! up through one reusable path buffer, so the hot loop allocates no path strings, and a
+//! field without any rule at or below its path is taken whole instead of walked.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 use crate::core::package::Links;
 use crate::core::record::Contribution;
-use crate::core::rules::Rules;
+use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
 use crate::core::{PinvId, Source};
 
 /// Which source won what.
@@ -27,6 +34,12 @@ pub struct Merged {
     pub provenance: Provenance,
 }
 
+/// Top-level fields that PINV sets itself; the sources' values for them never merge.
+const ID: &str = "id";
+const HREF: &str = "href";
+const EXTERNAL_IDENTIFIER: &str = "externalIdentifier";
+const PRODUCT_RELATIONSHIP: &str = "productRelationship";
+
 /// Merges the contributions of product `id` under `rules`.
 ///
 /// Relationship ids in each contribution are first resolved through `links`
@@ -35,6 +48,1040 @@ pub struct Merged {
 /// `externalIdentifier` entry per contribution. The result depends only on the inputs,
 /// never on the order of `contributions`.
 pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: &Rules) -> Merged {
-    let _ = (id, contributions, links, rules);
-    todo!()
+    // Rank once by the default precedence; everything below refers to a contribution by
+    // its index in this order, so "in order" is simply "by index". Two contributions of
+    // the same source (callers keep one per source) are ordered by time and event id so
+    // that the result still does not depend on the input order.
+    let mut ranked: Vec<&Contribution> = contributions.iter().collect();
+    ranked.sort_by(|a, b| {
+        Rules::rank(&rules.precedence, &a.source)
+            .cmp(&Rules::rank(&rules.precedence, &b.source))
+            .then_with(|| a.time.cmp(&b.time))
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
+
+    // Only the productRelationship arrays that actually change are cloned.
+    let rewritten: Vec<Option<Value>> = ranked
+        .iter()
+        .map(|c| rewrite_relationships(&c.source, &c.value, links))
+        .collect();
+
+    let inputs: Vec<Input<'_>> = ranked
+        .iter()
+        .zip(&rewritten)
+        .map(|(c, rel)| Input {
+            source: &c.source,
+            time: c.time,
+            fields: c.value.as_object(),
+            relationships: rel.as_ref(),
+        })
+        .collect();
+
+    let mut merger = Merger {
+        rules,
+        inputs: &inputs,
+        path: String::with_capacity(64),
+        used: Vec::with_capacity(inputs.len()),
+    };
+
+    let mut keys: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i.fields)
+        .flat_map(|m| m.keys().map(String::as_str))
+        .filter(|k| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+
+    let mut document = Map::new();
+    let mut provenance = Provenance::default();
+    for key in keys {
+        let cands: Vec<Cand<'_>> = inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(who, input)| {
+                let value = match input.relationships {
+                    Some(rel) if key == PRODUCT_RELATIONSHIP => Some(rel),
+                    _ => input.fields.and_then(|m| m.get(key)),
+                };
+                value.map(|value| Cand { who, value })
+            })
+            .collect();
+        merger.path.clear();
+        merger.path.push_str(key);
+        merger.used.clear();
+        if let Some(value) = merger.merge_field(cands) {
+            document.insert(key.to_owned(), value);
+            provenance
+                .fields
+                .insert(key.to_owned(), merger.contributors(rules.fields.get(key)));
+        }
+    }
+
+    if let Some((value, sources)) = external_identifiers(&inputs) {
+        document.insert(EXTERNAL_IDENTIFIER.to_owned(), value);
+        provenance
+            .fields
+            .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
+    }
+    document.insert(ID.to_owned(), Value::String(id.to_string()));
+    document.insert(HREF.to_owned(), Value::String(id.href()));
+
+    Merged {
+        document: Value::Object(document),
+        provenance,
+    }
+}
+
+/// Rewrites the `productRelationship` ids of one contribution that resolve in `links`.
+/// `None` when nothing resolves, so the caller keeps borrowing the original.
+fn rewrite_relationships(source: &Source, value: &Value, links: &Links) -> Option<Value> {
+    let resolve = |element: &Value| {
+        element
+            .get(ID)
+            .and_then(Value::as_str)
+            .and_then(|raw| links.resolve(source, raw))
+    };
+    let array = value.get(PRODUCT_RELATIONSHIP)?.as_array()?;
+    if !array.iter().any(|e| resolve(e).is_some()) {
+        return None;
+    }
+    let mut array = array.clone();
+    for element in &mut array {
+        if let Some(target) = resolve(element) {
+            if let Some(object) = element.as_object_mut() {
+                object.insert(ID.to_owned(), Value::String(target.to_string()));
+                object.insert(HREF.to_owned(), Value::String(target.href()));
+            }
+        }
+    }
+    Some(Value::Array(array))
+}
+
+/// The service-owned `externalIdentifier` array: what the sources sent (deduplicated by
+/// owner + type + id, minus stale crosswalk entries of contributing sources), then one
+/// crosswalk entry per contribution with a local id, sorted by source.
+fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
+    const KEY: [&str; 3] = ["owner", "externalIdentifierType", ID];
+    let is_stale_crosswalk = |e: &Value| {
+        e.get("externalIdentifierType").and_then(Value::as_str) == Some(ID)
+            && e.get("owner")
+                .and_then(Value::as_str)
+                .is_some_and(|owner| inputs.iter().any(|i| i.source.as_str() == owner))
+    };
+
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for (who, input) in inputs.iter().enumerate() {
+        let Some(Value::Array(sent)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER)) else {
+            continue;
+        };
+        for element in sent {
+            if is_empty(element) || is_stale_crosswalk(element) {
+                continue;
+            }
+            add_to_groups(
+                &mut groups,
+                &KEY,
+                Cand {
+                    who,
+                    value: element,
+                },
+            );
+        }
+    }
+
+    let mut contributors: Vec<usize> = groups.iter().map(|g| g.members[0].who).collect();
+    let mut out: Vec<Value> = groups.iter().map(|g| g.members[0].value.clone()).collect();
+
+    let mut crosswalk: Vec<(usize, &str)> = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(who, input)| {
+            let local = input.fields?.get(ID)?.as_str()?;
+            (!local.is_empty()).then_some((who, local))
+        })
+        .collect();
+    crosswalk.sort_by(|a, b| {
+        inputs[a.0]
+            .source
+            .cmp(inputs[b.0].source)
+            .then_with(|| a.1.cmp(b.1))
+    });
+    for (who, local) in crosswalk {
+        contributors.push(who);
+        let mut entry = Map::new();
+        entry.insert(
+            "owner".to_owned(),
+            Value::String(inputs[who].source.as_str().to_owned()),
+        );
+        entry.insert(
+            "externalIdentifierType".to_owned(),
+            Value::String(ID.to_owned()),
+        );
+        entry.insert(ID.to_owned(), Value::String(local.to_owned()));
+        out.push(Value::Object(entry));
+    }
+
+    if out.is_empty() {
+        return None;
+    }
+    contributors.sort_unstable();
+    contributors.dedup();
+    let sources = contributors
+        .into_iter()
+        .map(|who| inputs[who].source.clone())
+        .collect();
+    Some((Value::Array(out), sources))
+}
+
+/// One contribution as the merge sees it.
+struct Input<'a> {
+    source: &'a Source,
+    time: DateTime<Utc>,
+    /// The contribution's value, when it is an object (anything else contributes no field).
+    fields: Option<&'a Map<String, Value>>,
+    /// The rewritten `productRelationship` array, when any id in it resolved.
+    relationships: Option<&'a Value>,
+}
+
+/// A value offered for a field by one contribution (index into the ranked inputs).
+#[derive(Debug, Clone, Copy)]
+struct Cand<'a> {
+    who: usize,
+    value: &'a Value,
+}
+
+/// Elements of a `union` array that match one another.
+struct Group<'a> {
+    /// Whether the elements match by key fields (else by whole value).
+    keyed: bool,
+    /// In order of appearance; never empty.
+    members: Vec<Cand<'a>>,
+}
+
+/// Puts `cand` in the group whose elements it matches, or in a new one.
+fn add_to_groups<'a, K: AsRef<str>>(groups: &mut Vec<Group<'a>>, key: &[K], cand: Cand<'a>) {
+    let element = cand.value;
+    let keyed = !key.is_empty()
+        && element
+            .as_object()
+            .is_some_and(|o| key.iter().all(|k| o.contains_key(k.as_ref())));
+    let found = groups.iter_mut().find(|g| {
+        let rep = g.members[0].value;
+        if keyed {
+            g.keyed
+                && key
+                    .iter()
+                    .all(|k| rep.get(k.as_ref()) == element.get(k.as_ref()))
+        } else {
+            !g.keyed && rep == element
+        }
+    });
+    match found {
+        Some(group) => group.members.push(cand),
+        None => groups.push(Group {
+            keyed,
+            members: vec![cand],
+        }),
+    }
+}
+
+/// `null`, `""`, `[]` and `{}`: absent unless a rule keeps them.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// State of one merge: the ranked inputs, the current dotted path, and the inputs whose
+/// values made the current top-level field.
+struct Merger<'r, 'a> {
+    rules: &'r Rules,
+    inputs: &'r [Input<'a>],
+    path: String,
+    used: Vec<usize>,
+}
+
+impl<'a> Merger<'_, 'a> {
+    /// Chooses the value of the field at `self.path` among `cands` (the values of every
+    /// contribution that has the key, in default order). `None` omits the field.
+    fn merge_field(&mut self, mut cands: Vec<Cand<'a>>) -> Option<Value> {
+        let rule = self.rules.fields.get(self.path.as_str());
+        if let Some(rule) = rule {
+            if rule.strategy == Strategy::Owner {
+                cands.retain(|c| rule.owners.contains(self.inputs[c.who].source));
+                // Stable, so elements keep their order within a contribution.
+                cands.sort_by_key(|c| {
+                    rule.owners
+                        .iter()
+                        .position(|o| o == self.inputs[c.who].source)
+                });
+            } else if let Some(order) = &rule.precedence {
+                self.sort_by_order(&mut cands, order);
+            }
+        }
+        let keep_empty = rule.is_some_and(|r| r.keep_empty);
+        if !keep_empty && cands.iter().all(|c| is_empty(c.value)) {
+            // Only empty values (or none): the first-ranked one stands, so a single
+            // contribution merges to itself.
+            return cands.first().map(|&c| self.take(c));
+        }
+        if !keep_empty {
+            cands.retain(|c| !is_empty(c.value));
+        }
+
+        match rule.map(|r| r.strategy) {
+            None => {
+                if cands.iter().all(|c| c.value.is_object()) && self.has_rules_below() {
+                    Some(self.merge_objects(&cands))
+                } else {
+                    Some(self.take(cands[0]))
+                }
+            }
+            Some(Strategy::Priority | Strategy::Owner) => Some(self.take(cands[0])),
+            Some(Strategy::Recency) => Some(self.take(self.by_time(&cands, true))),
+            Some(Strategy::Oldest) => Some(self.take(self.by_time(&cands, false))),
+            Some(Strategy::Union) => {
+                let rule = rule.expect("a strategy comes from a rule");
+                if cands.iter().all(|c| c.value.is_array()) {
+                    Some(self.union(rule, &cands))
+                } else {
+                    Some(self.take(cands[0]))
+                }
+            }
+        }
+    }
+
+    /// Merges objects key by key, each key by the rules at its own path.
+    fn merge_objects(&mut self, cands: &[Cand<'a>]) -> Value {
+        let mut keys: Vec<&'a str> = cands
+            .iter()
+            .filter_map(|c| c.value.as_object())
+            .flat_map(|o| o.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+
+        let base = self.path.len();
+        let mut out = Map::new();
+        for key in keys {
+            let mut sub: Vec<Cand<'a>> = cands
+                .iter()
+                .filter_map(|c| c.value.get(key).map(|value| Cand { who: c.who, value }))
+                .collect();
+            // The parent may have been in its own order; this field has the default one
+            // unless its rule says otherwise. Stable, so array elements keep their order.
+            sub.sort_by_key(|c| c.who);
+            self.path.push('.');
+            self.path.push_str(key);
+            let merged = self.merge_field(sub);
+            self.path.truncate(base);
+            if let Some(value) = merged {
+                out.insert(key.to_owned(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// Unions the arrays of `cands` (in order) under `rule`.
+    fn union(&mut self, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
+        let mut groups: Vec<Group<'a>> = Vec::new();
+        for c in cands {
+            for element in c.value.as_array().into_iter().flatten() {
+                if !rule.keep_empty && is_empty(element) {
+                    continue;
+                }
+                add_to_groups(
+                    &mut groups,
+                    &rule.key,
+                    Cand {
+                        who: c.who,
+                        value: element,
+                    },
+                );
+            }
+        }
+
+        let walk_elements =
+            rule.element_strategy == ElementStrategy::Merge && self.has_rules_below();
+        let out = groups
+            .iter()
+            .map(|group| {
+                let members = &group.members;
+                match rule.element_strategy {
+                    // Walking one element still applies owner rules below the path.
+                    ElementStrategy::Merge
+                        if group.keyed && (members.len() > 1 || walk_elements) =>
+                    {
+                        self.merge_objects(members)
+                    }
+                    ElementStrategy::Merge | ElementStrategy::Priority => self.take(members[0]),
+                    ElementStrategy::Recency => self.take(self.by_time(members, true)),
+                    ElementStrategy::Oldest => self.take(self.by_time(members, false)),
+                }
+            })
+            .collect();
+        Value::Array(out)
+    }
+
+    /// The newest (or oldest) candidate; ties go to the first in order.
+    fn by_time(&self, cands: &[Cand<'a>], newest: bool) -> Cand<'a> {
+        let mut best = cands[0];
+        for &c in &cands[1..] {
+            let (t, b) = (self.inputs[c.who].time, self.inputs[best.who].time);
+            if (newest && t > b) || (!newest && t < b) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    /// Whether any rule is declared strictly below `self.path`.
+    fn has_rules_below(&mut self) -> bool {
+        self.path.push('.');
+        // Paths under `p.` are contiguous in the sorted map and start at `p.` itself.
+        let found = self
+            .rules
+            .fields
+            .range::<str, _>((Bound::Included(self.path.as_str()), Bound::Unbounded))
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(self.path.as_str()));
+        self.path.pop();
+        found
+    }
+
+    /// Sorts candidates by `order` (named sources first, the rest by name), stably.
+    fn sort_by_order(&self, cands: &mut [Cand<'a>], order: &[Source]) {
+        cands.sort_by(|a, b| {
+            Rules::rank(order, self.inputs[a.who].source)
+                .cmp(&Rules::rank(order, self.inputs[b.who].source))
+                .then(a.who.cmp(&b.who))
+        });
+    }
+
+    /// Takes a candidate's value into the output, recording its source.
+    fn take(&mut self, cand: Cand<'a>) -> Value {
+        self.used.push(cand.who);
+        cand.value.clone()
+    }
+
+    /// The sources recorded for the current top-level field, in its order.
+    fn contributors(&mut self, rule: Option<&FieldRule>) -> Vec<Source> {
+        let mut used = std::mem::take(&mut self.used);
+        used.sort_unstable();
+        used.dedup();
+        let mut cands: Vec<Cand<'_>> = used
+            .iter()
+            .map(|&who| Cand {
+                who,
+                value: &Value::Null,
+            })
+            .collect();
+        match rule {
+            Some(r) if r.strategy == Strategy::Owner => {
+                cands.sort_by_key(|c| r.owners.iter().position(|o| o == self.inputs[c.who].source));
+            }
+            Some(FieldRule {
+                precedence: Some(order),
+                ..
+            }) => self.sort_by_order(&mut cands, order),
+            _ => {}
+        }
+        self.used = used;
+        cands
+            .into_iter()
+            .map(|c| self.inputs[c.who].source.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::EventId;
+
+    fn src(name: &str) -> Source {
+        Source::parse(name).unwrap()
+    }
+
+    fn pid(n: u128) -> PinvId {
+        PinvId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// A contribution sent at `secs` seconds after 2024-01-01.
+    fn contribution(source: &str, secs: i64, value: Value) -> Contribution {
+        let time =
+            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs);
+        Contribution {
+            source: src(source),
+            event_id: EventId::parse(&format!("{source}-{secs}")).unwrap(),
+            time,
+            received_at: time,
+            value,
+        }
+    }
+
+    fn rule(path: &str, strategy: Strategy) -> FieldRule {
+        FieldRule {
+            path: path.to_owned(),
+            strategy,
+            precedence: None,
+            owners: Vec::new(),
+            key: Vec::new(),
+            element_strategy: ElementStrategy::Merge,
+            keep_empty: false,
+            declared_in: "test.toml".to_owned(),
+        }
+    }
+
+    fn union(path: &str, key: &[&str]) -> FieldRule {
+        FieldRule {
+            key: key.iter().map(|k| (*k).to_owned()).collect(),
+            ..rule(path, Strategy::Union)
+        }
+    }
+
+    fn rules(precedence: &[&str], fields: Vec<FieldRule>) -> Rules {
+        Rules {
+            precedence: precedence.iter().map(|s| src(s)).collect(),
+            fields: fields.into_iter().map(|r| (r.path.clone(), r)).collect(),
+            identity_types: vec!["CircuitID".to_owned()],
+            role_globs: BTreeMap::new(),
+            role_matchers: Vec::new(),
+            accepted_types: Vec::new(),
+            hash: "test".to_owned(),
+        }
+    }
+
+    fn merged(contributions: &[Contribution], rules: &Rules) -> Merged {
+        merge(&pid(1), contributions, &Links::default(), rules)
+    }
+
+    fn field(contributions: &[Contribution], rules: &Rules, name: &str) -> Option<Value> {
+        merged(contributions, rules).document.get(name).cloned()
+    }
+
+    #[test]
+    fn priority_takes_the_first_ranked_source_whatever_the_input_order() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution("provisioning", 2, json!({"status": "pending"})),
+            contribution("billing", 1, json!({"status": "active"})),
+        ];
+        assert_eq!(field(&cs, &r, "status"), Some(json!("active")));
+    }
+
+    #[test]
+    fn empty_values_never_hide_real_ones() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        for empty in [json!(null), json!(""), json!([]), json!({})] {
+            let cs = [
+                contribution("billing", 1, json!({"name": empty})),
+                contribution("provisioning", 2, json!({"name": "ADI"})),
+            ];
+            assert_eq!(field(&cs, &r, "name"), Some(json!("ADI")), "{empty}");
+        }
+    }
+
+    #[test]
+    fn when_every_value_is_empty_the_first_ranked_empty_value_stands() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution("provisioning", 2, json!({"name": []})),
+            contribution("billing", 1, json!({"name": ""})),
+        ];
+        assert_eq!(field(&cs, &r, "name"), Some(json!("")));
+    }
+
+    #[test]
+    fn keep_empty_lets_an_empty_value_win() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![FieldRule {
+                keep_empty: true,
+                ..rule("note", Strategy::Priority)
+            }],
+        );
+        let cs = [
+            contribution("billing", 1, json!({"note": ""})),
+            contribution("provisioning", 2, json!({"note": "hello"})),
+        ];
+        assert_eq!(field(&cs, &r, "note"), Some(json!("")));
+    }
+
+    #[test]
+    fn recency_takes_the_newest_and_breaks_ties_by_precedence() {
+        let r = rules(&["a", "b", "c"], vec![rule("status", Strategy::Recency)]);
+        let cs = [
+            contribution("a", 1, json!({"status": "old"})),
+            contribution("c", 5, json!({"status": "newest-c"})),
+            contribution("b", 5, json!({"status": "newest-b"})),
+        ];
+        // b and c tie on time and b ranks first.
+        assert_eq!(field(&cs, &r, "status"), Some(json!("newest-b")));
+        let empty_newest = [
+            contribution("a", 1, json!({"status": "real"})),
+            contribution("b", 9, json!({"status": ""})),
+        ];
+        assert_eq!(field(&empty_newest, &r, "status"), Some(json!("real")));
+    }
+
+    #[test]
+    fn oldest_takes_the_oldest_and_breaks_ties_by_precedence() {
+        let r = rules(&["a", "b", "c"], vec![rule("startDate", Strategy::Oldest)]);
+        let cs = [
+            contribution("a", 7, json!({"startDate": "a"})),
+            contribution("c", 3, json!({"startDate": "c"})),
+            contribution("b", 3, json!({"startDate": "b"})),
+        ];
+        assert_eq!(field(&cs, &r, "startDate"), Some(json!("b")));
+    }
+
+    #[test]
+    fn owner_counts_only_owners_in_their_order_and_omits_the_field_otherwise() {
+        let r = rules(
+            &["billing", "provisioning", "inventory"],
+            vec![FieldRule {
+                owners: vec![src("inventory"), src("provisioning")],
+                ..rule("status", Strategy::Owner)
+            }],
+        );
+        let all = [
+            contribution("billing", 1, json!({"status": "billing"})),
+            contribution("provisioning", 2, json!({"status": "provisioning"})),
+            contribution("inventory", 3, json!({"status": "inventory"})),
+        ];
+        assert_eq!(field(&all, &r, "status"), Some(json!("inventory")));
+        assert_eq!(field(&all[..2], &r, "status"), Some(json!("provisioning")));
+        let m = merged(&all[..1], &r);
+        assert_eq!(m.document.get("status"), None);
+        assert!(!m.provenance.fields.contains_key("status"));
+        // An owner's empty value does not hide another owner's real one.
+        let empty_first = [
+            contribution("inventory", 3, json!({"status": ""})),
+            contribution("provisioning", 2, json!({"status": "provisioning"})),
+        ];
+        assert_eq!(
+            field(&empty_first, &r, "status"),
+            Some(json!("provisioning"))
+        );
+    }
+
+    #[test]
+    fn field_precedence_overrides_the_default_order() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![FieldRule {
+                precedence: Some(vec![src("provisioning")]),
+                ..rule("status", Strategy::Priority)
+            }],
+        );
+        let cs = [
+            contribution("billing", 1, json!({"status": "b", "name": "b"})),
+            contribution("provisioning", 2, json!({"status": "p", "name": "p"})),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(doc["status"], json!("p"));
+        assert_eq!(doc["name"], json!("b"));
+    }
+
+    #[test]
+    fn unnamed_sources_rank_after_named_ones_by_name() {
+        let r = rules(&["billing"], vec![]);
+        let cs = [
+            contribution("zeta", 1, json!({"a": "zeta", "b": "zeta", "c": "zeta"})),
+            contribution("alpha", 1, json!({"a": "alpha", "b": "alpha"})),
+            contribution("billing", 1, json!({"a": "billing"})),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(doc["a"], json!("billing"));
+        assert_eq!(doc["b"], json!("alpha"));
+        assert_eq!(doc["c"], json!("zeta"));
+    }
+
+    #[test]
+    fn union_matches_by_key_merges_matches_and_keeps_first_appearance_order() {
+        let r = rules(&["a", "b"], vec![union("productCharacteristic", &["name"])]);
+        let cs = [
+            contribution(
+                "b",
+                2,
+                json!({"productCharacteristic": [
+                    {"name": "Speed", "value": "10G", "valueType": "string"},
+                    {"name": "Vendor", "value": "Cisco"},
+                ]}),
+            ),
+            contribution(
+                "a",
+                1,
+                json!({"productCharacteristic": [
+                    {"name": "Interface", "value": "GigE"},
+                    {"name": "Speed", "value": ""},
+                ]}),
+            ),
+        ];
+        let m = merged(&cs, &r);
+        assert_eq!(
+            m.document["productCharacteristic"],
+            json!([
+                {"name": "Interface", "value": "GigE"},
+                // a's empty value does not hide b's; b adds valueType.
+                {"name": "Speed", "value": "10G", "valueType": "string"},
+                {"name": "Vendor", "value": "Cisco"},
+            ])
+        );
+        assert_eq!(
+            m.provenance.fields["productCharacteristic"],
+            vec![src("a"), src("b")]
+        );
+    }
+
+    #[test]
+    fn union_dedupes_unkeyed_elements_by_whole_value_and_drops_empty_ones() {
+        let r = rules(&["a", "b"], vec![union("items", &["k"])]);
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"items": [{"x": 1}, "s", {}, {"k": 1, "v": "a"}, null]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"items": [{"x": 1}, {"x": 2}, "s", {"k": 1, "v": "b"}, {"k": 1.0}]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "items"),
+            Some(json!([{"x": 1}, "s", {"k": 1, "v": "a"}, {"x": 2}, {"k": 1.0}]))
+        );
+    }
+
+    #[test]
+    fn union_keeps_empty_elements_with_keep_empty() {
+        let r = rules(
+            &["a", "b"],
+            vec![FieldRule {
+                keep_empty: true,
+                ..union("items", &["k"])
+            }],
+        );
+        let cs = [
+            contribution("a", 1, json!({"items": [{}, {"k": 1}]})),
+            contribution("b", 1, json!({"items": [{}, {"k": 1, "v": ""}]})),
+        ];
+        assert_eq!(
+            field(&cs, &r, "items"),
+            Some(json!([{}, {"k": 1, "v": ""}]))
+        );
+    }
+
+    #[test]
+    fn union_with_several_key_fields_needs_all_of_them_equal() {
+        let r = rules(&["a", "b"], vec![union("ref", &["type", "owner"])]);
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"ref": [{"type": "T", "owner": "X", "id": "1"}]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"ref": [
+                    {"type": "T", "owner": "Y", "id": "2"},
+                    {"type": "T", "owner": "X", "id": "3"},
+                ]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "ref"),
+            Some(json!([
+                {"type": "T", "owner": "X", "id": "1"},
+                {"type": "T", "owner": "Y", "id": "2"},
+            ]))
+        );
+    }
+
+    #[test]
+    fn union_element_strategies_choose_whole_elements() {
+        let cs = [
+            contribution("a", 1, json!({"p": [{"role": "R", "x": "a"}]})),
+            contribution("b", 5, json!({"p": [{"role": "R", "y": "b"}]})),
+        ];
+        let with = |element_strategy| {
+            let r = rules(
+                &["a", "b"],
+                vec![FieldRule {
+                    element_strategy,
+                    ..union("p", &["role"])
+                }],
+            );
+            field(&cs, &r, "p").unwrap()
+        };
+        assert_eq!(
+            with(ElementStrategy::Priority),
+            json!([{"role": "R", "x": "a"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Recency),
+            json!([{"role": "R", "y": "b"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Oldest),
+            json!([{"role": "R", "x": "a"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Merge),
+            json!([{"role": "R", "x": "a", "y": "b"}])
+        );
+    }
+
+    #[test]
+    fn union_falls_back_to_priority_when_a_value_is_not_an_array() {
+        let r = rules(&["a", "b"], vec![union("p", &["k"])]);
+        let cs = [
+            contribution("a", 1, json!({"p": "scalar"})),
+            contribution("b", 1, json!({"p": [{"k": 1}]})),
+        ];
+        assert_eq!(field(&cs, &r, "p"), Some(json!("scalar")));
+    }
+
+    #[test]
+    fn nested_rules_merge_objects_key_by_key() {
+        let r = rules(
+            &["a", "b"],
+            vec![rule("productSpecification.name", Strategy::Recency)],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({
+                    "productSpecification": {"id": "PR-A", "name": "old", "version": ""},
+                    "place": {"city": "A"},
+                }),
+            ),
+            contribution(
+                "b",
+                2,
+                json!({
+                    "productSpecification": {"id": "PR-B", "name": "new", "version": "2"},
+                    "place": {"city": "B", "street": "S"},
+                }),
+            ),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(
+            doc["productSpecification"],
+            json!({"id": "PR-A", "name": "new", "version": "2"})
+        );
+        // No rule at or below `place`: the whole value of the first source.
+        assert_eq!(doc["place"], json!({"city": "A"}));
+    }
+
+    #[test]
+    fn a_nested_rule_applies_inside_union_elements() {
+        let r = rules(
+            &["a", "b"],
+            vec![
+                union("relatedParty", &["role"]),
+                FieldRule {
+                    owners: vec![src("b")],
+                    ..rule("relatedParty.partyOrPartyRole", Strategy::Owner)
+                },
+            ],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"relatedParty": [
+                    {"role": "Customer", "partyOrPartyRole": {"name": "from a"}},
+                    {"role": "User", "partyOrPartyRole": {"name": "only a"}, "x": 1},
+                ]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"relatedParty": [
+                    {"role": "Customer", "partyOrPartyRole": {"name": "from b"}},
+                ]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "relatedParty"),
+            Some(json!([
+                {"role": "Customer", "partyOrPartyRole": {"name": "from b"}},
+                // Even an unmatched element is walked, so a's party is dropped.
+                {"role": "User", "x": 1},
+            ]))
+        );
+    }
+
+    #[test]
+    fn service_owned_fields_are_set_and_local_ids_go_to_the_crosswalk() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution(
+                "provisioning",
+                2,
+                json!({
+                    "id": "p-1", "href": "/elsewhere/p-1",
+                    "externalIdentifier": [
+                        {"owner": "billing", "externalIdentifierType": "id", "id": "stale"},
+                        {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
+                        {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                    ],
+                }),
+            ),
+            contribution(
+                "billing",
+                1,
+                json!({
+                    "id": "41-1", "externalIdentifier": [
+                        {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                    ],
+                }),
+            ),
+            contribution("inventory", 1, json!({"id": "", "status": "x"})),
+        ];
+        let m = merged(&cs, &r);
+        assert_eq!(m.document["id"], json!(pid(1).to_string()));
+        assert_eq!(m.document["href"], json!(pid(1).href()));
+        assert_eq!(
+            m.document["externalIdentifier"],
+            json!([
+                {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
+                {"owner": "billing", "externalIdentifierType": "id", "id": "41-1"},
+                {"owner": "provisioning", "externalIdentifierType": "id", "id": "p-1"},
+            ])
+        );
+        assert_eq!(
+            m.provenance.fields["externalIdentifier"],
+            vec![src("billing"), src("provisioning")]
+        );
+        assert!(!m.provenance.fields.contains_key("id"));
+    }
+
+    #[test]
+    fn external_identifier_is_omitted_when_there_is_nothing_to_say() {
+        let r = rules(&[], vec![]);
+        let doc = merged(&[contribution("a", 1, json!({"status": "x"}))], &r).document;
+        assert_eq!(doc.get("externalIdentifier"), None);
+        assert_eq!(doc["status"], json!("x"));
+    }
+
+    #[test]
+    fn resolved_relationship_ids_become_pinv_ids_with_href_and_collapse() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![union("productRelationship", &["relationshipType", "id"])],
+        );
+        let mut links = Links::default();
+        links.insert(&src("billing"), "b-port", pid(7));
+        links.insert(&src("provisioning"), "p-port", pid(7));
+        let cs = [
+            contribution(
+                "billing",
+                1,
+                json!({"productRelationship": [
+                    {"relationshipType": "bundles", "id": "b-port"},
+                    {"relationshipType": "bundles", "id": "unknown"},
+                ]}),
+            ),
+            contribution(
+                "provisioning",
+                1,
+                json!({"productRelationship": [
+                    {"relationshipType": "bundles", "id": "p-port", "href": "/old"},
+                    // The billing raw id means nothing when provisioning sends it.
+                    {"relationshipType": "bundles", "id": "b-port"},
+                ]}),
+            ),
+        ];
+        let doc = merge(&pid(1), &cs, &links, &r).document;
+        assert_eq!(
+            doc["productRelationship"],
+            json!([
+                {"relationshipType": "bundles", "id": pid(7).to_string(), "href": pid(7).href()},
+                {"relationshipType": "bundles", "id": "unknown"},
+                {"relationshipType": "bundles", "id": "b-port"},
+            ])
+        );
+        // The contributions themselves are untouched.
+        assert_eq!(cs[0].value["productRelationship"][0]["id"], json!("b-port"));
+    }
+
+    #[test]
+    fn provenance_names_the_winner_or_every_contributor() {
+        let r = rules(
+            &["a", "b", "c"],
+            vec![union("u", &["k"]), rule("obj.n", Strategy::Recency)],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"s": "a", "u": [{"k": 1}], "obj": {"n": 1, "m": ""}}),
+            ),
+            contribution("b", 2, json!({"s": "b", "u": [{"k": 1}], "obj": {"n": 2}})),
+            contribution("c", 3, json!({"u": [{"k": 2}], "obj": {"m": "c"}})),
+        ];
+        let p = merged(&cs, &r).provenance;
+        assert_eq!(p.fields["s"], vec![src("a")]);
+        // b's element matched a's and added nothing: the values came from a and c.
+        assert_eq!(p.fields["u"], vec![src("a"), src("c")]);
+        assert_eq!(p.fields["obj"], vec![src("b"), src("c")]);
+    }
+
+    #[test]
+    fn the_result_does_not_depend_on_the_input_order() {
+        let r = rules(
+            &["b"],
+            vec![union("u", &["k"]), rule("t", Strategy::Recency)],
+        );
+        let cs = vec![
+            contribution(
+                "a",
+                1,
+                json!({"id": "1", "s": "a", "u": [{"k": 1, "v": "a"}, "x"], "t": 1}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"id": "2", "s": "", "u": ["x", {"k": 1, "w": "b"}], "t": 2}),
+            ),
+            contribution(
+                "c",
+                1,
+                json!({"id": "3", "s": "c", "u": [{"k": 2}], "t": 3}),
+            ),
+        ];
+        let expected = serde_json::to_vec(&merged(&cs, &r).document).unwrap();
+        for perm in [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            let permuted: Vec<_> = perm.iter().map(|&i| cs[i].clone()).collect();
+            assert_eq!(
+                serde_json::to_vec(&merged(&permuted, &r).document).unwrap(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn no_contributions_give_just_the_service_owned_fields() {
+        let doc = merged(&[], &rules(&[], vec![])).document;
+        assert_eq!(
+            doc,
+            json!({"id": pid(1).to_string(), "href": pid(1).href()})
+        );
+    }
 }
