@@ -1,11 +1,15 @@
 //! The imperative shell around the core for writes: load what an event touches from the
 //! store, plan with the core, commit, retry on conflict.
-//! STUB: signatures are fixed; bodies are being written.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chrono::Utc;
 use serde_json::{Map, Value};
 
+use crate::core::envelope;
+use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
+use crate::core::package;
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
 use crate::core::{EventId, PinvId, Source, Violation};
@@ -81,16 +85,212 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+/// How many times a write is planned again after a conflicting concurrent write before
+/// the POST gives up with `503`. Conflicts come from writers touching the same product at
+/// the same instant, so a handful of retries with a short pause settles them.
+const MAX_ATTEMPTS: u32 = 16;
+
 impl Service {
     /// Handles one `POST /products` body. `may_write` says whether the caller's token may
-    /// write for a source; it is asked for every part's source before anything is read.
+    /// write for a source; it is asked once the headers are known, before anything is read.
     pub async fn post(
         &self,
         body: Value,
         options: PostOptions,
         may_write: &(dyn Fn(&Source) -> bool + Sync),
     ) -> Result<PostOutcome, IngestError> {
-        let _ = (body, options, may_write);
-        todo!()
+        let event = self.validate(body, may_write)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_post(&event).await {
+                Ok((status, result)) => return self.respond(&event, status, result, options).await,
+                Err(IngestError::Store(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "write conflict, planning again");
+                    // Spread retries of colliding writers apart.
+                    let pause = 1 + u64::from(attempt) * 2 + (rand_jitter() % 5);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Err(IngestError::Store(StoreError::Conflict(why))) => {
+                    return Err(IngestError::Store(StoreError::Unavailable(format!(
+                        "gave up after {MAX_ATTEMPTS} conflicting concurrent writes: {why}"
+                    ))))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
+
+    /// Structure, envelope, authorization, schemas and package rules, in that order.
+    fn validate(
+        &self,
+        body: Value,
+        may_write: &(dyn Fn(&Source) -> bool + Sync),
+    ) -> Result<Event, IngestError> {
+        let structure = envelope::check_structure(&body);
+        if !structure.is_empty() {
+            return Err(IngestError::Invalid(structure));
+        }
+        let mut violations = self.schemas.validate_envelope(&body);
+        let envelope = match envelope::parse(body, &self.rules.accepted_types) {
+            Ok(envelope) => envelope,
+            Err(parsed) => {
+                // The parser's message is the more precise one where both object.
+                violations.retain(|v| !parsed.iter().any(|p| p.pointer == v.pointer));
+                violations.extend(parsed);
+                return Err(IngestError::Invalid(violations));
+            }
+        };
+        if !may_write(&envelope.headers.source) {
+            return Err(IngestError::Forbidden(envelope.headers.source));
+        }
+        for (pointer, product) in envelope.payload.products() {
+            violations.extend(self.schemas.validate_product(product, &pointer));
+        }
+        if !violations.is_empty() {
+            return Err(IngestError::Invalid(violations));
+        }
+        ingest::prepare(envelope, &self.rules).map_err(IngestError::Invalid)
+    }
+
+    /// Reads what the event touches, plans, commits. A conflict comes back as
+    /// `StoreError::Conflict` for the caller to retry.
+    async fn try_post(&self, event: &Event) -> Result<(PostStatus, Replayed), IngestError> {
+        let store = &*self.store;
+        let processed = store
+            .get_processed(&event.headers.source, &event.headers.id)
+            .await?;
+        if let Some(products) =
+            ingest::check_replay(event, processed.as_ref()).map_err(plan_error(event))?
+        {
+            return Ok((PostStatus::Unchanged, Replayed::Products(products)));
+        }
+        let owners = store.resolve_keys(&ingest::lookup_keys(event)).await?;
+        let ids = ingest::identify(event, &owners).map_err(plan_error(event))?;
+        let new_keys = ingest::keys_to_claim(event, &owners);
+        let waiters = if new_keys.is_empty() {
+            Default::default()
+        } else {
+            store.waiters(&new_keys).await?
+        };
+        let need = ingest::records_needed(&ids, &owners, &waiters);
+        let records = store
+            .get_products(&need)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let snapshot = Snapshot {
+            owners,
+            records,
+            waiters,
+        };
+        let plan = ingest::plan(
+            event,
+            &ids,
+            &snapshot,
+            &self.rules,
+            Utc::now(),
+            &mut PinvId::new_v4,
+        )
+        .map_err(plan_error(event))?;
+        if plan.write.products.is_empty() {
+            return Ok((PostStatus::Unchanged, Replayed::Plan(Box::new(plan))));
+        }
+        store.commit(plan.write.clone()).await?;
+        Ok((PostStatus::Created, Replayed::Plan(Box::new(plan))))
+    }
+
+    /// Builds `responseData`: posted parts, changed others, then (on request) the packages.
+    async fn respond(
+        &self,
+        event: &Event,
+        status: PostStatus,
+        result: Replayed,
+        options: PostOptions,
+    ) -> Result<PostOutcome, IngestError> {
+        let (mut order, mut documents, mut roots) = match result {
+            Replayed::Plan(plan) => {
+                let plan = *plan;
+                let mut order = plan.posted.clone();
+                order.extend(plan.changed_others.iter().copied());
+                (order, plan.documents, plan.roots)
+            }
+            Replayed::Products(ids) => {
+                let records = self.store.get_products(&ids).await?;
+                let documents = records.iter().map(|r| (r.id, r.merged.clone())).collect();
+                let roots = records
+                    .iter()
+                    .filter_map(|r| r.package_root.map(|root| (r.id, root)))
+                    .collect();
+                (ids, documents, roots)
+            }
+        };
+        dedup_in_order(&mut order);
+        if options.as_adi_package {
+            let package_roots: BTreeSet<PinvId> = order
+                .iter()
+                .take(event.parts.len())
+                .filter_map(|id| roots.get(id).copied())
+                .collect();
+            let mut members = Vec::new();
+            for root in package_roots {
+                members.extend(self.store.package_members(&root).await?);
+            }
+            members.retain(|m| !order.contains(m));
+            let extra = self.store.get_products(&members).await?;
+            let mut extra: Vec<_> = extra
+                .into_iter()
+                .map(|r| {
+                    let role = package::role_of(&r.merged, &self.rules);
+                    (role.map_or(usize::MAX, |r| r as usize), r)
+                })
+                .collect();
+            extra.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then(a.id.cmp(&b.id)));
+            for (_, r) in extra {
+                order.push(r.id);
+                if let Some(root) = r.package_root {
+                    roots.insert(r.id, root);
+                }
+                documents.insert(r.id, r.merged);
+            }
+        }
+        let parts = order
+            .into_iter()
+            .filter_map(|id| documents.remove(&id))
+            .map(|value| PostedPart {
+                headers: event.headers.echoed(&uuid::Uuid::new_v4().to_string()),
+                value,
+            })
+            .collect();
+        Ok(PostOutcome { status, parts })
+    }
+}
+
+/// What to answer with: a fresh plan, or the products of a repeated event.
+enum Replayed {
+    Plan(Box<Plan>),
+    Products(Vec<PinvId>),
+}
+
+fn plan_error(event: &Event) -> impl Fn(PlanError) -> IngestError + '_ {
+    move |e| match e {
+        PlanError::EventIdReused => {
+            IngestError::EventIdReused(event.headers.source.clone(), event.headers.id.clone())
+        }
+        PlanError::IdentityConflict(products) => IngestError::IdentityConflict { products },
+        PlanError::Inconsistent => IngestError::Store(StoreError::Conflict(
+            "a product changed while it was read".into(),
+        )),
+    }
+}
+
+fn dedup_in_order(ids: &mut Vec<PinvId>) {
+    let mut seen = BTreeSet::new();
+    ids.retain(|id| seen.insert(*id));
+}
+
+/// A few bits of randomness for retry jitter, without a dependency for it.
+fn rand_jitter() -> u64 {
+    u64::from(uuid::Uuid::new_v4().as_fields().1)
 }
