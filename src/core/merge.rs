@@ -93,7 +93,9 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
     keys.sort_unstable();
     keys.dedup();
 
-    let mut document = Map::new();
+    // Built as sorted pairs and inserted in order, so the key order is the same whether
+    // or not serde_json preserves insertion order (bson turns `preserve_order` on).
+    let mut fields: Vec<(String, Value)> = Vec::with_capacity(keys.len() + 3);
     let mut provenance = Provenance::default();
     for key in keys {
         let cands: Vec<Cand<'_>> = inputs
@@ -111,7 +113,7 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
         merger.path.push_str(key);
         merger.used.clear();
         if let Some(value) = merger.merge_field(cands) {
-            document.insert(key.to_owned(), value);
+            fields.push((key.to_owned(), value));
             provenance
                 .fields
                 .insert(key.to_owned(), merger.contributors(rules.fields.get(key)));
@@ -119,13 +121,15 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
     }
 
     if let Some((value, sources)) = external_identifiers(&inputs) {
-        document.insert(EXTERNAL_IDENTIFIER.to_owned(), value);
+        fields.push((EXTERNAL_IDENTIFIER.to_owned(), value));
         provenance
             .fields
             .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
     }
-    document.insert(ID.to_owned(), Value::String(id.to_string()));
-    document.insert(HREF.to_owned(), Value::String(id.href()));
+    fields.push((ID.to_owned(), Value::String(id.to_string())));
+    fields.push((HREF.to_owned(), Value::String(id.href())));
+    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let document: Map<String, Value> = fields.into_iter().collect();
 
     Merged {
         document: Value::Object(document),
@@ -209,16 +213,17 @@ fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
     });
     for (who, local) in crosswalk {
         contributors.push(who);
+        // Keys in sorted order, as without `preserve_order`.
         let mut entry = Map::new();
-        entry.insert(
-            "owner".to_owned(),
-            Value::String(inputs[who].source.as_str().to_owned()),
-        );
         entry.insert(
             "externalIdentifierType".to_owned(),
             Value::String(ID.to_owned()),
         );
         entry.insert(ID.to_owned(), Value::String(local.to_owned()));
+        entry.insert(
+            "owner".to_owned(),
+            Value::String(inputs[who].source.as_str().to_owned()),
+        );
         out.push(Value::Object(entry));
     }
 
