@@ -84,31 +84,31 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
         used: Vec::with_capacity(inputs.len()),
     };
 
-    let mut keys: Vec<&str> = inputs
+    // Every top-level (key, value) of every contribution, sorted by key and then rank:
+    // one pass instead of a map lookup per key and contribution.
+    let mut entries: Vec<(&str, Cand<'_>)> = inputs
         .iter()
-        .filter_map(|i| i.fields)
-        .flat_map(|m| m.keys().map(String::as_str))
-        .filter(|k| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
+        .enumerate()
+        .flat_map(|(who, input)| {
+            input.fields.into_iter().flatten().map(move |(k, v)| {
+                let value = match input.relationships {
+                    Some(rel) if k == PRODUCT_RELATIONSHIP => rel,
+                    _ => v,
+                };
+                (k.as_str(), Cand { who, value })
+            })
+        })
+        .filter(|(k, _)| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
 
     // Built as sorted pairs and inserted in order, so the key order is the same whether
     // or not serde_json preserves insertion order (bson turns `preserve_order` on).
-    let mut fields: Vec<(String, Value)> = Vec::with_capacity(keys.len() + 3);
+    let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
-    for key in keys {
-        let cands: Vec<Cand<'_>> = inputs
-            .iter()
-            .enumerate()
-            .filter_map(|(who, input)| {
-                let value = match input.relationships {
-                    Some(rel) if key == PRODUCT_RELATIONSHIP => Some(rel),
-                    _ => input.fields.and_then(|m| m.get(key)),
-                };
-                value.map(|value| Cand { who, value })
-            })
-            .collect();
+    for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
+        let key = same_key[0].0;
+        let cands: Vec<Cand<'_>> = same_key.iter().map(|e| e.1).collect();
         merger.path.clear();
         merger.path.push_str(key);
         merger.used.clear();
@@ -174,28 +174,24 @@ fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
                 .is_some_and(|owner| inputs.iter().any(|i| i.source.as_str() == owner))
     };
 
-    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut sent: Vec<Cand<'_>> = Vec::new();
     for (who, input) in inputs.iter().enumerate() {
-        let Some(Value::Array(sent)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER)) else {
+        let Some(Value::Array(array)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER))
+        else {
             continue;
         };
-        for element in sent {
-            if is_empty(element) || is_stale_crosswalk(element) {
-                continue;
-            }
-            add_to_groups(
-                &mut groups,
-                &KEY,
-                Cand {
-                    who,
-                    value: element,
-                },
-            );
-        }
+        sent.extend(
+            array
+                .iter()
+                .filter(|e| !is_empty(e) && !is_stale_crosswalk(e))
+                .map(|value| Cand { who, value }),
+        );
     }
-
-    let mut contributors: Vec<usize> = groups.iter().map(|g| g.members[0].who).collect();
-    let mut out: Vec<Value> = groups.iter().map(|g| g.members[0].value.clone()).collect();
+    let groups = Groups::new(&KEY, sent);
+    // The first of equal entries stands for them all.
+    let firsts = groups.groups.iter().map(|g| groups.elements[g.first]);
+    let mut contributors: Vec<usize> = firsts.clone().map(|c| c.who).collect();
+    let mut out: Vec<Value> = firsts.map(|c| c.value.clone()).collect();
 
     let mut crosswalk: Vec<(usize, &str)> = inputs
         .iter()
@@ -256,38 +252,91 @@ struct Cand<'a> {
     value: &'a Value,
 }
 
-/// Elements of a `union` array that match one another.
-struct Group<'a> {
+/// Elements of a `union` array that match one another, as a chain through
+/// [`Groups::next`] (most groups have one element, so no per-group allocation).
+struct Group {
     /// Whether the elements match by key fields (else by whole value).
     keyed: bool,
-    /// In order of appearance; never empty.
-    members: Vec<Cand<'a>>,
+    /// Index of the first and last element, in order of appearance.
+    first: usize,
+    last: usize,
+    /// How many elements matched.
+    len: usize,
 }
 
-/// Puts `cand` in the group whose elements it matches, or in a new one.
-fn add_to_groups<'a, K: AsRef<str>>(groups: &mut Vec<Group<'a>>, key: &[K], cand: Cand<'a>) {
-    let element = cand.value;
-    let keyed = !key.is_empty()
-        && element
-            .as_object()
-            .is_some_and(|o| key.iter().all(|k| o.contains_key(k.as_ref())));
-    let found = groups.iter_mut().find(|g| {
-        let rep = g.members[0].value;
-        if keyed {
-            g.keyed
-                && key
-                    .iter()
-                    .all(|k| rep.get(k.as_ref()) == element.get(k.as_ref()))
-        } else {
-            !g.keyed && rep == element
+/// `elements` sorted into groups of matching elements, groups in order of first appearance.
+struct Groups<'a> {
+    elements: Vec<Cand<'a>>,
+    /// For each element, the next element of its group (`usize::MAX` ends the chain).
+    next: Vec<usize>,
+    groups: Vec<Group>,
+}
+
+impl<'a> Groups<'a> {
+    /// Groups `elements` by the values of the `key` fields (compared exactly). Elements
+    /// that are not objects or lack a key field match only equal whole values.
+    fn new<K: AsRef<str>>(key: &[K], elements: Vec<Cand<'a>>) -> Self {
+        let k = key.len();
+        // Element i's key values are keys[i * k..(i + 1) * k], extracted once so that
+        // matching compares slices instead of looking fields up again.
+        let mut keys: Vec<&'a Value> = Vec::with_capacity(elements.len() * k);
+        let mut keyed: Vec<bool> = Vec::with_capacity(elements.len());
+        for e in &elements {
+            let start = keys.len();
+            let ok = k > 0
+                && e.value.as_object().is_some_and(|o| {
+                    key.iter()
+                        .all(|f| o.get(f.as_ref()).map(|v| keys.push(v)).is_some())
+                });
+            if !ok {
+                keys.truncate(start);
+                keys.extend(std::iter::repeat_n(&Value::Null, k));
+            }
+            keyed.push(ok);
         }
-    });
-    match found {
-        Some(group) => group.members.push(cand),
-        None => groups.push(Group {
-            keyed,
-            members: vec![cand],
-        }),
+
+        let mut next = vec![usize::MAX; elements.len()];
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, e) in elements.iter().enumerate() {
+            let own = &keys[i * k..(i + 1) * k];
+            let found = groups.iter_mut().find(|g| {
+                g.keyed == keyed[i]
+                    && if keyed[i] {
+                        &keys[g.first * k..(g.first + 1) * k] == own
+                    } else {
+                        elements[g.first].value == e.value
+                    }
+            });
+            match found {
+                Some(g) => {
+                    next[g.last] = i;
+                    g.last = i;
+                    g.len += 1;
+                }
+                None => groups.push(Group {
+                    keyed: keyed[i],
+                    first: i,
+                    last: i,
+                    len: 1,
+                }),
+            }
+        }
+        Self {
+            elements,
+            next,
+            groups,
+        }
+    }
+
+    /// The elements of `group`, in order of appearance.
+    fn members(&self, group: &Group) -> Vec<Cand<'a>> {
+        let mut out = Vec::with_capacity(group.len);
+        let mut i = group.first;
+        while i != usize::MAX {
+            out.push(self.elements[i]);
+            i = self.next[i];
+        }
+        out
     }
 }
 
@@ -363,24 +412,29 @@ impl<'a> Merger<'_, 'a> {
 
     /// Merges objects key by key, each key by the rules at its own path.
     fn merge_objects(&mut self, cands: &[Cand<'a>]) -> Value {
-        let mut keys: Vec<&'a str> = cands
+        // Every (key, value) of every object, sorted by key: one pass instead of a map
+        // lookup per key and object. The parent may have been in its own order; a key
+        // has the default one (by `who`) unless its rule says otherwise, and equal `who`
+        // keep their order (`seq`).
+        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = cands
             .iter()
-            .filter_map(|c| c.value.as_object())
-            .flat_map(|o| o.keys().map(String::as_str))
+            .enumerate()
+            .flat_map(|(seq, c)| {
+                c.value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(k, value)| (k.as_str(), seq, Cand { who: c.who, value }))
+            })
             .collect();
-        keys.sort_unstable();
-        keys.dedup();
+        entries
+            .sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.who.cmp(&b.2.who)).then(a.1.cmp(&b.1)));
 
         let base = self.path.len();
         let mut out = Map::new();
-        for key in keys {
-            let mut sub: Vec<Cand<'a>> = cands
-                .iter()
-                .filter_map(|c| c.value.get(key).map(|value| Cand { who: c.who, value }))
-                .collect();
-            // The parent may have been in its own order; this field has the default one
-            // unless its rule says otherwise. Stable, so array elements keep their order.
-            sub.sort_by_key(|c| c.who);
+        for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
+            let key = same_key[0].0;
+            let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
             self.path.push('.');
             self.path.push_str(key);
             let merged = self.merge_field(sub);
@@ -394,42 +448,44 @@ impl<'a> Merger<'_, 'a> {
 
     /// Unions the arrays of `cands` (in order) under `rule`.
     fn union(&mut self, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
-        let mut groups: Vec<Group<'a>> = Vec::new();
-        for c in cands {
-            for element in c.value.as_array().into_iter().flatten() {
-                if !rule.keep_empty && is_empty(element) {
-                    continue;
-                }
-                add_to_groups(
-                    &mut groups,
-                    &rule.key,
-                    Cand {
-                        who: c.who,
-                        value: element,
-                    },
-                );
-            }
-        }
+        let elements: Vec<Cand<'a>> = cands
+            .iter()
+            .flat_map(|c| {
+                c.value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|value| Cand { who: c.who, value })
+            })
+            .filter(|e| rule.keep_empty || !is_empty(e.value))
+            .collect();
+        let groups = Groups::new(&rule.key, elements);
 
         let walk_elements =
             rule.element_strategy == ElementStrategy::Merge && self.has_rules_below();
-        let out = groups
-            .iter()
-            .map(|group| {
-                let members = &group.members;
-                match rule.element_strategy {
-                    // Walking one element still applies owner rules below the path.
-                    ElementStrategy::Merge
-                        if group.keyed && (members.len() > 1 || walk_elements) =>
-                    {
-                        self.merge_objects(members)
-                    }
-                    ElementStrategy::Merge | ElementStrategy::Priority => self.take(members[0]),
-                    ElementStrategy::Recency => self.take(self.by_time(members, true)),
-                    ElementStrategy::Oldest => self.take(self.by_time(members, false)),
+        let mut out = Vec::with_capacity(groups.groups.len());
+        for group in &groups.groups {
+            let first = groups.elements[group.first];
+            let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
+            let value = if group.len == 1 {
+                // Walking one element still applies the rules below the path (an owner
+                // rule may drop part of it); without any, the element stands as sent.
+                if merge && walk_elements {
+                    self.merge_objects(&[first])
+                } else {
+                    self.take(first)
                 }
-            })
-            .collect();
+            } else {
+                let members = groups.members(group);
+                match rule.element_strategy {
+                    ElementStrategy::Merge if group.keyed => self.merge_objects(&members),
+                    ElementStrategy::Merge | ElementStrategy::Priority => self.take(first),
+                    ElementStrategy::Recency => self.take(self.by_time(&members, true)),
+                    ElementStrategy::Oldest => self.take(self.by_time(&members, false)),
+                }
+            };
+            out.push(value);
+        }
         Value::Array(out)
     }
 
