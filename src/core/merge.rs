@@ -3,11 +3,11 @@
 //! The merge walks the contributions' values by reference and clones only what ends
 //! up in the output. Contributions are ranked once (by the default precedence); a field
 //! with its own precedence re-sorts just the few candidates it has. Rule paths are looked
-//! up through one reusable path buffer, so the hot loop allocates no path strings, and a
-//! field without any rule at or below its path is taken whole instead of walked.
+//! up in a small tree of the rule paths built once per merge, so the hot loop builds no
+//! path strings, and a field without any rule at or below its path is taken whole
+//! instead of walked.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -77,10 +77,10 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
         })
         .collect();
 
+    let tree = RuleTree::new(rules);
     let mut merger = Merger {
-        rules,
+        tree: &tree,
         inputs: &inputs,
-        path: String::with_capacity(64),
         used: Vec::with_capacity(inputs.len()),
     };
 
@@ -109,10 +109,8 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
     for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
         let key = same_key[0].0;
         let cands: Vec<Cand<'_>> = same_key.iter().map(|e| e.1).collect();
-        merger.path.clear();
-        merger.path.push_str(key);
         merger.used.clear();
-        if let Some(value) = merger.merge_field(cands) {
+        if let Some(value) = merger.merge_field(tree.child(RuleTree::ROOT, key), cands) {
             fields.push((key.to_owned(), value));
             provenance
                 .fields
@@ -351,20 +349,80 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// State of one merge: the ranked inputs, the current dotted path, and the inputs whose
-/// values made the current top-level field.
+/// The rule paths as a tree (`relatedParty` -> `partyOrPartyRole` -> `contactMedium`),
+/// so that a walk finds the rule of a key, and whether any rule lies below it, by
+/// comparing one short key per level.
+struct RuleTree<'r> {
+    nodes: Vec<RuleNode<'r>>,
+}
+
+struct RuleNode<'r> {
+    rule: Option<&'r FieldRule>,
+    /// Child key -> node index.
+    children: Vec<(&'r str, usize)>,
+}
+
+impl<'r> RuleTree<'r> {
+    /// The document itself.
+    const ROOT: usize = 0;
+
+    fn new(rules: &'r Rules) -> Self {
+        let mut nodes = vec![RuleNode {
+            rule: None,
+            children: Vec::new(),
+        }];
+        for rule in rules.fields.values() {
+            let mut node = Self::ROOT;
+            for key in rule.path.split('.') {
+                node = match nodes[node].children.iter().find(|(k, _)| *k == key) {
+                    Some(&(_, child)) => child,
+                    None => {
+                        nodes.push(RuleNode {
+                            rule: None,
+                            children: Vec::new(),
+                        });
+                        let child = nodes.len() - 1;
+                        nodes[node].children.push((key, child));
+                        child
+                    }
+                };
+            }
+            nodes[node].rule = Some(rule);
+        }
+        Self { nodes }
+    }
+
+    /// The node of `key` below `node`; `None` when no rule is at or below it.
+    fn child(&self, node: usize, key: &str) -> Option<usize> {
+        self.nodes[node]
+            .children
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, child)| child)
+    }
+
+    fn rule(&self, node: Option<usize>) -> Option<&'r FieldRule> {
+        node.and_then(|n| self.nodes[n].rule)
+    }
+
+    fn has_rules_below(&self, node: Option<usize>) -> bool {
+        node.is_some_and(|n| !self.nodes[n].children.is_empty())
+    }
+}
+
+/// State of one merge: the rules, the ranked inputs, and the inputs whose values made
+/// the current top-level field.
 struct Merger<'r, 'a> {
-    rules: &'r Rules,
+    tree: &'r RuleTree<'r>,
     inputs: &'r [Input<'a>],
-    path: String,
     used: Vec<usize>,
 }
 
 impl<'a> Merger<'_, 'a> {
-    /// Chooses the value of the field at `self.path` among `cands` (the values of every
-    /// contribution that has the key, in default order). `None` omits the field.
-    fn merge_field(&mut self, mut cands: Vec<Cand<'a>>) -> Option<Value> {
-        let rule = self.rules.fields.get(self.path.as_str());
+    /// Chooses the value of the field at rule-tree `node` among `cands` (the values of
+    /// every contribution that has the key, in default order). `None` omits the field.
+    fn merge_field(&mut self, node: Option<usize>, mut cands: Vec<Cand<'a>>) -> Option<Value> {
+        let rule = self.tree.rule(node);
         if let Some(rule) = rule {
             if rule.strategy == Strategy::Owner {
                 cands.retain(|c| rule.owners.contains(self.inputs[c.who].source));
@@ -390,8 +448,8 @@ impl<'a> Merger<'_, 'a> {
 
         match rule.map(|r| r.strategy) {
             None => {
-                if cands.iter().all(|c| c.value.is_object()) && self.has_rules_below() {
-                    Some(self.merge_objects(&cands))
+                if self.tree.has_rules_below(node) && cands.iter().all(|c| c.value.is_object()) {
+                    Some(self.merge_objects(node.expect("rules below a node"), &cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
@@ -402,7 +460,7 @@ impl<'a> Merger<'_, 'a> {
             Some(Strategy::Union) => {
                 let rule = rule.expect("a strategy comes from a rule");
                 if cands.iter().all(|c| c.value.is_array()) {
-                    Some(self.union(rule, &cands))
+                    Some(self.union(node, rule, &cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
@@ -410,8 +468,8 @@ impl<'a> Merger<'_, 'a> {
         }
     }
 
-    /// Merges objects key by key, each key by the rules at its own path.
-    fn merge_objects(&mut self, cands: &[Cand<'a>]) -> Value {
+    /// Merges objects key by key, each key by the rules at its own path (below `node`).
+    fn merge_objects(&mut self, node: usize, cands: &[Cand<'a>]) -> Value {
         // Every (key, value) of every object, sorted by key: one pass instead of a map
         // lookup per key and object. The parent may have been in its own order; a key
         // has the default one (by `who`) unless its rule says otherwise, and equal `who`
@@ -430,15 +488,21 @@ impl<'a> Merger<'_, 'a> {
         entries
             .sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.who.cmp(&b.2.who)).then(a.1.cmp(&b.1)));
 
-        let base = self.path.len();
-        let mut out = Map::new();
+        let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        let mut out = Map::with_capacity(distinct);
         for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
             let key = same_key[0].0;
-            let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
-            self.path.push('.');
-            self.path.push_str(key);
-            let merged = self.merge_field(sub);
-            self.path.truncate(base);
+            let merged = match self.tree.child(node, key) {
+                // No rule at or below: plain priority, without gathering candidates.
+                None => {
+                    let first = same_key.iter().map(|e| e.2).find(|c| !is_empty(c.value));
+                    Some(self.take(first.unwrap_or(same_key[0].2)))
+                }
+                child => {
+                    let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
+                    self.merge_field(child, sub)
+                }
+            };
             if let Some(value) = merged {
                 out.insert(key.to_owned(), value);
             }
@@ -447,7 +511,7 @@ impl<'a> Merger<'_, 'a> {
     }
 
     /// Unions the arrays of `cands` (in order) under `rule`.
-    fn union(&mut self, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
+    fn union(&mut self, node: Option<usize>, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
         let elements: Vec<Cand<'a>> = cands
             .iter()
             .flat_map(|c| {
@@ -462,7 +526,8 @@ impl<'a> Merger<'_, 'a> {
         let groups = Groups::new(&rule.key, elements);
 
         let walk_elements =
-            rule.element_strategy == ElementStrategy::Merge && self.has_rules_below();
+            rule.element_strategy == ElementStrategy::Merge && self.tree.has_rules_below(node);
+        let node = node.expect("a union rule has a node");
         let mut out = Vec::with_capacity(groups.groups.len());
         for group in &groups.groups {
             let first = groups.elements[group.first];
@@ -471,14 +536,18 @@ impl<'a> Merger<'_, 'a> {
                 // Walking one element still applies the rules below the path (an owner
                 // rule may drop part of it); without any, the element stands as sent.
                 if merge && walk_elements {
-                    self.merge_objects(&[first])
+                    self.merge_objects(node, &[first])
                 } else {
                     self.take(first)
                 }
             } else {
                 let members = groups.members(group);
+                let all_equal = || members[1..].iter().all(|m| m.value == first.value);
                 match rule.element_strategy {
-                    ElementStrategy::Merge if group.keyed => self.merge_objects(&members),
+                    // Sources often send the very same element: nothing to merge then.
+                    ElementStrategy::Merge if group.keyed && (walk_elements || !all_equal()) => {
+                        self.merge_objects(node, &members)
+                    }
                     ElementStrategy::Merge | ElementStrategy::Priority => self.take(first),
                     ElementStrategy::Recency => self.take(self.by_time(&members, true)),
                     ElementStrategy::Oldest => self.take(self.by_time(&members, false)),
@@ -499,20 +568,6 @@ impl<'a> Merger<'_, 'a> {
             }
         }
         best
-    }
-
-    /// Whether any rule is declared strictly below `self.path`.
-    fn has_rules_below(&mut self) -> bool {
-        self.path.push('.');
-        // Paths under `p.` are contiguous in the sorted map and start at `p.` itself.
-        let found = self
-            .rules
-            .fields
-            .range::<str, _>((Bound::Included(self.path.as_str()), Bound::Unbounded))
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(self.path.as_str()));
-        self.path.pop();
-        found
     }
 
     /// Sorts candidates by `order` (named sources first, the rest by name), stably.
