@@ -1,1 +1,74 @@
-fn main() {}
+//! Merge cost against the PINV.md §10 target: merging three seed-sized contributions
+//! should cost no more than one serde_json parse + serialize of one such document.
+//!
+//! `cargo bench --bench merge`
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::Value;
+
+use pinv::core::envelope::EventTime;
+use pinv::core::merge::merge;
+use pinv::core::package::Links;
+use pinv::core::record::Contribution;
+use pinv::core::{EventId, PinvId, Source};
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn contribution(file: &str) -> Contribution {
+    let text = std::fs::read_to_string(golden(file)).expect("fixture");
+    let envelope: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    let headers = &envelope["headers"];
+    let time = EventTime::parse(headers["time"].as_str().expect("time"))
+        .expect("valid time")
+        .instant;
+    Contribution {
+        source: Source::parse(headers["source"].as_str().expect("source")).expect("source"),
+        event_id: EventId::parse(headers["id"].as_str().expect("id")).expect("id"),
+        time,
+        received_at: time,
+        value: envelope["value"].clone(),
+    }
+}
+
+fn merge_vs_parse(c: &mut Criterion) {
+    let rules = pinv::rules_loader::load_rules_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
+    )
+    .expect("the shipped merge rules load");
+    let contributions = [
+        contribution("billing-adi.json"),
+        contribution("provisioning-adi.json"),
+        contribution("inventory-adi.json"),
+    ];
+    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").expect("uuid");
+    let mut links = Links::default();
+    links.insert(
+        &contributions[1].source,
+        "prov-access-77",
+        PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").expect("uuid"),
+    );
+    // The seed document as a source would send it (compact JSON).
+    let seed = serde_json::to_vec(&contributions[0].value).expect("serialize");
+
+    let mut group = c.benchmark_group("merge");
+    group.bench_function("merge_three_seed_contributions", |b| {
+        b.iter(|| merge(black_box(&id), black_box(&contributions), &links, &rules))
+    });
+    group.bench_function("serde_json_parse_and_serialize_one_seed_document", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&seed)).expect("parse");
+            serde_json::to_vec(&value).expect("serialize")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, merge_vs_parse);
+criterion_main!(benches);

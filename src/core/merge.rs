@@ -1,13 +1,20 @@
 //! The merge: contributions + rules -> one merged TMF637 document.
-//! STUB: signatures are fixed; bodies are being written.
+//!
+//! The merge walks the contributions' values by reference and clones only what ends
+//! up in the output. Contributions are ranked once (by the default precedence); a field
+//! with its own precedence re-sorts just the few candidates it has. Rule paths are looked
+//! up in a small tree of the rule paths built once per merge, so the hot loop builds no
+//! path strings, and a field without any rule at or below its path is taken whole
+//! instead of walked.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 use crate::core::package::Links;
 use crate::core::record::Contribution;
-use crate::core::rules::Rules;
+use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
 use crate::core::{PinvId, Source};
 
 /// Which source won what.
@@ -27,6 +34,12 @@ pub struct Merged {
     pub provenance: Provenance,
 }
 
+/// Top-level fields that PINV sets itself; the sources' values for them never merge.
+const ID: &str = "id";
+const HREF: &str = "href";
+const EXTERNAL_IDENTIFIER: &str = "externalIdentifier";
+const PRODUCT_RELATIONSHIP: &str = "productRelationship";
+
 /// Merges the contributions of product `id` under `rules`.
 ///
 /// Relationship ids in each contribution are first resolved through `links`
@@ -35,6 +48,1156 @@ pub struct Merged {
 /// `externalIdentifier` entry per contribution. The result depends only on the inputs,
 /// never on the order of `contributions`.
 pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: &Rules) -> Merged {
-    let _ = (id, contributions, links, rules);
-    todo!()
+    // Rank once by the default precedence; everything below refers to a contribution by
+    // its index in this order, so "in order" is simply "by index". Two contributions of
+    // the same source (callers keep one per source) are ordered by time and event id so
+    // that the result still does not depend on the input order.
+    let mut ranked: Vec<&Contribution> = contributions.iter().collect();
+    ranked.sort_by(|a, b| {
+        Rules::rank(&rules.precedence, &a.source)
+            .cmp(&Rules::rank(&rules.precedence, &b.source))
+            .then_with(|| a.time.cmp(&b.time))
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
+
+    // Only the productRelationship arrays that actually change are cloned.
+    let rewritten: Vec<Option<Value>> = ranked
+        .iter()
+        .map(|c| rewrite_relationships(&c.source, &c.value, links))
+        .collect();
+
+    let inputs: Vec<Input<'_>> = ranked
+        .iter()
+        .zip(&rewritten)
+        .map(|(c, rel)| Input {
+            source: &c.source,
+            time: c.time,
+            fields: c.value.as_object(),
+            relationships: rel.as_ref(),
+        })
+        .collect();
+
+    let tree = RuleTree::new(rules);
+    let mut merger = Merger {
+        tree: &tree,
+        inputs: &inputs,
+        used: Vec::with_capacity(inputs.len()),
+    };
+
+    // Every top-level (key, value) of every contribution, sorted by key and then rank:
+    // one pass instead of a map lookup per key and contribution.
+    let mut entries: Vec<(&str, Cand<'_>)> = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(who, input)| {
+            input.fields.into_iter().flatten().map(move |(k, v)| {
+                let value = match input.relationships {
+                    Some(rel) if k == PRODUCT_RELATIONSHIP => rel,
+                    _ => v,
+                };
+                (k.as_str(), Cand { who, value })
+            })
+        })
+        .filter(|(k, _)| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
+
+    // Built as sorted pairs and inserted in order, so the key order is the same whether
+    // or not serde_json preserves insertion order (bson turns `preserve_order` on).
+    let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
+    let mut provenance = Provenance::default();
+    for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
+        let key = same_key[0].0;
+        let cands: Vec<Cand<'_>> = same_key.iter().map(|e| e.1).collect();
+        merger.used.clear();
+        if let Some(value) = merger.merge_field(tree.child(RuleTree::ROOT, key), cands) {
+            fields.push((key.to_owned(), value));
+            provenance
+                .fields
+                .insert(key.to_owned(), merger.contributors(rules.fields.get(key)));
+        }
+    }
+
+    if let Some((value, sources)) = external_identifiers(&inputs) {
+        fields.push((EXTERNAL_IDENTIFIER.to_owned(), value));
+        provenance
+            .fields
+            .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
+    }
+    fields.push((ID.to_owned(), Value::String(id.to_string())));
+    fields.push((HREF.to_owned(), Value::String(id.href())));
+    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let document: Map<String, Value> = fields.into_iter().collect();
+
+    Merged {
+        document: Value::Object(document),
+        provenance,
+    }
+}
+
+/// Rewrites the `productRelationship` ids of one contribution that resolve in `links`.
+/// `None` when nothing resolves, so the caller keeps borrowing the original.
+fn rewrite_relationships(source: &Source, value: &Value, links: &Links) -> Option<Value> {
+    let resolve = |element: &Value| {
+        element
+            .get(ID)
+            .and_then(Value::as_str)
+            .and_then(|raw| links.resolve(source, raw))
+    };
+    let array = value.get(PRODUCT_RELATIONSHIP)?.as_array()?;
+    if !array.iter().any(|e| resolve(e).is_some()) {
+        return None;
+    }
+    let mut array = array.clone();
+    for element in &mut array {
+        if let Some(target) = resolve(element) {
+            if let Some(object) = element.as_object_mut() {
+                object.insert(ID.to_owned(), Value::String(target.to_string()));
+                object.insert(HREF.to_owned(), Value::String(target.href()));
+            }
+        }
+    }
+    Some(Value::Array(array))
+}
+
+/// The service-owned `externalIdentifier` array: what the sources sent (deduplicated by
+/// owner + type + id, minus stale crosswalk entries of contributing sources), then one
+/// crosswalk entry per contribution with a local id, sorted by source.
+fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
+    const KEY: [&str; 3] = ["owner", "externalIdentifierType", ID];
+    let is_stale_crosswalk = |e: &Value| {
+        e.get("externalIdentifierType").and_then(Value::as_str) == Some(ID)
+            && e.get("owner")
+                .and_then(Value::as_str)
+                .is_some_and(|owner| inputs.iter().any(|i| i.source.as_str() == owner))
+    };
+
+    let mut sent: Vec<Cand<'_>> = Vec::new();
+    for (who, input) in inputs.iter().enumerate() {
+        let Some(Value::Array(array)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER))
+        else {
+            continue;
+        };
+        sent.extend(
+            array
+                .iter()
+                .filter(|e| !is_empty(e) && !is_stale_crosswalk(e))
+                .map(|value| Cand { who, value }),
+        );
+    }
+    let groups = Groups::new(&KEY, sent);
+    // The first of equal entries stands for them all.
+    let firsts = groups.groups.iter().map(|g| groups.elements[g.first]);
+    let mut contributors: Vec<usize> = firsts.clone().map(|c| c.who).collect();
+    let mut out: Vec<Value> = firsts.map(|c| c.value.clone()).collect();
+
+    let mut crosswalk: Vec<(usize, &str)> = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(who, input)| {
+            let local = input.fields?.get(ID)?.as_str()?;
+            (!local.is_empty()).then_some((who, local))
+        })
+        .collect();
+    crosswalk.sort_by(|a, b| {
+        inputs[a.0]
+            .source
+            .cmp(inputs[b.0].source)
+            .then_with(|| a.1.cmp(b.1))
+    });
+    for (who, local) in crosswalk {
+        contributors.push(who);
+        // Keys in sorted order, as without `preserve_order`.
+        let mut entry = Map::new();
+        entry.insert(
+            "externalIdentifierType".to_owned(),
+            Value::String(ID.to_owned()),
+        );
+        entry.insert(ID.to_owned(), Value::String(local.to_owned()));
+        entry.insert(
+            "owner".to_owned(),
+            Value::String(inputs[who].source.as_str().to_owned()),
+        );
+        out.push(Value::Object(entry));
+    }
+
+    if out.is_empty() {
+        return None;
+    }
+    contributors.sort_unstable();
+    contributors.dedup();
+    let sources = contributors
+        .into_iter()
+        .map(|who| inputs[who].source.clone())
+        .collect();
+    Some((Value::Array(out), sources))
+}
+
+/// One contribution as the merge sees it.
+struct Input<'a> {
+    source: &'a Source,
+    time: DateTime<Utc>,
+    /// The contribution's value, when it is an object (anything else contributes no field).
+    fields: Option<&'a Map<String, Value>>,
+    /// The rewritten `productRelationship` array, when any id in it resolved.
+    relationships: Option<&'a Value>,
+}
+
+/// A value offered for a field by one contribution (index into the ranked inputs).
+#[derive(Debug, Clone, Copy)]
+struct Cand<'a> {
+    who: usize,
+    value: &'a Value,
+}
+
+/// Elements of a `union` array that match one another, as a chain through
+/// [`Groups::next`] (most groups have one element, so no per-group allocation).
+struct Group {
+    /// Whether the elements match by key fields (else by whole value).
+    keyed: bool,
+    /// Index of the first and last element, in order of appearance.
+    first: usize,
+    last: usize,
+    /// How many elements matched.
+    len: usize,
+}
+
+/// `elements` sorted into groups of matching elements, groups in order of first appearance.
+struct Groups<'a> {
+    elements: Vec<Cand<'a>>,
+    /// For each element, the next element of its group (`usize::MAX` ends the chain).
+    next: Vec<usize>,
+    groups: Vec<Group>,
+}
+
+impl<'a> Groups<'a> {
+    /// Groups `elements` by the values of the `key` fields (compared exactly). Elements
+    /// that are not objects or lack a key field match only equal whole values.
+    fn new<K: AsRef<str>>(key: &[K], elements: Vec<Cand<'a>>) -> Self {
+        let k = key.len();
+        // Element i's key values are keys[i * k..(i + 1) * k], extracted once so that
+        // matching compares slices instead of looking fields up again.
+        let mut keys: Vec<&'a Value> = Vec::with_capacity(elements.len() * k);
+        let mut keyed: Vec<bool> = Vec::with_capacity(elements.len());
+        for e in &elements {
+            let start = keys.len();
+            let ok = k > 0
+                && e.value.as_object().is_some_and(|o| {
+                    key.iter()
+                        .all(|f| o.get(f.as_ref()).map(|v| keys.push(v)).is_some())
+                });
+            if !ok {
+                keys.truncate(start);
+                keys.extend(std::iter::repeat_n(&Value::Null, k));
+            }
+            keyed.push(ok);
+        }
+
+        let mut next = vec![usize::MAX; elements.len()];
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, e) in elements.iter().enumerate() {
+            let own = &keys[i * k..(i + 1) * k];
+            let found = groups.iter_mut().find(|g| {
+                g.keyed == keyed[i]
+                    && if keyed[i] {
+                        &keys[g.first * k..(g.first + 1) * k] == own
+                    } else {
+                        elements[g.first].value == e.value
+                    }
+            });
+            match found {
+                Some(g) => {
+                    next[g.last] = i;
+                    g.last = i;
+                    g.len += 1;
+                }
+                None => groups.push(Group {
+                    keyed: keyed[i],
+                    first: i,
+                    last: i,
+                    len: 1,
+                }),
+            }
+        }
+        Self {
+            elements,
+            next,
+            groups,
+        }
+    }
+
+    /// The elements of `group`, in order of appearance.
+    fn members(&self, group: &Group) -> Vec<Cand<'a>> {
+        let mut out = Vec::with_capacity(group.len);
+        let mut i = group.first;
+        while i != usize::MAX {
+            out.push(self.elements[i]);
+            i = self.next[i];
+        }
+        out
+    }
+}
+
+/// `null`, `""`, `[]` and `{}`: absent unless a rule keeps them.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The rule paths as a tree (`relatedParty` -> `partyOrPartyRole` -> `contactMedium`),
+/// so that a walk finds the rule of a key, and whether any rule lies below it, by
+/// comparing one short key per level.
+struct RuleTree<'r> {
+    nodes: Vec<RuleNode<'r>>,
+}
+
+struct RuleNode<'r> {
+    rule: Option<&'r FieldRule>,
+    /// Child key -> node index.
+    children: Vec<(&'r str, usize)>,
+}
+
+impl<'r> RuleTree<'r> {
+    /// The document itself.
+    const ROOT: usize = 0;
+
+    fn new(rules: &'r Rules) -> Self {
+        let mut nodes = vec![RuleNode {
+            rule: None,
+            children: Vec::new(),
+        }];
+        for rule in rules.fields.values() {
+            let mut node = Self::ROOT;
+            for key in rule.path.split('.') {
+                node = match nodes[node].children.iter().find(|(k, _)| *k == key) {
+                    Some(&(_, child)) => child,
+                    None => {
+                        nodes.push(RuleNode {
+                            rule: None,
+                            children: Vec::new(),
+                        });
+                        let child = nodes.len() - 1;
+                        nodes[node].children.push((key, child));
+                        child
+                    }
+                };
+            }
+            nodes[node].rule = Some(rule);
+        }
+        Self { nodes }
+    }
+
+    /// The node of `key` below `node`; `None` when no rule is at or below it.
+    fn child(&self, node: usize, key: &str) -> Option<usize> {
+        self.nodes[node]
+            .children
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, child)| child)
+    }
+
+    fn rule(&self, node: Option<usize>) -> Option<&'r FieldRule> {
+        node.and_then(|n| self.nodes[n].rule)
+    }
+
+    fn has_rules_below(&self, node: Option<usize>) -> bool {
+        node.is_some_and(|n| !self.nodes[n].children.is_empty())
+    }
+}
+
+/// State of one merge: the rules, the ranked inputs, and the inputs whose values made
+/// the current top-level field.
+struct Merger<'r, 'a> {
+    tree: &'r RuleTree<'r>,
+    inputs: &'r [Input<'a>],
+    used: Vec<usize>,
+}
+
+impl<'a> Merger<'_, 'a> {
+    /// Chooses the value of the field at rule-tree `node` among `cands` (the values of
+    /// every contribution that has the key, in default order). `None` omits the field.
+    fn merge_field(&mut self, node: Option<usize>, mut cands: Vec<Cand<'a>>) -> Option<Value> {
+        let rule = self.tree.rule(node);
+        if let Some(rule) = rule {
+            if rule.strategy == Strategy::Owner {
+                cands.retain(|c| rule.owners.contains(self.inputs[c.who].source));
+                // Stable, so elements keep their order within a contribution.
+                cands.sort_by_key(|c| {
+                    rule.owners
+                        .iter()
+                        .position(|o| o == self.inputs[c.who].source)
+                });
+            } else if let Some(order) = &rule.precedence {
+                self.sort_by_order(&mut cands, order);
+            }
+        }
+        let keep_empty = rule.is_some_and(|r| r.keep_empty);
+        if !keep_empty && cands.iter().all(|c| is_empty(c.value)) {
+            // Only empty values (or none): the first-ranked one stands, so a single
+            // contribution merges to itself.
+            return cands.first().map(|&c| self.take(c));
+        }
+        if !keep_empty {
+            cands.retain(|c| !is_empty(c.value));
+        }
+
+        match rule.map(|r| r.strategy) {
+            None => {
+                if self.tree.has_rules_below(node) && cands.iter().all(|c| c.value.is_object()) {
+                    Some(self.merge_objects(node.expect("rules below a node"), &cands))
+                } else {
+                    Some(self.take(cands[0]))
+                }
+            }
+            Some(Strategy::Priority | Strategy::Owner) => Some(self.take(cands[0])),
+            Some(Strategy::Recency) => Some(self.take(self.by_time(&cands, true))),
+            Some(Strategy::Oldest) => Some(self.take(self.by_time(&cands, false))),
+            Some(Strategy::Union) => {
+                let rule = rule.expect("a strategy comes from a rule");
+                if cands.iter().all(|c| c.value.is_array()) {
+                    Some(self.union(node, rule, &cands))
+                } else {
+                    Some(self.take(cands[0]))
+                }
+            }
+        }
+    }
+
+    /// Merges objects key by key, each key by the rules at its own path (below `node`).
+    fn merge_objects(&mut self, node: usize, cands: &[Cand<'a>]) -> Value {
+        // Every (key, value) of every object, sorted by key: one pass instead of a map
+        // lookup per key and object. The parent may have been in its own order; a key
+        // has the default one (by `who`) unless its rule says otherwise, and equal `who`
+        // keep their order (`seq`).
+        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = cands
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, c)| {
+                c.value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(k, value)| (k.as_str(), seq, Cand { who: c.who, value }))
+            })
+            .collect();
+        entries
+            .sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.who.cmp(&b.2.who)).then(a.1.cmp(&b.1)));
+
+        let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        let mut out = Map::with_capacity(distinct);
+        for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
+            let key = same_key[0].0;
+            let merged = match self.tree.child(node, key) {
+                // No rule at or below: plain priority, without gathering candidates.
+                None => {
+                    let first = same_key.iter().map(|e| e.2).find(|c| !is_empty(c.value));
+                    Some(self.take(first.unwrap_or(same_key[0].2)))
+                }
+                child => {
+                    let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
+                    self.merge_field(child, sub)
+                }
+            };
+            if let Some(value) = merged {
+                out.insert(key.to_owned(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// Unions the arrays of `cands` (in order) under `rule`.
+    fn union(&mut self, node: Option<usize>, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
+        let elements: Vec<Cand<'a>> = cands
+            .iter()
+            .flat_map(|c| {
+                c.value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|value| Cand { who: c.who, value })
+            })
+            .filter(|e| rule.keep_empty || !is_empty(e.value))
+            .collect();
+        let groups = Groups::new(&rule.key, elements);
+
+        let walk_elements =
+            rule.element_strategy == ElementStrategy::Merge && self.tree.has_rules_below(node);
+        let node = node.expect("a union rule has a node");
+        let mut out = Vec::with_capacity(groups.groups.len());
+        for group in &groups.groups {
+            let first = groups.elements[group.first];
+            let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
+            let value = if group.len == 1 {
+                // Walking one element still applies the rules below the path (an owner
+                // rule may drop part of it); without any, the element stands as sent.
+                if merge && walk_elements {
+                    self.merge_objects(node, &[first])
+                } else {
+                    self.take(first)
+                }
+            } else {
+                let members = groups.members(group);
+                let all_equal = || members[1..].iter().all(|m| m.value == first.value);
+                match rule.element_strategy {
+                    // Sources often send the very same element: nothing to merge then.
+                    ElementStrategy::Merge if group.keyed && (walk_elements || !all_equal()) => {
+                        self.merge_objects(node, &members)
+                    }
+                    ElementStrategy::Merge | ElementStrategy::Priority => self.take(first),
+                    ElementStrategy::Recency => self.take(self.by_time(&members, true)),
+                    ElementStrategy::Oldest => self.take(self.by_time(&members, false)),
+                }
+            };
+            out.push(value);
+        }
+        Value::Array(out)
+    }
+
+    /// The newest (or oldest) candidate; ties go to the first in order.
+    fn by_time(&self, cands: &[Cand<'a>], newest: bool) -> Cand<'a> {
+        let mut best = cands[0];
+        for &c in &cands[1..] {
+            let (t, b) = (self.inputs[c.who].time, self.inputs[best.who].time);
+            if (newest && t > b) || (!newest && t < b) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    /// Sorts candidates by `order` (named sources first, the rest by name), stably.
+    fn sort_by_order(&self, cands: &mut [Cand<'a>], order: &[Source]) {
+        cands.sort_by(|a, b| {
+            Rules::rank(order, self.inputs[a.who].source)
+                .cmp(&Rules::rank(order, self.inputs[b.who].source))
+                .then(a.who.cmp(&b.who))
+        });
+    }
+
+    /// Takes a candidate's value into the output, recording its source.
+    fn take(&mut self, cand: Cand<'a>) -> Value {
+        self.used.push(cand.who);
+        cand.value.clone()
+    }
+
+    /// The sources recorded for the current top-level field, in its order.
+    fn contributors(&mut self, rule: Option<&FieldRule>) -> Vec<Source> {
+        let mut used = std::mem::take(&mut self.used);
+        used.sort_unstable();
+        used.dedup();
+        let mut cands: Vec<Cand<'_>> = used
+            .iter()
+            .map(|&who| Cand {
+                who,
+                value: &Value::Null,
+            })
+            .collect();
+        match rule {
+            Some(r) if r.strategy == Strategy::Owner => {
+                cands.sort_by_key(|c| r.owners.iter().position(|o| o == self.inputs[c.who].source));
+            }
+            Some(FieldRule {
+                precedence: Some(order),
+                ..
+            }) => self.sort_by_order(&mut cands, order),
+            _ => {}
+        }
+        self.used = used;
+        cands
+            .into_iter()
+            .map(|c| self.inputs[c.who].source.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::EventId;
+
+    fn src(name: &str) -> Source {
+        Source::parse(name).unwrap()
+    }
+
+    fn pid(n: u128) -> PinvId {
+        PinvId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// A contribution sent at `secs` seconds after 2024-01-01.
+    fn contribution(source: &str, secs: i64, value: Value) -> Contribution {
+        let time =
+            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs);
+        Contribution {
+            source: src(source),
+            event_id: EventId::parse(&format!("{source}-{secs}")).unwrap(),
+            time,
+            received_at: time,
+            value,
+        }
+    }
+
+    fn rule(path: &str, strategy: Strategy) -> FieldRule {
+        FieldRule {
+            path: path.to_owned(),
+            strategy,
+            precedence: None,
+            owners: Vec::new(),
+            key: Vec::new(),
+            element_strategy: ElementStrategy::Merge,
+            keep_empty: false,
+            declared_in: "test.toml".to_owned(),
+        }
+    }
+
+    fn union(path: &str, key: &[&str]) -> FieldRule {
+        FieldRule {
+            key: key.iter().map(|k| (*k).to_owned()).collect(),
+            ..rule(path, Strategy::Union)
+        }
+    }
+
+    fn rules(precedence: &[&str], fields: Vec<FieldRule>) -> Rules {
+        Rules {
+            precedence: precedence.iter().map(|s| src(s)).collect(),
+            fields: fields.into_iter().map(|r| (r.path.clone(), r)).collect(),
+            identity_types: vec!["CircuitID".to_owned()],
+            role_globs: BTreeMap::new(),
+            role_matchers: Vec::new(),
+            accepted_types: Vec::new(),
+            hash: "test".to_owned(),
+        }
+    }
+
+    fn merged(contributions: &[Contribution], rules: &Rules) -> Merged {
+        merge(&pid(1), contributions, &Links::default(), rules)
+    }
+
+    fn field(contributions: &[Contribution], rules: &Rules, name: &str) -> Option<Value> {
+        merged(contributions, rules).document.get(name).cloned()
+    }
+
+    #[test]
+    fn priority_takes_the_first_ranked_source_whatever_the_input_order() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution("provisioning", 2, json!({"status": "pending"})),
+            contribution("billing", 1, json!({"status": "active"})),
+        ];
+        assert_eq!(field(&cs, &r, "status"), Some(json!("active")));
+    }
+
+    #[test]
+    fn empty_values_never_hide_real_ones() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        for empty in [json!(null), json!(""), json!([]), json!({})] {
+            let cs = [
+                contribution("billing", 1, json!({"name": empty})),
+                contribution("provisioning", 2, json!({"name": "ADI"})),
+            ];
+            assert_eq!(field(&cs, &r, "name"), Some(json!("ADI")), "{empty}");
+        }
+    }
+
+    #[test]
+    fn when_every_value_is_empty_the_first_ranked_empty_value_stands() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution("provisioning", 2, json!({"name": []})),
+            contribution("billing", 1, json!({"name": ""})),
+        ];
+        assert_eq!(field(&cs, &r, "name"), Some(json!("")));
+    }
+
+    #[test]
+    fn keep_empty_lets_an_empty_value_win() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![FieldRule {
+                keep_empty: true,
+                ..rule("note", Strategy::Priority)
+            }],
+        );
+        let cs = [
+            contribution("billing", 1, json!({"note": ""})),
+            contribution("provisioning", 2, json!({"note": "hello"})),
+        ];
+        assert_eq!(field(&cs, &r, "note"), Some(json!("")));
+    }
+
+    #[test]
+    fn recency_takes_the_newest_and_breaks_ties_by_precedence() {
+        let r = rules(&["a", "b", "c"], vec![rule("status", Strategy::Recency)]);
+        let cs = [
+            contribution("a", 1, json!({"status": "old"})),
+            contribution("c", 5, json!({"status": "newest-c"})),
+            contribution("b", 5, json!({"status": "newest-b"})),
+        ];
+        // b and c tie on time and b ranks first.
+        assert_eq!(field(&cs, &r, "status"), Some(json!("newest-b")));
+        let empty_newest = [
+            contribution("a", 1, json!({"status": "real"})),
+            contribution("b", 9, json!({"status": ""})),
+        ];
+        assert_eq!(field(&empty_newest, &r, "status"), Some(json!("real")));
+    }
+
+    #[test]
+    fn oldest_takes_the_oldest_and_breaks_ties_by_precedence() {
+        let r = rules(&["a", "b", "c"], vec![rule("startDate", Strategy::Oldest)]);
+        let cs = [
+            contribution("a", 7, json!({"startDate": "a"})),
+            contribution("c", 3, json!({"startDate": "c"})),
+            contribution("b", 3, json!({"startDate": "b"})),
+        ];
+        assert_eq!(field(&cs, &r, "startDate"), Some(json!("b")));
+    }
+
+    #[test]
+    fn owner_counts_only_owners_in_their_order_and_omits_the_field_otherwise() {
+        let r = rules(
+            &["billing", "provisioning", "inventory"],
+            vec![FieldRule {
+                owners: vec![src("inventory"), src("provisioning")],
+                ..rule("status", Strategy::Owner)
+            }],
+        );
+        let all = [
+            contribution("billing", 1, json!({"status": "billing"})),
+            contribution("provisioning", 2, json!({"status": "provisioning"})),
+            contribution("inventory", 3, json!({"status": "inventory"})),
+        ];
+        assert_eq!(field(&all, &r, "status"), Some(json!("inventory")));
+        assert_eq!(field(&all[..2], &r, "status"), Some(json!("provisioning")));
+        let m = merged(&all[..1], &r);
+        assert_eq!(m.document.get("status"), None);
+        assert!(!m.provenance.fields.contains_key("status"));
+        // An owner's empty value does not hide another owner's real one.
+        let empty_first = [
+            contribution("inventory", 3, json!({"status": ""})),
+            contribution("provisioning", 2, json!({"status": "provisioning"})),
+        ];
+        assert_eq!(
+            field(&empty_first, &r, "status"),
+            Some(json!("provisioning"))
+        );
+    }
+
+    #[test]
+    fn field_precedence_overrides_the_default_order() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![FieldRule {
+                precedence: Some(vec![src("provisioning")]),
+                ..rule("status", Strategy::Priority)
+            }],
+        );
+        let cs = [
+            contribution("billing", 1, json!({"status": "b", "name": "b"})),
+            contribution("provisioning", 2, json!({"status": "p", "name": "p"})),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(doc["status"], json!("p"));
+        assert_eq!(doc["name"], json!("b"));
+    }
+
+    #[test]
+    fn unnamed_sources_rank_after_named_ones_by_name() {
+        let r = rules(&["billing"], vec![]);
+        let cs = [
+            contribution("zeta", 1, json!({"a": "zeta", "b": "zeta", "c": "zeta"})),
+            contribution("alpha", 1, json!({"a": "alpha", "b": "alpha"})),
+            contribution("billing", 1, json!({"a": "billing"})),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(doc["a"], json!("billing"));
+        assert_eq!(doc["b"], json!("alpha"));
+        assert_eq!(doc["c"], json!("zeta"));
+    }
+
+    #[test]
+    fn union_matches_by_key_merges_matches_and_keeps_first_appearance_order() {
+        let r = rules(&["a", "b"], vec![union("productCharacteristic", &["name"])]);
+        let cs = [
+            contribution(
+                "b",
+                2,
+                json!({"productCharacteristic": [
+                    {"name": "Speed", "value": "10G", "valueType": "string"},
+                    {"name": "Vendor", "value": "Cisco"},
+                ]}),
+            ),
+            contribution(
+                "a",
+                1,
+                json!({"productCharacteristic": [
+                    {"name": "Interface", "value": "GigE"},
+                    {"name": "Speed", "value": ""},
+                ]}),
+            ),
+        ];
+        let m = merged(&cs, &r);
+        assert_eq!(
+            m.document["productCharacteristic"],
+            json!([
+                {"name": "Interface", "value": "GigE"},
+                // a's empty value does not hide b's; b adds valueType.
+                {"name": "Speed", "value": "10G", "valueType": "string"},
+                {"name": "Vendor", "value": "Cisco"},
+            ])
+        );
+        assert_eq!(
+            m.provenance.fields["productCharacteristic"],
+            vec![src("a"), src("b")]
+        );
+    }
+
+    #[test]
+    fn union_dedupes_unkeyed_elements_by_whole_value_and_drops_empty_ones() {
+        let r = rules(&["a", "b"], vec![union("items", &["k"])]);
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"items": [{"x": 1}, "s", {}, {"k": 1, "v": "a"}, null]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"items": [{"x": 1}, {"x": 2}, "s", {"k": 1, "v": "b"}, {"k": 1.0}]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "items"),
+            Some(json!([{"x": 1}, "s", {"k": 1, "v": "a"}, {"x": 2}, {"k": 1.0}]))
+        );
+    }
+
+    #[test]
+    fn union_keeps_empty_elements_with_keep_empty() {
+        let r = rules(
+            &["a", "b"],
+            vec![FieldRule {
+                keep_empty: true,
+                ..union("items", &["k"])
+            }],
+        );
+        let cs = [
+            contribution("a", 1, json!({"items": [{}, {"k": 1}]})),
+            contribution("b", 1, json!({"items": [{}, {"k": 1, "v": ""}]})),
+        ];
+        assert_eq!(
+            field(&cs, &r, "items"),
+            Some(json!([{}, {"k": 1, "v": ""}]))
+        );
+    }
+
+    #[test]
+    fn union_with_several_key_fields_needs_all_of_them_equal() {
+        let r = rules(&["a", "b"], vec![union("ref", &["type", "owner"])]);
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"ref": [{"type": "T", "owner": "X", "id": "1"}]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"ref": [
+                    {"type": "T", "owner": "Y", "id": "2"},
+                    {"type": "T", "owner": "X", "id": "3"},
+                ]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "ref"),
+            Some(json!([
+                {"type": "T", "owner": "X", "id": "1"},
+                {"type": "T", "owner": "Y", "id": "2"},
+            ]))
+        );
+    }
+
+    #[test]
+    fn union_element_strategies_choose_whole_elements() {
+        let cs = [
+            contribution("a", 1, json!({"p": [{"role": "R", "x": "a"}]})),
+            contribution("b", 5, json!({"p": [{"role": "R", "y": "b"}]})),
+        ];
+        let with = |element_strategy| {
+            let r = rules(
+                &["a", "b"],
+                vec![FieldRule {
+                    element_strategy,
+                    ..union("p", &["role"])
+                }],
+            );
+            field(&cs, &r, "p").unwrap()
+        };
+        assert_eq!(
+            with(ElementStrategy::Priority),
+            json!([{"role": "R", "x": "a"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Recency),
+            json!([{"role": "R", "y": "b"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Oldest),
+            json!([{"role": "R", "x": "a"}])
+        );
+        assert_eq!(
+            with(ElementStrategy::Merge),
+            json!([{"role": "R", "x": "a", "y": "b"}])
+        );
+    }
+
+    #[test]
+    fn union_falls_back_to_priority_when_a_value_is_not_an_array() {
+        let r = rules(&["a", "b"], vec![union("p", &["k"])]);
+        let cs = [
+            contribution("a", 1, json!({"p": "scalar"})),
+            contribution("b", 1, json!({"p": [{"k": 1}]})),
+        ];
+        assert_eq!(field(&cs, &r, "p"), Some(json!("scalar")));
+    }
+
+    #[test]
+    fn nested_rules_merge_objects_key_by_key() {
+        let r = rules(
+            &["a", "b"],
+            vec![rule("productSpecification.name", Strategy::Recency)],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({
+                    "productSpecification": {"id": "PR-A", "name": "old", "version": ""},
+                    "place": {"city": "A"},
+                }),
+            ),
+            contribution(
+                "b",
+                2,
+                json!({
+                    "productSpecification": {"id": "PR-B", "name": "new", "version": "2"},
+                    "place": {"city": "B", "street": "S"},
+                }),
+            ),
+        ];
+        let doc = merged(&cs, &r).document;
+        assert_eq!(
+            doc["productSpecification"],
+            json!({"id": "PR-A", "name": "new", "version": "2"})
+        );
+        // No rule at or below `place`: the whole value of the first source.
+        assert_eq!(doc["place"], json!({"city": "A"}));
+    }
+
+    #[test]
+    fn a_nested_rule_applies_inside_union_elements() {
+        let r = rules(
+            &["a", "b"],
+            vec![
+                union("relatedParty", &["role"]),
+                FieldRule {
+                    owners: vec![src("b")],
+                    ..rule("relatedParty.partyOrPartyRole", Strategy::Owner)
+                },
+            ],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"relatedParty": [
+                    {"role": "Customer", "partyOrPartyRole": {"name": "from a"}},
+                    {"role": "User", "partyOrPartyRole": {"name": "only a"}, "x": 1},
+                ]}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"relatedParty": [
+                    {"role": "Customer", "partyOrPartyRole": {"name": "from b"}},
+                ]}),
+            ),
+        ];
+        assert_eq!(
+            field(&cs, &r, "relatedParty"),
+            Some(json!([
+                {"role": "Customer", "partyOrPartyRole": {"name": "from b"}},
+                // Even an unmatched element is walked, so a's party is dropped.
+                {"role": "User", "x": 1},
+            ]))
+        );
+    }
+
+    #[test]
+    fn service_owned_fields_are_set_and_local_ids_go_to_the_crosswalk() {
+        let r = rules(&["billing", "provisioning"], vec![]);
+        let cs = [
+            contribution(
+                "provisioning",
+                2,
+                json!({
+                    "id": "p-1", "href": "/elsewhere/p-1",
+                    "externalIdentifier": [
+                        {"owner": "billing", "externalIdentifierType": "id", "id": "stale"},
+                        {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
+                        {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                    ],
+                }),
+            ),
+            contribution(
+                "billing",
+                1,
+                json!({
+                    "id": "41-1", "externalIdentifier": [
+                        {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                    ],
+                }),
+            ),
+            contribution("inventory", 1, json!({"id": "", "status": "x"})),
+        ];
+        let m = merged(&cs, &r);
+        assert_eq!(m.document["id"], json!(pid(1).to_string()));
+        assert_eq!(m.document["href"], json!(pid(1).href()));
+        assert_eq!(
+            m.document["externalIdentifier"],
+            json!([
+                {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
+                {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
+                {"owner": "billing", "externalIdentifierType": "id", "id": "41-1"},
+                {"owner": "provisioning", "externalIdentifierType": "id", "id": "p-1"},
+            ])
+        );
+        assert_eq!(
+            m.provenance.fields["externalIdentifier"],
+            vec![src("billing"), src("provisioning")]
+        );
+        assert!(!m.provenance.fields.contains_key("id"));
+    }
+
+    #[test]
+    fn external_identifier_is_omitted_when_there_is_nothing_to_say() {
+        let r = rules(&[], vec![]);
+        let doc = merged(&[contribution("a", 1, json!({"status": "x"}))], &r).document;
+        assert_eq!(doc.get("externalIdentifier"), None);
+        assert_eq!(doc["status"], json!("x"));
+    }
+
+    #[test]
+    fn resolved_relationship_ids_become_pinv_ids_with_href_and_collapse() {
+        let r = rules(
+            &["billing", "provisioning"],
+            vec![union("productRelationship", &["relationshipType", "id"])],
+        );
+        let mut links = Links::default();
+        links.insert(&src("billing"), "b-port", pid(7));
+        links.insert(&src("provisioning"), "p-port", pid(7));
+        let cs = [
+            contribution(
+                "billing",
+                1,
+                json!({"productRelationship": [
+                    {"relationshipType": "bundles", "id": "b-port"},
+                    {"relationshipType": "bundles", "id": "unknown"},
+                ]}),
+            ),
+            contribution(
+                "provisioning",
+                1,
+                json!({"productRelationship": [
+                    {"relationshipType": "bundles", "id": "p-port", "href": "/old"},
+                    // The billing raw id means nothing when provisioning sends it.
+                    {"relationshipType": "bundles", "id": "b-port"},
+                ]}),
+            ),
+        ];
+        let doc = merge(&pid(1), &cs, &links, &r).document;
+        assert_eq!(
+            doc["productRelationship"],
+            json!([
+                {"relationshipType": "bundles", "id": pid(7).to_string(), "href": pid(7).href()},
+                {"relationshipType": "bundles", "id": "unknown"},
+                {"relationshipType": "bundles", "id": "b-port"},
+            ])
+        );
+        // The contributions themselves are untouched.
+        assert_eq!(cs[0].value["productRelationship"][0]["id"], json!("b-port"));
+    }
+
+    #[test]
+    fn provenance_names_the_winner_or_every_contributor() {
+        let r = rules(
+            &["a", "b", "c"],
+            vec![union("u", &["k"]), rule("obj.n", Strategy::Recency)],
+        );
+        let cs = [
+            contribution(
+                "a",
+                1,
+                json!({"s": "a", "u": [{"k": 1}], "obj": {"n": 1, "m": ""}}),
+            ),
+            contribution("b", 2, json!({"s": "b", "u": [{"k": 1}], "obj": {"n": 2}})),
+            contribution("c", 3, json!({"u": [{"k": 2}], "obj": {"m": "c"}})),
+        ];
+        let p = merged(&cs, &r).provenance;
+        assert_eq!(p.fields["s"], vec![src("a")]);
+        // b's element matched a's and added nothing: the values came from a and c.
+        assert_eq!(p.fields["u"], vec![src("a"), src("c")]);
+        assert_eq!(p.fields["obj"], vec![src("b"), src("c")]);
+    }
+
+    #[test]
+    fn the_result_does_not_depend_on_the_input_order() {
+        let r = rules(
+            &["b"],
+            vec![union("u", &["k"]), rule("t", Strategy::Recency)],
+        );
+        let cs = vec![
+            contribution(
+                "a",
+                1,
+                json!({"id": "1", "s": "a", "u": [{"k": 1, "v": "a"}, "x"], "t": 1}),
+            ),
+            contribution(
+                "b",
+                1,
+                json!({"id": "2", "s": "", "u": ["x", {"k": 1, "w": "b"}], "t": 2}),
+            ),
+            contribution(
+                "c",
+                1,
+                json!({"id": "3", "s": "c", "u": [{"k": 2}], "t": 3}),
+            ),
+        ];
+        let expected = serde_json::to_vec(&merged(&cs, &r).document).unwrap();
+        for perm in [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            let permuted: Vec<_> = perm.iter().map(|&i| cs[i].clone()).collect();
+            assert_eq!(
+                serde_json::to_vec(&merged(&permuted, &r).document).unwrap(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn no_contributions_give_just_the_service_owned_fields() {
+        let doc = merged(&[], &rules(&[], vec![])).document;
+        assert_eq!(
+            doc,
+            json!({"id": pid(1).to_string(), "href": pid(1).href()})
+        );
+    }
 }

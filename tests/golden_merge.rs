@@ -1,0 +1,108 @@
+//! Golden test: the seed billing document merged with a provisioning document under the
+//! shipped `merge-rules/`, compared with `tests/golden/expected-merged.json`.
+//!
+//! `PINV_BLESS=1 cargo test --test golden_merge` rewrites the expected file; read the
+//! diff before committing it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use pinv::core::envelope::EventTime;
+use pinv::core::merge::merge;
+use pinv::core::package::Links;
+use pinv::core::record::Contribution;
+use pinv::core::{EventId, PinvId, Source};
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Reads an envelope fixture as the contribution its source would have stored.
+fn contribution(file: &str) -> Contribution {
+    let text = std::fs::read_to_string(golden(file)).unwrap();
+    let envelope: Value = serde_json::from_str(&text).unwrap();
+    let headers = &envelope["headers"];
+    let time = EventTime::parse(headers["time"].as_str().unwrap())
+        .unwrap()
+        .instant;
+    Contribution {
+        source: Source::parse(headers["source"].as_str().unwrap()).unwrap(),
+        event_id: EventId::parse(headers["id"].as_str().unwrap()).unwrap(),
+        time,
+        received_at: time,
+        value: envelope["value"].clone(),
+    }
+}
+
+/// Every JSON Pointer where `expected` and `actual` differ, with both values.
+fn differences(pointer: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            let keys: std::collections::BTreeSet<&String> = e.keys().chain(a.keys()).collect();
+            for k in keys {
+                let p = format!("{pointer}/{}", pinv::core::pointer_token(k));
+                match (e.get(k), a.get(k)) {
+                    (Some(ev), Some(av)) => differences(&p, ev, av, out),
+                    (Some(ev), None) => out.push(format!("{p}: missing (expected {ev})")),
+                    (None, Some(av)) => out.push(format!("{p}: unexpected {av}")),
+                    (None, None) => unreachable!(),
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                differences(&format!("{pointer}/{i}"), ev, av, out);
+            }
+        }
+        _ if expected != actual => {
+            out.push(format!("{pointer}: expected {expected}, got {actual}"));
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn billing_and_provisioning_merge_to_the_expected_document() {
+    let rules = pinv::rules_loader::load_rules_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
+    )
+    .expect("the shipped merge rules load");
+    let billing = contribution("billing-adi.json");
+    let provisioning = contribution("provisioning-adi.json");
+    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").unwrap();
+    // One of provisioning's relationships names a product PINV already knows.
+    let access = PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").unwrap();
+    let mut links = Links::default();
+    links.insert(&provisioning.source, "prov-access-77", access);
+
+    let merged = merge(&id, &[billing, provisioning], &links, &rules);
+    let actual = serde_json::to_string_pretty(&merged.document).unwrap() + "\n";
+
+    let path = golden("expected-merged.json");
+    if std::env::var_os("PINV_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected_text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with PINV_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    let expected: Value = serde_json::from_str(&expected_text).unwrap();
+    let mut diff = Vec::new();
+    differences("", &expected, &merged.document, &mut diff);
+    assert!(
+        diff.is_empty() && expected_text == actual,
+        "merged document differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
+        path.display(),
+        if diff.is_empty() {
+            "formatting only".to_owned()
+        } else {
+            diff.join("\n  ")
+        }
+    );
+}
