@@ -27,7 +27,6 @@ fn crosswalk(doc: &Value) -> Vec<Value> {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn example_request_is_stored_and_returned_merged() {
     let app = spawn_app().await;
     let res = app
@@ -60,7 +59,6 @@ async fn example_request_is_stored_and_returned_merged() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn envelope_traceparent_is_echoed_when_the_http_request_has_none() {
     let app = spawn_app().await;
     let mut req = seed_request();
@@ -70,7 +68,6 @@ async fn envelope_traceparent_is_echoed_when_the_http_request_has_none() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn second_source_merges_into_the_same_product() {
     let app = spawn_app().await;
     let first = created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -104,7 +101,6 @@ async fn second_source_merges_into_the_same_product() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn repeated_event_is_200_with_the_same_document() {
     let app = spawn_app().await;
     let first = created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -119,7 +115,6 @@ async fn repeated_event_is_200_with_the_same_document() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn same_event_id_with_another_value_is_409() {
     let app = spawn_app().await;
     created(app.post_products(&seed_request(), &["billing"]).await).await;
@@ -130,7 +125,6 @@ async fn same_event_id_with_another_value_is_409() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn stale_event_does_not_replace_newer_contribution() {
     let app = spawn_app().await;
     let newer = small_event(
@@ -157,7 +151,6 @@ async fn stale_event_does_not_replace_newer_contribution() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn document_matching_two_products_is_409_naming_both() {
     let app = spawn_app().await;
     let a = created(
@@ -285,7 +278,6 @@ async fn missing_header_fields_are_400_with_one_detail_each() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn dev_example_is_accepted() {
     let app = spawn_app().await;
     let res = app.post_products(&pinv::cli::dev_example(), &["*"]).await;

@@ -30,7 +30,6 @@ async fn unknown_product_is_404() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn product_is_returned_as_the_bare_merged_document() {
     let app = spawn_app().await;
     let doc = store_one(
@@ -49,7 +48,6 @@ async fn product_is_returned_as_the_bare_merged_document() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn as_adi_package_wraps_the_product_in_response_data() {
     let app = spawn_app().await;
     let doc = store_one(
@@ -69,7 +67,6 @@ async fn as_adi_package_wraps_the_product_in_response_data() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn list_filters_projects_and_counts() {
     let app = spawn_app().await;
     let a = store_one(
@@ -119,7 +116,6 @@ async fn list_filters_projects_and_counts() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn sources_lists_every_contribution() {
     let app = spawn_app().await;
     let doc = store_one(
@@ -158,7 +154,6 @@ async fn sources_lists_every_contribution() {
 }
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn history_lists_changes_oldest_first() {
     let app = spawn_app().await;
     let doc = store_one(

@@ -7,7 +7,6 @@ use serde_json::Value;
 use crate::helpers::*;
 
 #[tokio::test]
-#[ignore = "waits on core::merge"]
 async fn acknowledged_product_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings();
