@@ -2,11 +2,13 @@
 
 mod auth;
 mod cli;
+mod concurrency;
 mod errors;
 mod health;
 mod helpers;
 mod metrics;
 mod openapi;
+mod packages;
 mod products;
 mod reads;
 mod restart;
