@@ -8,6 +8,8 @@
 #   PINV_TEST_MONGODB_ONE_AT_A_TIME   nx-27017's transactions are not isolated from each other
 #   PINV_TEST_NX_BIN                  the nx-27017 executable (tests/mongo_outage.rs starts its own)
 # Set PINV_TEST_MONGODB_URI yourself to test against a real MongoDB replica set instead.
+# With no arguments it then runs the black-box API suite again on the embedded and the
+# MongoDB store (PINV_TEST_API_STORE); arguments are passed to `cargo test` as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,4 +79,12 @@ export PINV_TEST_NX_BIN="$NX_BIN"
 
 status=0
 cargo test --locked "$@" || status=$?
+if [[ $# -eq 0 ]]; then
+    # The black-box API suite once more on each persistent store (it ran on the memory
+    # store above). Their temp directories go with $workdir.
+    for store in embedded mongodb; do
+        echo "test.sh: the API suite on the $store store"
+        TMPDIR="$workdir" PINV_TEST_API_STORE="$store" cargo test --locked --test api || status=$?
+    done
+fi
 exit "$status"

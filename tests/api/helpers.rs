@@ -37,9 +37,9 @@ pub struct TestApp {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// An app on the in-memory store with the repository's rules.
+/// An app on the store under test with the repository's rules.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(test_settings(), memory_store()).await
+    spawn_app_with(test_settings(), store_under_test().await).await
 }
 
 /// An app with these settings and this store (rules and schemas loaded as in production).
@@ -76,9 +76,41 @@ fn start(app: Application) -> TestApp {
     }
 }
 
-/// A fresh in-memory store.
-pub fn memory_store() -> Arc<dyn Store> {
-    Arc::new(pinv::store::memory::MemoryStore::new())
+/// The variable that picks the store the suite runs on: `memory` (the default),
+/// `embedded` or `mongodb`. `scripts/test.sh` runs the suite once per store.
+pub const STORE_VAR: &str = "PINV_TEST_API_STORE";
+
+/// A fresh, empty store of the kind [`STORE_VAR`] names. A MongoDB run without a
+/// reachable server fails: it was asked for, so it must not pass on another store.
+pub async fn store_under_test() -> Arc<dyn Store> {
+    match std::env::var(STORE_VAR).unwrap_or_default().as_str() {
+        "" | "memory" => Arc::new(pinv::store::memory::MemoryStore::new()),
+        "embedded" => {
+            // The directory lives as long as the test process; each store gets its own.
+            let dir = tempfile::tempdir().expect("a temp dir").keep();
+            Arc::new(
+                pinv::store::embedded::EmbeddedStore::open(&dir).expect("embedded store opens"),
+            )
+        }
+        "mongodb" => {
+            let uri = std::env::var("PINV_TEST_MONGODB_URI").expect(
+                "PINV_TEST_API_STORE=mongodb needs PINV_TEST_MONGODB_URI (run ./scripts/test.sh)",
+            );
+            let options = pinv::store::mongo::MongoOptions {
+                w: "1".to_owned(),
+                timeout: std::time::Duration::from_secs(10),
+                one_at_a_time: std::env::var("PINV_TEST_MONGODB_ONE_AT_A_TIME")
+                    .is_ok_and(|v| !v.is_empty() && v != "0"),
+                ..Default::default()
+            };
+            let database = format!("pinv_api_{}", uuid::Uuid::new_v4().simple());
+            let store = pinv::store::mongo::MongoStore::connect(&uri, &database, options)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach the MongoDB test server at {uri}: {e}"));
+            Arc::new(store)
+        }
+        other => panic!("{STORE_VAR}={other}: expected memory, embedded or mongodb"),
+    }
 }
 
 impl TestApp {
