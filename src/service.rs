@@ -197,7 +197,8 @@ impl Service {
         if plan.write.products.is_empty() {
             return Ok((PostStatus::Unchanged, Replayed::Plan(Box::new(plan))));
         }
-        store.commit(plan.write.clone()).await?;
+        let mut plan = plan;
+        store.commit(std::mem::take(&mut plan.write)).await?;
         Ok((PostStatus::Created, Replayed::Plan(Box::new(plan))))
     }
 

@@ -267,9 +267,9 @@ pub struct Plan {
 }
 
 /// A product the plan touches.
-struct Working {
+struct Working<'a> {
     record: ProductRecord,
-    original: Option<ProductRecord>,
+    original: Option<&'a ProductRecord>,
     role: Option<Role>,
     remerge: bool,
 }
@@ -287,7 +287,7 @@ pub fn plan(
     fresh: &mut dyn FnMut() -> PinvId,
 ) -> Result<Plan, PlanError> {
     let source = &event.headers.source;
-    let mut work: BTreeMap<PinvId, Working> = BTreeMap::new();
+    let mut work: BTreeMap<PinvId, Working<'_>> = BTreeMap::new();
     let mut write = WriteSet::default();
 
     // Every part's product, existing or new.
@@ -298,11 +298,11 @@ pub fn plan(
             None => fresh(),
         };
         let original = match snapshot.records.get(&id) {
-            Some(r) => Some(r.clone()),
+            Some(r) => Some(r),
             None if ids.contains(&Some(id)) => return Err(PlanError::Inconsistent),
             None => None,
         };
-        let record = original.clone().unwrap_or_else(|| ProductRecord {
+        let record = original.cloned().unwrap_or_else(|| ProductRecord {
             id,
             revision: 0,
             contributions: Vec::new(),
@@ -446,10 +446,13 @@ pub fn plan(
             record.merged = merge(&id, &record.contributions, &record.links, rules).document;
             record.rules_hash = rules.hash.clone();
         }
-        let old_merged = original.as_ref().map(|o| &o.merged);
+        let old_merged = original.map(|o| &o.merged);
         let merged_changed = old_merged != Some(&record.merged);
-        if original.as_ref() != Some(&record) {
-            record.revision = original.as_ref().map_or(1, |o| o.revision + 1);
+        if let Some(root) = record.package_root {
+            roots.insert(id, root);
+        }
+        if original != Some(&record) {
+            record.revision = original.map_or(1, |o| o.revision + 1);
             if merged_changed {
                 let empty = Value::Object(Default::default());
                 let patch = json_patch::diff(old_merged.unwrap_or(&empty), &record.merged);
@@ -469,14 +472,11 @@ pub fn plan(
                 documents.insert(id, record.merged.clone());
             }
             write.products.push(ProductWrite {
-                expected_revision: original.as_ref().map(|o| o.revision),
-                record: record.clone(),
+                expected_revision: original.map(|o| o.revision),
+                record,
             });
         } else if posted.contains(&id) {
-            documents.insert(id, record.merged.clone());
-        }
-        if let Some(root) = record.package_root {
-            roots.insert(id, root);
+            documents.insert(id, record.merged);
         }
     }
     write.claim_keys = claimed;
@@ -500,12 +500,12 @@ pub fn plan(
 }
 
 /// The working copy of a stored product, loaded on first use; `None` if it is not stored.
-fn load<'a>(
-    work: &'a mut BTreeMap<PinvId, Working>,
-    snapshot: &Snapshot,
+fn load<'w, 's>(
+    work: &'w mut BTreeMap<PinvId, Working<'s>>,
+    snapshot: &'s Snapshot,
     id: PinvId,
     rules: &Rules,
-) -> Option<&'a mut Working> {
+) -> Option<&'w mut Working<'s>> {
     use std::collections::btree_map::Entry;
     match work.entry(id) {
         Entry::Occupied(e) => Some(e.into_mut()),
@@ -514,7 +514,7 @@ fn load<'a>(
             Some(e.insert(Working {
                 role: package::role_of(&record.merged, rules),
                 record: record.clone(),
-                original: Some(record.clone()),
+                original: Some(record),
                 remerge: false,
             }))
         }
@@ -524,9 +524,9 @@ fn load<'a>(
 /// Sets package roots along resolved relationships: an ADI product is its own root and the
 /// root of every non-ADI product it relates to or that relates to it. A package post has
 /// already set the root of its parts, which wins.
-fn propagate_roots(
-    work: &mut BTreeMap<PinvId, Working>,
-    snapshot: &Snapshot,
+fn propagate_roots<'s>(
+    work: &mut BTreeMap<PinvId, Working<'s>>,
+    snapshot: &'s Snapshot,
     rules: &Rules,
     package_post: bool,
 ) {

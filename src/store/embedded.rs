@@ -77,9 +77,46 @@ const HISTORY: TableDefinition<(&IdBytes, u64), &[u8]> = TableDefinition::new("h
 const EVENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("events");
 
 /// One queued write and where to send its outcome.
+/// redb's page cache. Its default (1 GiB) would make the server's memory grow with the
+/// data; the POST path reads a few small records per request, which this keeps hot.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 struct Job {
     set: WriteSet,
+    encoded: Encoded,
     reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// The heavy values of a write set, serialised by the caller: encoding on the many request
+/// threads instead of the one writer thread keeps the writer's critical path short.
+#[derive(Default)]
+struct Encoded {
+    /// One per `set.products`, in order.
+    products: Vec<Vec<u8>>,
+    /// One per `set.history`, in order.
+    history: Vec<Vec<u8>>,
+    /// `set.processed`, if any.
+    processed: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    /// Serialises the set's records, history and event, and empties the heavy parts of the
+    /// set (documents, patches) so they are freed here rather than on the writer thread.
+    /// Guards only need ids, revisions, keys and package roots, which stay.
+    fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
+        let mut out = Encoded::default();
+        for write in &mut set.products {
+            out.products.push(encode(&write.record)?);
+            write.record.contributions = Vec::new();
+            write.record.merged = Value::Null;
+        }
+        for entry in &mut set.history {
+            out.history.push(encode(entry)?);
+            entry.patch = Value::Null;
+        }
+        out.processed = set.processed.as_ref().map(encode).transpose()?;
+        Ok(out)
+    }
 }
 
 /// A store in `<dir>/pinv.redb`.
@@ -98,7 +135,10 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
         })?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(db_err)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))
+            .map_err(db_err)?;
         create_tables(&db)?;
         let db = Arc::new(db);
 
@@ -165,8 +205,10 @@ fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
 
 /// Applies a batch in one transaction and answers every caller.
 fn commit_batch(db: &Database, jobs: Vec<Job>) {
-    let (sets, replies): (Vec<WriteSet>, Vec<_>) =
-        jobs.into_iter().map(|job| (job.set, job.reply)).unzip();
+    let (sets, replies): (Vec<(WriteSet, Encoded)>, Vec<_>) = jobs
+        .into_iter()
+        .map(|job| ((job.set, job.encoded), job.reply))
+        .unzip();
     match apply_batch(db, sets) {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -184,15 +226,15 @@ fn commit_batch(db: &Database, jobs: Vec<Job>) {
 }
 
 /// One outcome per set, or an error that sinks the whole batch (nothing was committed).
-fn apply_batch(db: &Database, sets: Vec<WriteSet>) -> StoreResult<Vec<StoreResult<()>>> {
+fn apply_batch(db: &Database, sets: Vec<(WriteSet, Encoded)>) -> StoreResult<Vec<StoreResult<()>>> {
     let mut txn = db.begin_write().map_err(db_err)?;
     txn.set_durability(Durability::Immediate).map_err(db_err)?;
     let mut outcomes = Vec::with_capacity(sets.len());
     {
         let mut tables = WriteTables::open(&txn)?;
-        for set in sets {
+        for (set, encoded) in sets {
             // Planning only reads; a set refused here has written nothing.
-            match plan(set, &tables).and_then(EncodedPlan::encode) {
+            match plan(set, &tables).and_then(|p| EncodedPlan::encode(p, encoded)) {
                 Ok(encoded) => {
                     tables.apply(encoded)?;
                     outcomes.push(Ok(()));
@@ -340,13 +382,14 @@ struct EncodedPlan {
 }
 
 impl EncodedPlan {
-    fn encode(plan: Plan) -> StoreResult<Self> {
+    fn encode(plan: Plan, encoded: Encoded) -> StoreResult<Self> {
         Ok(Self {
             products: plan
                 .products
                 .iter()
-                .map(|r| Ok((id_bytes(&r.id), encode(r)?)))
-                .collect::<StoreResult<_>>()?,
+                .map(|r| id_bytes(&r.id))
+                .zip(encoded.products)
+                .collect(),
             keys: plan
                 .keys
                 .into_iter()
@@ -368,12 +411,13 @@ impl EncodedPlan {
             history: plan
                 .history
                 .iter()
-                .map(|e| Ok(((id_bytes(&e.product), e.revision), encode(e)?)))
-                .collect::<StoreResult<_>>()?,
+                .map(|e| (id_bytes(&e.product), e.revision))
+                .zip(encoded.history)
+                .collect(),
             processed: plan
                 .processed
-                .map(|e| Ok(((e.source.clone(), e.event_id.clone()), encode(&e)?)))
-                .transpose()?,
+                .map(|e| (e.source, e.event_id))
+                .zip(encoded.processed),
         })
     }
 }
@@ -463,15 +507,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+    async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
+        let encoded = Encoded::take_from(&mut set)?;
         let jobs = self
             .jobs
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("store is closed".to_owned()))?;
         let (reply, outcome) = oneshot::channel();
-        jobs.send(Job { set, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".to_owned()))?;
+        jobs.send(Job {
+            set,
+            encoded,
+            reply,
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("the writer thread has stopped".to_owned()))?;
         outcome.await.map_err(|_| {
             StoreError::Unavailable("the writer thread stopped before answering".to_owned())
         })?

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Load test of POST /products against the release binary (BENCHMARKS.md).
+# Usage: scripts/load/run.sh [STORE] [DURATION] [CONNECTIONS]
+#   STORE: a directory (embedded, default: a fresh temp dir) or a mongodb:// URI.
+# Needs wrk (Debian package `wrk`). Prints wrk's report and the server's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+store="${1:-}"
+duration="${2:-20s}"
+connections="${3:-64}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
+[[ -n "$store" ]] || store="$work/data"
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+cargo build --release --quiet
+bin="$work/pinv"
+cp target/release/pinv "$bin"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
+export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"
+RUST_LOG="${RUST_LOG:-info}" "$bin" serve >"$work/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
+  sleep 0.1
+done
+export PINV_TOKEN="$("$bin" token --source billing --ttl 1h)"
+export PINV_TEMPLATE="$PWD/scripts/load/seed-template.json"
+peak=0
+( while kill -0 $pid 2>/dev/null; do
+    rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    echo "$rss" > "$work/hwm"; sleep 1
+  done ) &
+wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
+echo "server peak RSS (VmHWM): $(( $(cat "$work/hwm") / 1024 )) MiB"
+echo "stored products: $(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
