@@ -86,36 +86,37 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
 
     // Every top-level (key, value) of every contribution, sorted by key and then rank:
     // one pass instead of a map lookup per key and contribution.
-    let mut entries: Vec<(&str, Cand<'_>)> = inputs
-        .iter()
-        .enumerate()
-        .flat_map(|(who, input)| {
-            input.fields.into_iter().flatten().map(move |(k, v)| {
-                let value = match input.relationships {
-                    Some(rel) if k == PRODUCT_RELATIONSHIP => rel,
-                    _ => v,
-                };
-                (k.as_str(), Cand { who, value })
-            })
-        })
-        .filter(|(k, _)| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
-        .collect();
+    let total = inputs.iter().filter_map(|i| i.fields).map(Map::len).sum();
+    let mut entries: Vec<(&str, Cand<'_>)> = Vec::with_capacity(total);
+    for (who, input) in inputs.iter().enumerate() {
+        for (k, v) in input.fields.into_iter().flatten() {
+            let value = match (k.as_str(), input.relationships) {
+                (ID | HREF | EXTERNAL_IDENTIFIER, _) => continue,
+                (PRODUCT_RELATIONSHIP, Some(rewritten)) => rewritten,
+                _ => v,
+            };
+            entries.push((k.as_str(), Cand { who, value }));
+        }
+    }
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
+    let mut flat: Vec<Cand<'_>> = entries.iter().map(|e| e.1).collect();
 
     // Built as sorted pairs and inserted in order, so the key order is the same whether
     // or not serde_json preserves insertion order (bson turns `preserve_order` on).
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
-    for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
-        let key = same_key[0].0;
-        let cands: Vec<Cand<'_>> = same_key.iter().map(|e| e.1).collect();
+    let mut start = 0;
+    while start < entries.len() {
+        let key = entries[start].0;
+        let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
+        let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
-        if let Some(value) = merger.merge_field(tree.child(RuleTree::ROOT, key), cands) {
+        if let Some(value) = merger.merge_field(node, &mut flat[start..end]) {
             fields.push((key.to_owned(), value));
-            provenance
-                .fields
-                .insert(key.to_owned(), merger.contributors(rules.fields.get(key)));
+            let sources = merger.contributors(tree.rule(node));
+            provenance.fields.insert(key.to_owned(), sources);
         }
+        start = end;
     }
 
     if let Some((value, sources)) = external_identifiers(&inputs) {
@@ -421,46 +422,46 @@ struct Merger<'r, 'a> {
 impl<'a> Merger<'_, 'a> {
     /// Chooses the value of the field at rule-tree `node` among `cands` (the values of
     /// every contribution that has the key, in default order). `None` omits the field.
-    fn merge_field(&mut self, node: Option<usize>, mut cands: Vec<Cand<'a>>) -> Option<Value> {
+    /// `cands` is scratch: it is reordered in place.
+    fn merge_field(&mut self, node: Option<usize>, cands: &mut [Cand<'a>]) -> Option<Value> {
         let rule = self.tree.rule(node);
+        let mut cands = cands;
         if let Some(rule) = rule {
             if rule.strategy == Strategy::Owner {
-                cands.retain(|c| rule.owners.contains(self.inputs[c.who].source));
+                let inputs = self.inputs;
+                let owners = keep_first(cands, |c| rule.owners.contains(inputs[c.who].source));
+                cands = &mut cands[..owners];
                 // Stable, so elements keep their order within a contribution.
-                cands.sort_by_key(|c| {
-                    rule.owners
-                        .iter()
-                        .position(|o| o == self.inputs[c.who].source)
-                });
+                cands.sort_by_key(|c| rule.owners.iter().position(|o| o == inputs[c.who].source));
             } else if let Some(order) = &rule.precedence {
-                self.sort_by_order(&mut cands, order);
+                self.sort_by_order(cands, order);
             }
         }
-        let keep_empty = rule.is_some_and(|r| r.keep_empty);
-        if !keep_empty && cands.iter().all(|c| is_empty(c.value)) {
-            // Only empty values (or none): the first-ranked one stands, so a single
-            // contribution merges to itself.
-            return cands.first().map(|&c| self.take(c));
-        }
-        if !keep_empty {
-            cands.retain(|c| !is_empty(c.value));
+        if !rule.is_some_and(|r| r.keep_empty) {
+            let present = keep_first(cands, |c| !is_empty(c.value));
+            if present == 0 {
+                // Only empty values (or none): the first-ranked one stands, so a single
+                // contribution merges to itself. `keep_first` left the rest in order.
+                return cands.first().map(|&c| self.take(c));
+            }
+            cands = &mut cands[..present];
         }
 
         match rule.map(|r| r.strategy) {
             None => {
                 if self.tree.has_rules_below(node) && cands.iter().all(|c| c.value.is_object()) {
-                    Some(self.merge_objects(node.expect("rules below a node"), &cands))
+                    Some(self.merge_objects(node.expect("rules below a node"), cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
             }
             Some(Strategy::Priority | Strategy::Owner) => Some(self.take(cands[0])),
-            Some(Strategy::Recency) => Some(self.take(self.by_time(&cands, true))),
-            Some(Strategy::Oldest) => Some(self.take(self.by_time(&cands, false))),
+            Some(Strategy::Recency) => Some(self.take(self.by_time(cands, true))),
+            Some(Strategy::Oldest) => Some(self.take(self.by_time(cands, false))),
             Some(Strategy::Union) => {
                 let rule = rule.expect("a strategy comes from a rule");
                 if cands.iter().all(|c| c.value.is_array()) {
-                    Some(self.union(node, rule, &cands))
+                    Some(self.union(node, rule, cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
@@ -474,55 +475,58 @@ impl<'a> Merger<'_, 'a> {
         // lookup per key and object. The parent may have been in its own order; a key
         // has the default one (by `who`) unless its rule says otherwise, and equal `who`
         // keep their order (`seq`).
-        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = cands
+        let total = cands
             .iter()
-            .enumerate()
-            .flat_map(|(seq, c)| {
-                c.value
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(move |(k, value)| (k.as_str(), seq, Cand { who: c.who, value }))
-            })
-            .collect();
+            .map(|c| c.value.as_object().map_or(0, Map::len))
+            .sum();
+        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = Vec::with_capacity(total);
+        for (seq, c) in cands.iter().enumerate() {
+            for (k, value) in c.value.as_object().into_iter().flatten() {
+                entries.push((k.as_str(), seq, Cand { who: c.who, value }));
+            }
+        }
         entries
             .sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.who.cmp(&b.2.who)).then(a.1.cmp(&b.1)));
+        // The candidates of all keys, side by side, so each key gets a slice of them.
+        let mut flat: Vec<Cand<'a>> = entries.iter().map(|e| e.2).collect();
 
         let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
         let mut out = Map::with_capacity(distinct);
-        for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
-            let key = same_key[0].0;
+        let mut start = 0;
+        while start < entries.len() {
+            let key = entries[start].0;
+            let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
+            let same_key = &mut flat[start..end];
             let merged = match self.tree.child(node, key) {
-                // No rule at or below: plain priority, without gathering candidates.
+                // No rule at or below: plain priority.
                 None => {
-                    let first = same_key.iter().map(|e| e.2).find(|c| !is_empty(c.value));
-                    Some(self.take(first.unwrap_or(same_key[0].2)))
+                    let first = same_key.iter().find(|c| !is_empty(c.value));
+                    Some(self.take(*first.unwrap_or(&same_key[0])))
                 }
-                child => {
-                    let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
-                    self.merge_field(child, sub)
-                }
+                child => self.merge_field(child, same_key),
             };
             if let Some(value) = merged {
                 out.insert(key.to_owned(), value);
             }
+            start = end;
         }
         Value::Object(out)
     }
 
     /// Unions the arrays of `cands` (in order) under `rule`.
     fn union(&mut self, node: Option<usize>, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
-        let elements: Vec<Cand<'a>> = cands
+        let total = cands
             .iter()
-            .flat_map(|c| {
-                c.value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|value| Cand { who: c.who, value })
-            })
-            .filter(|e| rule.keep_empty || !is_empty(e.value))
-            .collect();
+            .map(|c| c.value.as_array().map_or(0, Vec::len))
+            .sum();
+        let mut elements: Vec<Cand<'a>> = Vec::with_capacity(total);
+        for c in cands {
+            for value in c.value.as_array().into_iter().flatten() {
+                if rule.keep_empty || !is_empty(value) {
+                    elements.push(Cand { who: c.who, value });
+                }
+            }
+        }
         let groups = Groups::new(&rule.key, elements);
 
         let walk_elements =
@@ -587,32 +591,37 @@ impl<'a> Merger<'_, 'a> {
 
     /// The sources recorded for the current top-level field, in its order.
     fn contributors(&mut self, rule: Option<&FieldRule>) -> Vec<Source> {
-        let mut used = std::mem::take(&mut self.used);
+        let inputs = self.inputs;
+        let used = &mut self.used;
         used.sort_unstable();
         used.dedup();
-        let mut cands: Vec<Cand<'_>> = used
-            .iter()
-            .map(|&who| Cand {
-                who,
-                value: &Value::Null,
-            })
-            .collect();
         match rule {
             Some(r) if r.strategy == Strategy::Owner => {
-                cands.sort_by_key(|c| r.owners.iter().position(|o| o == self.inputs[c.who].source));
+                used.sort_by_key(|&who| r.owners.iter().position(|o| o == inputs[who].source));
             }
             Some(FieldRule {
                 precedence: Some(order),
                 ..
-            }) => self.sort_by_order(&mut cands, order),
+            }) => used.sort_by(|&a, &b| {
+                Rules::rank(order, inputs[a].source).cmp(&Rules::rank(order, inputs[b].source))
+            }),
             _ => {}
         }
-        self.used = used;
-        cands
-            .into_iter()
-            .map(|c| self.inputs[c.who].source.clone())
-            .collect()
+        used.iter().map(|&who| inputs[who].source.clone()).collect()
     }
+}
+
+/// Moves the elements that satisfy `keep` to the front, in their order, and returns how
+/// many there are. When none does, the slice is left as it was.
+fn keep_first<T: Copy>(items: &mut [T], keep: impl Fn(&T) -> bool) -> usize {
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if keep(&items[i]) {
+            items.swap(kept, i);
+            kept += 1;
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
