@@ -285,7 +285,7 @@ impl<'a> Groups<'a> {
             let ok = k > 0
                 && e.value.as_object().is_some_and(|o| {
                     key.iter()
-                        .all(|f| o.get(f.as_ref()).map(|v| keys.push(v)).is_some())
+                        .all(|f| small_get(o, f.as_ref()).map(|v| keys.push(v)).is_some())
                 });
             if !ok {
                 keys.truncate(start);
@@ -295,7 +295,7 @@ impl<'a> Groups<'a> {
         }
 
         let mut next = vec![usize::MAX; elements.len()];
-        let mut groups: Vec<Group> = Vec::new();
+        let mut groups: Vec<Group> = Vec::with_capacity(elements.len());
         for (i, e) in elements.iter().enumerate() {
             let own = &keys[i * k..(i + 1) * k];
             let found = groups.iter_mut().find(|g| {
@@ -339,6 +339,16 @@ impl<'a> Groups<'a> {
     }
 }
 
+/// `object[key]`. Array elements are small objects, where comparing a few keys is
+/// cheaper than hashing one (serde_json's map is an `IndexMap` here, see `merge`).
+fn small_get<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    if object.len() <= 8 {
+        object.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        object.get(key)
+    }
+}
+
 /// `null`, `""`, `[]` and `{}`: absent unless a rule keeps them.
 fn is_empty(value: &Value) -> bool {
     match value {
@@ -352,15 +362,16 @@ fn is_empty(value: &Value) -> bool {
 
 /// The rule paths as a tree (`relatedParty` -> `partyOrPartyRole` -> `contactMedium`),
 /// so that a walk finds the rule of a key, and whether any rule lies below it, by
-/// comparing one short key per level.
+/// comparing one short key per level. Stored flat (one allocation): rule sets are small.
 struct RuleTree<'r> {
     nodes: Vec<RuleNode<'r>>,
 }
 
 struct RuleNode<'r> {
+    parent: usize,
+    key: &'r str,
     rule: Option<&'r FieldRule>,
-    /// Child key -> node index.
-    children: Vec<(&'r str, usize)>,
+    has_children: bool,
 }
 
 impl<'r> RuleTree<'r> {
@@ -368,38 +379,42 @@ impl<'r> RuleTree<'r> {
     const ROOT: usize = 0;
 
     fn new(rules: &'r Rules) -> Self {
-        let mut nodes = vec![RuleNode {
+        let mut tree = Self {
+            nodes: Vec::with_capacity(rules.fields.len() * 2 + 1),
+        };
+        tree.nodes.push(RuleNode {
+            parent: usize::MAX,
+            key: "",
             rule: None,
-            children: Vec::new(),
-        }];
+            has_children: false,
+        });
         for rule in rules.fields.values() {
             let mut node = Self::ROOT;
             for key in rule.path.split('.') {
-                node = match nodes[node].children.iter().find(|(k, _)| *k == key) {
-                    Some(&(_, child)) => child,
+                node = match tree.child(node, key) {
+                    Some(child) => child,
                     None => {
-                        nodes.push(RuleNode {
+                        tree.nodes[node].has_children = true;
+                        tree.nodes.push(RuleNode {
+                            parent: node,
+                            key,
                             rule: None,
-                            children: Vec::new(),
+                            has_children: false,
                         });
-                        let child = nodes.len() - 1;
-                        nodes[node].children.push((key, child));
-                        child
+                        tree.nodes.len() - 1
                     }
                 };
             }
-            nodes[node].rule = Some(rule);
+            tree.nodes[node].rule = Some(rule);
         }
-        Self { nodes }
+        tree
     }
 
     /// The node of `key` below `node`; `None` when no rule is at or below it.
     fn child(&self, node: usize, key: &str) -> Option<usize> {
-        self.nodes[node]
-            .children
+        self.nodes
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|&(_, child)| child)
+            .position(|n| n.parent == node && n.key == key)
     }
 
     fn rule(&self, node: Option<usize>) -> Option<&'r FieldRule> {
@@ -407,7 +422,7 @@ impl<'r> RuleTree<'r> {
     }
 
     fn has_rules_below(&self, node: Option<usize>) -> bool {
-        node.is_some_and(|n| !self.nodes[n].children.is_empty())
+        node.is_some_and(|n| self.nodes[n].has_children)
     }
 }
 
