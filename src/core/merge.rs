@@ -486,6 +486,9 @@ impl<'a> Merger<'_, 'a> {
 
     /// Merges objects key by key, each key by the rules at its own path (below `node`).
     fn merge_objects(&mut self, node: usize, cands: &[Cand<'a>]) -> Value {
+        if let [only] = cands {
+            return self.walk_object(node, *only);
+        }
         // Every (key, value) of every object, sorted by key: one pass instead of a map
         // lookup per key and object. The parent may have been in its own order; a key
         // has the default one (by `who`) unless its rule says otherwise, and equal `who`
@@ -524,6 +527,29 @@ impl<'a> Merger<'_, 'a> {
                 out.insert(key.to_owned(), value);
             }
             start = end;
+        }
+        Value::Object(out)
+    }
+
+    /// [`Self::merge_objects`] of a single object: its keys in their order, nothing to
+    /// sort or gather. Only keys with rules at or below them are walked.
+    fn walk_object(&mut self, node: usize, only: Cand<'a>) -> Value {
+        let Some(object) = only.value.as_object() else {
+            return self.take(only);
+        };
+        let mut out = Map::with_capacity(object.len());
+        for (key, value) in object {
+            let cand = Cand {
+                who: only.who,
+                value,
+            };
+            let merged = match self.tree.child(node, key) {
+                None => Some(self.take(cand)),
+                child => self.merge_field(child, &mut [cand]),
+            };
+            if let Some(value) = merged {
+                out.insert(key.clone(), value);
+            }
         }
         Value::Object(out)
     }
