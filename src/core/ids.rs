@@ -145,6 +145,11 @@ impl PinvId {
             .map_err(|_| IdError::NotUuid)
     }
 
+    /// The UUID's 16 bytes; their order is the ids' order (stores key on them).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
     /// `/products/{id}`.
     pub fn href(&self) -> String {
         format!("/products/{}", self.0.hyphenated())

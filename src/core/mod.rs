@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod merge;
 pub mod package;
 pub mod record;
+pub mod remerge;
 pub mod rules;
 pub mod schema;
 

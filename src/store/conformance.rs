@@ -1,1 +1,764 @@
-//! The conformance suite every store must pass. STUB: being written.
+//! The conformance suite every store must pass.
+//!
+//! Each behaviour is a public async function that takes a fresh, empty store and panics
+//! with a readable message when the store misbehaves. [`store_conformance_tests!`] turns
+//! them into one `#[tokio::test]` each for a given store:
+//!
+//! ```ignore
+//! mod memory {
+//!     pinv::store_conformance_tests!(pinv::store::memory::MemoryStore::new());
+//! }
+//! ```
+//!
+//! The expression may also yield a [`TestStore`] to keep something alive as long as the
+//! store (a temporary directory, a database handle).
+//!
+//! The helpers (`id`, `record`, `create`, ...) build small records for these tests.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::core::package::Links;
+use crate::core::record::WriteSet;
+use crate::core::record::{EventRef, HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite};
+use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::{ListQuery, Store, StoreError};
+
+/// A store under test, plus whatever must live as long as it (e.g. its `TempDir`).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    // Declared after `store` so the store is dropped (and closed) first.
+    _guard: Option<Box<dyn Any + Send>>,
+}
+
+impl TestStore {
+    /// A store that needs nothing kept alive.
+    pub fn new(store: impl Store) -> Self {
+        Self {
+            store: Arc::new(store),
+            _guard: None,
+        }
+    }
+
+    /// A store that needs `guard` kept alive until the store is gone.
+    pub fn with_guard(store: impl Store, guard: impl Any + Send) -> Self {
+        Self {
+            store: Arc::new(store),
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+impl<S: Store> From<S> for TestStore {
+    fn from(store: S) -> Self {
+        Self::new(store)
+    }
+}
+
+/// Expands to one `#[tokio::test]` per behaviour of this module, each on a fresh store
+/// made by `$make` (an expression yielding a [`Store`] or a [`TestStore`]).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@single $make;
+            create_and_read_product,
+            stale_revision_conflicts_and_writes_nothing,
+            creating_an_existing_product_conflicts,
+            key_owned_by_another_product_conflicts_and_writes_nothing,
+            claiming_an_owned_key_again_is_fine,
+            resolve_keys_returns_only_owned_keys,
+            processed_event_is_remembered_and_cannot_be_inserted_twice,
+            waiters_are_added_as_a_set_and_cleared_per_key,
+            package_members_follow_the_package_root,
+            list_filters_pages_and_orders_by_id,
+            history_is_oldest_first_per_product,
+            scan_pages_cover_every_product_once
+        );
+        $crate::store_conformance_tests!(@shared $make;
+            racing_key_claims_have_exactly_one_winner,
+            concurrent_increments_lose_no_update
+        );
+    };
+    (@single $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let test_store: $crate::store::conformance::TestStore = ($make).into();
+                $crate::store::conformance::$name(&*test_store.store).await;
+            }
+        )*
+    };
+    (@shared $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let test_store: $crate::store::conformance::TestStore = ($make).into();
+                $crate::store::conformance::$name(test_store.store.clone()).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A deterministic PINV id; ids compare like `n`.
+pub fn id(n: u128) -> PinvId {
+    PinvId::from_uuid(uuid::Uuid::from_u128(n))
+}
+
+/// A source name (panics on an invalid one: test input).
+pub fn source(name: &str) -> Source {
+    Source::parse(name).expect("test source name is valid")
+}
+
+/// An event id (panics on an invalid one: test input).
+pub fn event_id(text: &str) -> EventId {
+    EventId::parse(text).expect("test event id is valid")
+}
+
+/// The key `ext:Test:<text>`.
+pub fn key(text: &str) -> MatchKey {
+    MatchKey::external("Test", text)
+}
+
+/// A record at `revision` whose merged document is `merged` with `id` set.
+pub fn record(id: PinvId, revision: u64, mut merged: Value) -> ProductRecord {
+    if let Value::Object(map) = &mut merged {
+        map.insert("id".to_owned(), Value::String(id.to_string()));
+        map.insert("href".to_owned(), Value::String(id.href()));
+    }
+    ProductRecord {
+        id,
+        revision,
+        contributions: Vec::new(),
+        links: Links::default(),
+        merged,
+        match_keys: Vec::new(),
+        package_root: None,
+        rules_hash: "test-rules".to_owned(),
+    }
+}
+
+/// A write set creating `record` (expected revision: none).
+pub fn create(record: ProductRecord) -> WriteSet {
+    WriteSet {
+        products: vec![ProductWrite {
+            record,
+            expected_revision: None,
+        }],
+        ..WriteSet::default()
+    }
+}
+
+/// A write set replacing the product at revision `expected` with `record`.
+pub fn update(record: ProductRecord, expected: u64) -> WriteSet {
+    WriteSet {
+        products: vec![ProductWrite {
+            record,
+            expected_revision: Some(expected),
+        }],
+        ..WriteSet::default()
+    }
+}
+
+/// A history entry for (product, revision).
+pub fn history_entry(product: PinvId, revision: u64) -> HistoryEntry {
+    HistoryEntry {
+        product,
+        revision,
+        time: Utc
+            .timestamp_opt(1_700_000_000 + revision as i64, 0)
+            .single()
+            .unwrap_or_default(),
+        event: EventRef {
+            source: "billing".to_owned(),
+            id: format!("ev-{revision}"),
+        },
+        rules_hash: "test-rules".to_owned(),
+        patch: json!([{"op": "replace", "path": "/revision", "value": revision}]),
+    }
+}
+
+/// A processed event of `billing` with this id, about `products`.
+pub fn processed(event: &str, products: Vec<PinvId>) -> ProcessedEvent {
+    ProcessedEvent {
+        source: source("billing"),
+        event_id: event_id(event),
+        digest: "0".repeat(64),
+        products,
+    }
+}
+
+async fn get_one(store: &dyn Store, id: PinvId) -> Option<ProductRecord> {
+    let mut found = store
+        .get_products(&[id])
+        .await
+        .unwrap_or_else(|e| panic!("get_products({id}) failed: {e}"));
+    assert!(found.len() <= 1, "get_products returned duplicates");
+    found.pop()
+}
+
+async fn commit_ok(store: &dyn Store, set: WriteSet, what: &str) {
+    if let Err(e) = store.commit(set).await {
+        panic!("{what}: commit should succeed, got {e}");
+    }
+}
+
+async fn commit_conflict(store: &dyn Store, set: WriteSet, what: &str) {
+    match store.commit(set).await {
+        Err(StoreError::Conflict(_)) => {}
+        Err(e) => panic!("{what}: expected a Conflict, got {e}"),
+        Ok(()) => panic!("{what}: expected a Conflict, but the commit succeeded"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Behaviours
+
+/// A created product reads back as written; unknown ids are skipped.
+pub async fn create_and_read_product(store: &dyn Store) {
+    store.ping().await.expect("a fresh store answers ping");
+    let mut rec = record(id(1), 1, json!({"name": "ADI 1", "status": "active"}));
+    rec.match_keys = vec![key("a")];
+    commit_ok(store, create(rec.clone()), "creating a product").await;
+
+    let found = store
+        .get_products(&[id(1), id(99)])
+        .await
+        .expect("get_products");
+    assert_eq!(
+        found,
+        vec![rec],
+        "the stored record must read back unchanged"
+    );
+    assert!(get_one(store, id(2)).await.is_none());
+}
+
+/// A write at a stale revision is a conflict, and nothing of its set is written.
+pub async fn stale_revision_conflicts_and_writes_nothing(store: &dyn Store) {
+    let v1 = record(id(1), 1, json!({"name": "v1"}));
+    commit_ok(store, create(v1.clone()), "creating").await;
+    let v2 = record(id(1), 2, json!({"name": "v2"}));
+    commit_ok(store, update(v2.clone(), 1), "updating at revision 1").await;
+
+    let mut stale = update(record(id(1), 2, json!({"name": "stale"})), 1);
+    stale.claim_keys = vec![(key("stale-key"), id(1))];
+    stale.add_waiters = vec![(key("wanted"), id(1))];
+    stale.history = vec![history_entry(id(1), 2)];
+    stale.processed = Some(processed("stale-event", vec![id(1)]));
+    commit_conflict(store, stale, "updating at stale revision 1").await;
+
+    assert_eq!(get_one(store, id(1)).await, Some(v2), "product unchanged");
+    assert!(
+        store
+            .resolve_keys(&[key("stale-key")])
+            .await
+            .expect("resolve_keys")
+            .is_empty(),
+        "the refused set's key must not be recorded"
+    );
+    assert!(
+        store
+            .waiters(&[key("wanted")])
+            .await
+            .expect("waiters")
+            .is_empty(),
+        "the refused set's waiter must not be recorded"
+    );
+    assert!(
+        store.history(&id(1)).await.expect("history").is_empty(),
+        "the refused set's history must not be recorded"
+    );
+    assert_eq!(
+        store
+            .get_processed(&source("billing"), &event_id("stale-event"))
+            .await
+            .expect("get_processed"),
+        None,
+        "the refused set's event must not be remembered"
+    );
+}
+
+/// Creating a product whose id is already stored is a conflict.
+pub async fn creating_an_existing_product_conflicts(store: &dyn Store) {
+    let first = record(id(1), 1, json!({"name": "first"}));
+    commit_ok(store, create(first.clone()), "creating").await;
+    commit_conflict(
+        store,
+        create(record(id(1), 1, json!({"name": "second"}))),
+        "creating the same id again",
+    )
+    .await;
+    assert_eq!(get_one(store, id(1)).await, Some(first));
+
+    commit_conflict(
+        store,
+        update(record(id(2), 2, json!({})), 1),
+        "updating a product that does not exist",
+    )
+    .await;
+    assert!(get_one(store, id(2)).await.is_none());
+}
+
+/// Claiming a key another product owns is a conflict and writes nothing of the set.
+pub async fn key_owned_by_another_product_conflicts_and_writes_nothing(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({})));
+    set.claim_keys = vec![(key("circuit"), id(1))];
+    commit_ok(store, set, "first claim").await;
+
+    let mut rival = create(record(id(2), 1, json!({})));
+    rival.claim_keys = vec![(key("other"), id(2)), (key("circuit"), id(2))];
+    rival.processed = Some(processed("rival", vec![id(2)]));
+    commit_conflict(store, rival, "claiming a key owned by another product").await;
+
+    assert!(get_one(store, id(2)).await.is_none(), "no product written");
+    let owners = store
+        .resolve_keys(&[key("circuit"), key("other")])
+        .await
+        .expect("resolve_keys");
+    assert_eq!(owners, BTreeMap::from([(key("circuit"), id(1))]));
+    assert_eq!(
+        store
+            .get_processed(&source("billing"), &event_id("rival"))
+            .await
+            .expect("get_processed"),
+        None
+    );
+}
+
+/// A product may claim a key it already owns (every write re-records its keys).
+pub async fn claiming_an_owned_key_again_is_fine(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({})));
+    set.claim_keys = vec![(key("k"), id(1))];
+    commit_ok(store, set, "first claim").await;
+
+    let mut again = update(record(id(1), 2, json!({})), 1);
+    again.claim_keys = vec![(key("k"), id(1)), (key("k2"), id(1))];
+    commit_ok(store, again, "claiming an owned key again").await;
+
+    let owners = store
+        .resolve_keys(&[key("k"), key("k2")])
+        .await
+        .expect("resolve_keys");
+    assert_eq!(
+        owners,
+        BTreeMap::from([(key("k"), id(1)), (key("k2"), id(1))])
+    );
+    assert_eq!(get_one(store, id(1)).await.map(|r| r.revision), Some(2));
+}
+
+/// `resolve_keys` answers owned keys only.
+pub async fn resolve_keys_returns_only_owned_keys(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({})));
+    set.claim_keys = vec![(key("a"), id(1)), (MatchKey::pinv(&id(1)), id(1))];
+    commit_ok(store, set, "claim a").await;
+    let mut set = create(record(id(2), 1, json!({})));
+    set.claim_keys = vec![(key("b"), id(2))];
+    commit_ok(store, set, "claim b").await;
+
+    let owners = store
+        .resolve_keys(&[key("a"), key("b"), key("nobody"), MatchKey::pinv(&id(1))])
+        .await
+        .expect("resolve_keys");
+    assert_eq!(
+        owners,
+        BTreeMap::from([
+            (key("a"), id(1)),
+            (key("b"), id(2)),
+            (MatchKey::pinv(&id(1)), id(1)),
+        ])
+    );
+    assert!(store.resolve_keys(&[]).await.expect("empty").is_empty());
+}
+
+/// A processed event is remembered; remembering it again is a conflict.
+pub async fn processed_event_is_remembered_and_cannot_be_inserted_twice(store: &dyn Store) {
+    let event = processed("41-1234567", vec![id(1)]);
+    let mut set = create(record(id(1), 1, json!({})));
+    set.processed = Some(event.clone());
+    commit_ok(store, set, "first processing").await;
+
+    assert_eq!(
+        store
+            .get_processed(&source("billing"), &event_id("41-1234567"))
+            .await
+            .expect("get_processed"),
+        Some(event.clone())
+    );
+    assert_eq!(
+        store
+            .get_processed(&source("provisioning"), &event_id("41-1234567"))
+            .await
+            .expect("get_processed"),
+        None,
+        "events are per source"
+    );
+
+    let mut again = update(record(id(1), 2, json!({"x": 1})), 1);
+    again.processed = Some(event);
+    commit_conflict(store, again, "processing the same event again").await;
+    assert_eq!(get_one(store, id(1)).await.map(|r| r.revision), Some(1));
+}
+
+/// Waiters are a set per key, sorted; clearing removes the key's entry.
+pub async fn waiters_are_added_as_a_set_and_cleared_per_key(store: &dyn Store) {
+    let set = WriteSet {
+        add_waiters: vec![
+            (key("x"), id(3)),
+            (key("x"), id(1)),
+            (key("y"), id(2)),
+            (key("x"), id(3)),
+        ],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "adding waiters").await;
+    let set = WriteSet {
+        add_waiters: vec![(key("x"), id(2)), (key("x"), id(1))],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "adding more waiters").await;
+
+    let found = store
+        .waiters(&[key("x"), key("y"), key("z")])
+        .await
+        .expect("waiters");
+    assert_eq!(
+        found,
+        BTreeMap::from([
+            (key("x"), vec![id(1), id(2), id(3)]),
+            (key("y"), vec![id(2)]),
+        ])
+    );
+
+    let set = WriteSet {
+        clear_waiters: vec![key("x"), key("never-waited")],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "clearing waiters").await;
+    let found = store.waiters(&[key("x"), key("y")]).await.expect("waiters");
+    assert_eq!(found, BTreeMap::from([(key("y"), vec![id(2)])]));
+}
+
+/// The package-root index follows each record's `package_root`, including a moved root.
+pub async fn package_members_follow_the_package_root(store: &dyn Store) {
+    let (root_a, root_b) = (id(10), id(20));
+    let in_package = |n: u128, root: PinvId| {
+        let mut r = record(id(n), 1, json!({}));
+        r.package_root = Some(root);
+        r
+    };
+    let set = WriteSet {
+        products: [
+            in_package(10, root_a),
+            in_package(3, root_a),
+            in_package(1, root_a),
+        ]
+        .into_iter()
+        .map(|record| ProductWrite {
+            record,
+            expected_revision: None,
+        })
+        .collect(),
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "creating a package").await;
+    commit_ok(store, create(record(id(5), 1, json!({}))), "no package").await;
+    assert_eq!(
+        store.package_members(&root_a).await.expect("members"),
+        vec![id(1), id(3), id(10)]
+    );
+
+    let mut moved = in_package(3, root_b);
+    moved.revision = 2;
+    commit_ok(store, update(moved, 1), "moving to another root").await;
+    assert_eq!(
+        store.package_members(&root_a).await.expect("members"),
+        vec![id(1), id(10)]
+    );
+    assert_eq!(
+        store.package_members(&root_b).await.expect("members"),
+        vec![id(3)]
+    );
+
+    let mut unchanged = in_package(1, root_a);
+    unchanged.revision = 2;
+    commit_ok(store, update(unchanged, 1), "rewriting with the same root").await;
+    let mut dropped = record(id(10), 2, json!({}));
+    dropped.package_root = None;
+    commit_ok(store, update(dropped, 1), "leaving the package").await;
+    assert_eq!(
+        store.package_members(&root_a).await.expect("members"),
+        vec![id(1)]
+    );
+    assert!(store
+        .package_members(&id(5))
+        .await
+        .expect("members")
+        .is_empty());
+}
+
+/// `list` filters (top level, dotted paths into arrays, numbers, booleans), counts the
+/// total, pages with offset/limit, and orders by PINV id.
+pub async fn list_filters_pages_and_orders_by_id(store: &dyn Store) {
+    let doc = |n: u128, status: &str, spec: &str, circuit: &str, qty: u64, bundle: bool| {
+        record(
+            id(n),
+            1,
+            json!({
+                "status": status,
+                "quantity": qty,
+                "isBundle": bundle,
+                "productSpecification": {"id": spec},
+                "externalReference": [
+                    {"externalIdentifierType": "Other", "id": "noise"},
+                    {"externalIdentifierType": "CircuitID", "id": circuit}
+                ],
+                "relatedParty": [{"partyOrPartyRole": {"name": format!("party-{n}")}}]
+            }),
+        )
+    };
+    // Created out of id order, so insertion order cannot pass for id order.
+    let docs = [
+        doc(4, "active", "PR-ADI-EMBEDDED-BASE", "C4", 1, true),
+        doc(2, "active", "PR-PORT-1", "C2", 2, false),
+        doc(5, "terminated", "PR-ADI-EMBEDDED-BASE", "C5", 1, false),
+        doc(1, "active", "PR-ADI-EMBEDDED-BASE", "C1", 2, false),
+        doc(3, "active", "PR-ADI-EMBEDDED-BASE", "C3", 1, true),
+    ];
+    for d in docs {
+        commit_ok(store, create(d), "creating").await;
+    }
+
+    let ids_of = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|d| d["id"].as_str().unwrap_or("<no id>").to_owned())
+            .collect()
+    };
+    let ids = |ns: &[u128]| -> Vec<String> { ns.iter().map(|n| id(*n).to_string()).collect() };
+    let query = |filters: &[(&str, &str)], offset: u64, limit: u64| ListQuery {
+        filters: filters
+            .iter()
+            .map(|(p, v)| ((*p).to_owned(), (*v).to_owned()))
+            .collect(),
+        offset,
+        limit,
+    };
+
+    let all = store.list(&query(&[], 0, 100)).await.expect("list");
+    assert_eq!(all.total, 5);
+    assert_eq!(ids_of(&all.items), ids(&[1, 2, 3, 4, 5]), "id order");
+
+    let active_adi = store
+        .list(&query(
+            &[
+                ("status", "active"),
+                ("productSpecification.id", "PR-ADI-EMBEDDED-BASE"),
+            ],
+            0,
+            100,
+        ))
+        .await
+        .expect("list");
+    assert_eq!(active_adi.total, 3);
+    assert_eq!(ids_of(&active_adi.items), ids(&[1, 3, 4]));
+
+    let by_circuit = store
+        .list(&query(&[("externalReference.id", "C3")], 0, 100))
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&by_circuit.items), ids(&[3]));
+    let by_party = store
+        .list(&query(
+            &[("relatedParty.partyOrPartyRole.name", "party-5")],
+            0,
+            100,
+        ))
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&by_party.items), ids(&[5]));
+
+    let typed = store
+        .list(&query(&[("quantity", "1"), ("isBundle", "true")], 0, 100))
+        .await
+        .expect("list");
+    assert_eq!(
+        ids_of(&typed.items),
+        ids(&[3, 4]),
+        "number and boolean leaves"
+    );
+
+    let page = store
+        .list(&query(&[("status", "active")], 1, 2))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 4, "total counts every match, not the page");
+    assert_eq!(ids_of(&page.items), ids(&[2, 3]));
+    let past_end = store
+        .list(&query(&[("status", "active")], 10, 2))
+        .await
+        .expect("list");
+    assert_eq!((past_end.total, past_end.items.len()), (4, 0));
+
+    let none = store
+        .list(&query(&[("status", "nothing")], 0, 100))
+        .await
+        .expect("list");
+    assert_eq!((none.total, none.items.len()), (0, 0));
+}
+
+/// History is kept per product, oldest first.
+pub async fn history_is_oldest_first_per_product(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({"v": 1})));
+    set.history = vec![history_entry(id(1), 1)];
+    commit_ok(store, set, "rev 1").await;
+    let mut set = create(record(id(2), 1, json!({"v": 1})));
+    set.history = vec![history_entry(id(2), 1)];
+    commit_ok(store, set, "other product").await;
+    for revision in 2..=11 {
+        let mut set = update(
+            record(id(1), revision, json!({"v": revision})),
+            revision - 1,
+        );
+        set.history = vec![history_entry(id(1), revision)];
+        commit_ok(store, set, "next revision").await;
+    }
+
+    let history = store.history(&id(1)).await.expect("history");
+    let revisions: Vec<u64> = history.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, (1..=11).collect::<Vec<_>>(), "oldest first");
+    assert_eq!(
+        history[4],
+        history_entry(id(1), 5),
+        "entries read back intact"
+    );
+    assert_eq!(store.history(&id(2)).await.expect("history").len(), 1);
+    assert!(store.history(&id(3)).await.expect("history").is_empty());
+}
+
+/// Paging through `scan` visits every product exactly once, in id order.
+pub async fn scan_pages_cover_every_product_once(store: &dyn Store) {
+    // Ids spread over the whole UUID space, including its ends, in scrambled order.
+    let mut expected = BTreeSet::new();
+    for i in 0..23u128 {
+        let n = i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834) ^ (i << 100);
+        expected.insert(id(n));
+    }
+    expected.insert(id(0));
+    expected.insert(id(u128::MAX));
+    for pid in &expected {
+        commit_ok(store, create(record(*pid, 1, json!({}))), "creating").await;
+    }
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan(after, 4).await.expect("scan");
+        assert!(page.len() <= 4, "scan returned more than its limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    let sorted: Vec<PinvId> = expected.iter().copied().collect();
+    assert_eq!(seen, sorted, "every product once, in id order");
+    assert!(store.scan(None, 0).await.expect("scan").is_empty());
+    assert!(store
+        .scan(Some(id(u128::MAX)), 10)
+        .await
+        .expect("scan")
+        .is_empty());
+}
+
+/// 20 concurrent first writes claiming one key for 20 different new products: exactly one
+/// wins; the others are conflicts and leave no product behind.
+pub async fn racing_key_claims_have_exactly_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (1..=20u128)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut set = create(record(id(n), 1, json!({})));
+                set.claim_keys = vec![(key("circuit"), id(n)), (MatchKey::pinv(&id(n)), id(n))];
+                (n, store.commit(set).await)
+            })
+        })
+        .collect();
+
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (n, outcome) = task.await.expect("task panicked");
+        match outcome {
+            Ok(()) => winners.push(n),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("racing claim {n}: expected success or Conflict, got {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins, got {winners:?}");
+    let winner = id(winners[0]);
+    let owners = store
+        .resolve_keys(&[key("circuit")])
+        .await
+        .expect("resolve_keys");
+    assert_eq!(owners, BTreeMap::from([(key("circuit"), winner)]));
+    let ids: Vec<PinvId> = (1..=20).map(id).collect();
+    let stored = store.get_products(&ids).await.expect("get_products");
+    assert_eq!(
+        stored.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![winner],
+        "losers must leave no product"
+    );
+}
+
+/// 10 tasks each add 1 to a counter 5 times with read / compare-and-set / retry: the
+/// product ends at revision 51 with counter 50.
+pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
+    const TASKS: u64 = 10;
+    const EACH: u64 = 5;
+    commit_ok(
+        &*store,
+        create(record(id(1), 1, json!({"counter": 0}))),
+        "creating the counter",
+    )
+    .await;
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    loop {
+                        let current = get_one(&*store, id(1)).await.expect("counter exists");
+                        let counter = current.merged["counter"].as_u64().expect("a number");
+                        let next =
+                            record(id(1), current.revision + 1, json!({"counter": counter + 1}));
+                        match store.commit(update(next, current.revision)).await {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict(_)) => tokio::task::yield_now().await,
+                            Err(e) => panic!("increment failed: {e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task panicked");
+    }
+
+    let last = get_one(&*store, id(1)).await.expect("counter exists");
+    assert_eq!(
+        last.revision,
+        1 + TASKS * EACH,
+        "one revision per increment"
+    );
+    assert_eq!(
+        last.merged["counter"],
+        json!(TASKS * EACH),
+        "no increment may be lost"
+    );
+}

@@ -1,13 +1,291 @@
 //! In-memory store, for tests: nothing survives a restart.
-//! STUB: signatures are fixed; bodies are being written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::core::filter;
+use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
+use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
+use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
+
+/// Everything the memory store holds.
+#[derive(Debug, Default)]
+struct State {
+    products: BTreeMap<PinvId, ProductRecord>,
+    keys: BTreeMap<MatchKey, PinvId>,
+    waiters: BTreeMap<MatchKey, BTreeSet<PinvId>>,
+    /// (root, member) pairs, so a root's members are one range.
+    roots: BTreeSet<(PinvId, PinvId)>,
+    history: BTreeMap<(PinvId, u64), HistoryEntry>,
+    processed: BTreeMap<(Source, EventId), ProcessedEvent>,
+}
+
+impl PlanView for State {
+    fn product_state(&self, id: &PinvId) -> StoreResult<Option<ProductState>> {
+        Ok(self.products.get(id).map(|r| ProductState {
+            revision: r.revision,
+            package_root: r.package_root,
+        }))
+    }
+
+    fn key_owner(&self, key: &MatchKey) -> StoreResult<Option<PinvId>> {
+        Ok(self.keys.get(key).copied())
+    }
+
+    fn is_processed(&self, source: &Source, event_id: &EventId) -> StoreResult<bool> {
+        Ok(self
+            .processed
+            .contains_key(&(source.clone(), event_id.clone())))
+    }
+
+    fn waiters_of(&self, key: &MatchKey) -> StoreResult<BTreeSet<PinvId>> {
+        Ok(self.waiters.get(key).cloned().unwrap_or_default())
+    }
+}
+
+impl State {
+    fn apply(&mut self, plan: Plan) {
+        for record in plan.products {
+            self.products.insert(record.id, record);
+        }
+        self.keys.extend(plan.keys);
+        for (key, waiters) in plan.waiters {
+            if waiters.is_empty() {
+                self.waiters.remove(&key);
+            } else {
+                self.waiters.insert(key, waiters);
+            }
+        }
+        for change in plan.roots {
+            match change {
+                RootChange::Add { root, member } => self.roots.insert((root, member)),
+                RootChange::Remove { root, member } => self.roots.remove(&(root, member)),
+            };
+        }
+        for entry in plan.history {
+            self.history.insert((entry.product, entry.revision), entry);
+        }
+        if let Some(event) = plan.processed {
+            self.processed
+                .insert((event.source.clone(), event.event_id.clone()), event);
+        }
+    }
+}
 
 /// A store in a `Mutex`ed map.
+///
+/// The lock is a `std` mutex, held only for in-memory work and never across an `.await`.
 #[derive(Default)]
-pub struct MemoryStore {}
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self {}
+        Self::default()
+    }
+
+    fn lock(&self) -> StoreResult<MutexGuard<'_, State>> {
+        // A panic while holding the lock may have left a write half-applied.
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Other("memory store lock poisoned by a panic".to_owned()))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        let state = self.lock()?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| state.keys.get(k).map(|id| (k.clone(), *id)))
+            .collect())
+    }
+
+    async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        let state = self.lock()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.products.get(id).cloned())
+            .collect())
+    }
+
+    async fn get_processed(
+        &self,
+        source: &Source,
+        event_id: &EventId,
+    ) -> StoreResult<Option<ProcessedEvent>> {
+        let state = self.lock()?;
+        Ok(state
+            .processed
+            .get(&(source.clone(), event_id.clone()))
+            .cloned())
+    }
+
+    async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        let state = self.lock()?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                state
+                    .waiters
+                    .get(k)
+                    .map(|w| (k.clone(), w.iter().copied().collect()))
+            })
+            .collect())
+    }
+
+    async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
+        let state = self.lock()?;
+        let lowest = PinvId::from_uuid(uuid::Uuid::nil());
+        let highest = PinvId::from_uuid(uuid::Uuid::max());
+        Ok(state
+            .roots
+            .range((*root, lowest)..=(*root, highest))
+            .map(|(_, member)| *member)
+            .collect())
+    }
+
+    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+        let mut state = self.lock()?;
+        let plan = plan(set, &*state)?;
+        state.apply(plan);
+        Ok(())
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
+        let state = self.lock()?;
+        let mut total = 0u64;
+        let mut items = Vec::new();
+        for record in state.products.values() {
+            if !filter::matches(&record.merged, &query.filters) {
+                continue;
+            }
+            if total >= query.offset && (items.len() as u64) < query.limit {
+                items.push(record.merged.clone());
+            }
+            total += 1;
+        }
+        Ok(ListPage { items, total })
+    }
+
+    async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
+        let state = self.lock()?;
+        Ok(state
+            .history
+            .range((*id, 0)..=(*id, u64::MAX))
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
+        use std::ops::Bound;
+        let state = self.lock()?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .products
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.lock().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::record::ProductWrite;
+    use crate::store::conformance::{create, id, key, record};
+
+    fn write(n: u128, revision: u64, expected: Option<u64>) -> ProductWrite {
+        ProductWrite {
+            record: record(id(n), revision, json!({})),
+            expected_revision: expected,
+        }
+    }
+
+    #[test]
+    fn one_set_cannot_claim_a_key_for_two_products() {
+        let set = WriteSet {
+            claim_keys: vec![(key("k"), id(1)), (key("k"), id(2))],
+            ..WriteSet::default()
+        };
+        let refused = plan(set, &State::default());
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_set_writing_one_product_twice_is_judged_in_order() {
+        let chained = WriteSet {
+            products: vec![write(1, 1, None), write(1, 2, Some(1))],
+            ..WriteSet::default()
+        };
+        assert!(plan(chained, &State::default()).is_ok());
+
+        let twice_new = WriteSet {
+            products: vec![write(1, 1, None), write(1, 1, None)],
+            ..WriteSet::default()
+        };
+        assert!(matches!(
+            plan(twice_new, &State::default()),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn a_moved_root_is_removed_then_added() {
+        let mut state = State::default();
+        let mut first = record(id(1), 1, json!({}));
+        first.package_root = Some(id(10));
+        state.apply(plan(create(first), &state).expect("create"));
+
+        let mut moved = record(id(1), 2, json!({}));
+        moved.package_root = Some(id(20));
+        let set = WriteSet {
+            products: vec![ProductWrite {
+                record: moved,
+                expected_revision: Some(1),
+            }],
+            ..WriteSet::default()
+        };
+        let planned = plan(set, &state).expect("move");
+        assert_eq!(
+            planned.roots,
+            vec![
+                RootChange::Remove {
+                    root: id(10),
+                    member: id(1)
+                },
+                RootChange::Add {
+                    root: id(20),
+                    member: id(1)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn clearing_wins_over_adding_in_the_same_set() {
+        let set = WriteSet {
+            add_waiters: vec![(key("k"), id(1))],
+            clear_waiters: vec![key("k")],
+            ..WriteSet::default()
+        };
+        let planned = plan(set, &State::default()).expect("plan");
+        assert_eq!(planned.waiters.get(&key("k")), Some(&BTreeSet::new()));
     }
 }

@@ -12,6 +12,8 @@ use crate::core::{EventId, MatchKey, PinvId, Source};
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+pub mod mongo;
+mod plan;
 
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` products with ids greater than `after`, in id order (for batch re-merge).
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>>;
+
+    /// How many products are stored.
+    async fn count(&self) -> StoreResult<u64> {
+        let all = ListQuery {
+            limit: 0,
+            ..Default::default()
+        };
+        Ok(self.list(&all).await?.total)
+    }
 
     /// Checks that the store answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -1,0 +1,304 @@
+//! Bearer-token authentication of `/products` routes (§3 "Authorization").
+//!
+//! [`Authenticator`] is built once from the settings; [`Claims`] is an extractor, so a
+//! handler that takes one cannot run without a valid token.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::config::{JwtKey, JwtSettings, PublicKeyAlgorithm};
+use crate::core::Source;
+
+/// The claim value that allows every source.
+pub const ANY_SOURCE: &str = "*";
+
+/// Why token validation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// No key is configured.
+    #[error("no JWT key configured: set PINV_JWT_SECRET (HS256) or PINV_JWT_PUBLIC_KEY_FILE with PINV_JWT_ALGORITHM (RS256/ES256), or run `pinv serve --dev`")]
+    NoKey,
+    /// The public key file cannot be read.
+    #[error("PINV_JWT_PUBLIC_KEY_FILE: cannot read {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The public key file is not a PEM key of the configured kind.
+    #[error("PINV_JWT_PUBLIC_KEY_FILE: {path} is not a PEM {algorithm} public key: {reason}")]
+    BadKey {
+        /// The file.
+        path: String,
+        /// The configured algorithm.
+        algorithm: &'static str,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+/// Verifies bearer tokens with the configured key and algorithm only.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    /// Reads the key (the PEM file for RS256/ES256) and fixes the validation rules.
+    pub fn from_settings(jwt: &JwtSettings) -> Result<Self, AuthConfigError> {
+        let (key, algorithm) = match jwt.key.as_ref().ok_or(AuthConfigError::NoKey)? {
+            JwtKey::Hs256 { secret } => (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            ),
+            JwtKey::PublicKey { algorithm, file } => {
+                let path = file.display().to_string();
+                let pem = std::fs::read(file).map_err(|e| AuthConfigError::KeyFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let (parsed, alg, name) = match algorithm {
+                    PublicKeyAlgorithm::Rs256 => {
+                        (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256, "RS256")
+                    }
+                    PublicKeyAlgorithm::Es256 => {
+                        (DecodingKey::from_ec_pem(&pem), Algorithm::ES256, "ES256")
+                    }
+                };
+                let key = parsed.map_err(|e| AuthConfigError::BadKey {
+                    path,
+                    algorithm: name,
+                    reason: e.to_string(),
+                })?;
+                (key, alg)
+            }
+        };
+        // Exactly one algorithm: a token cannot choose a weaker one (or `none`).
+        let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp"];
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        if let Some(iss) = &jwt.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &jwt.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // Without a configured audience a token's `aud` means nothing to us.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Self { key, validation })
+    }
+
+    /// Checks a token and returns its claims; the error is the `401` to answer.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| ApiError::unauthorized(describe(e.kind())))
+    }
+}
+
+fn describe(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired",
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
+        ErrorKind::InvalidSignature => "the token signature is invalid",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token is not signed with the accepted algorithm"
+        }
+        ErrorKind::InvalidIssuer => "the token issuer is not accepted",
+        ErrorKind::InvalidAudience => "the token audience is not accepted",
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "the token claims are invalid",
+        _ => "the token is malformed",
+    }
+}
+
+/// The claims PINV reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The sources the token may write for; `*` is every source.
+    pub sources: Vec<String>,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token may write for `source`.
+    pub fn may_write(&self, source: &Source) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s == ANY_SOURCE || s == source.as_str())
+    }
+}
+
+/// Mints an HS256 token (`pinv token`, `serve --dev`, tests).
+pub fn mint_hs256(
+    secret: &str,
+    sources: &[String],
+    ttl_seconds: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sources: sources.to_vec(),
+        exp: now + ttl_seconds,
+        iat: Some(now),
+        nbf: None,
+        iss: issuer.map(str::to_owned),
+        aud: audience.map(str::to_owned),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::unauthorized(
+            "Authorization must be 'Bearer <token>'",
+        ));
+    }
+    Ok(token.trim())
+}
+
+impl FromRequest for Claims {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<Authenticator>>() {
+            Some(auth) => bearer_token(req).and_then(|t| auth.verify(t)),
+            None => {
+                tracing::error!("no Authenticator registered: every token is refused");
+                Err(ApiError::unauthorized("authentication is not configured"))
+            }
+        };
+        ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::error::ErrorCode;
+
+    const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+    fn hs(issuer: Option<&str>, audience: Option<&str>) -> Authenticator {
+        Authenticator::from_settings(&JwtSettings {
+            key: Some(JwtKey::Hs256 {
+                secret: SECRET.into(),
+            }),
+            issuer: issuer.map(Into::into),
+            audience: audience.map(Into::into),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_token_verifies_and_carries_sources() {
+        let t = mint_hs256(SECRET, &["billing".into()], 60, None, None).unwrap();
+        let c = hs(None, None).verify(&t).unwrap();
+        assert_eq!(c.sources, vec!["billing".to_string()]);
+        assert!(c.may_write(&Source::parse("billing").unwrap()));
+        assert!(!c.may_write(&Source::parse("provisioning").unwrap()));
+    }
+
+    #[test]
+    fn star_allows_every_source() {
+        let c = Claims {
+            sources: vec!["*".into()],
+            exp: 0,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        };
+        assert!(c.may_write(&Source::parse("anything").unwrap()));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let auth = hs(Some("idp"), Some("pinv"));
+        let good = mint_hs256(SECRET, &["*".into()], 60, Some("idp"), Some("pinv")).unwrap();
+        assert!(auth.verify(&good).is_ok());
+        for (iss, aud) in [
+            (None, Some("pinv")),
+            (Some("idp"), None),
+            (Some("other"), Some("pinv")),
+            (Some("idp"), Some("other")),
+        ] {
+            let t = mint_hs256(SECRET, &["*".into()], 60, iss, aud).unwrap();
+            let e = auth.verify(&t).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{iss:?} {aud:?}");
+            assert!(e.www_authenticate.is_some());
+        }
+    }
+
+    #[test]
+    fn wrong_secret_is_refused() {
+        let t = mint_hs256(&"x".repeat(40), &["*".into()], 60, None, None).unwrap();
+        let e = hs(None, None).verify(&t).unwrap_err();
+        assert!(e.message.contains("signature"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_key_is_a_config_error() {
+        assert!(matches!(
+            Authenticator::from_settings(&JwtSettings::default()),
+            Err(AuthConfigError::NoKey)
+        ));
+    }
+
+    #[test]
+    fn unreadable_public_key_file_names_the_variable() {
+        let e = Authenticator::from_settings(&JwtSettings {
+            key: Some(JwtKey::PublicKey {
+                algorithm: PublicKeyAlgorithm::Rs256,
+                file: "/nonexistent/key.pem".into(),
+            }),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().starts_with("PINV_JWT_PUBLIC_KEY_FILE"), "{e}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The HTTP shell: parses requests, calls the service or the store, renders answers.
+//!
+//! Every route is listed once in [`ROUTES`]; [`configure`] registers exactly that table and
+//! the OpenAPI test checks the document against it, so a route cannot go undocumented.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::api::error::{ApiError, ErrorCode};
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod products;
+pub mod reads;
+pub mod schema;
+
+/// One route: method, path pattern (actix syntax, which is also OpenAPI's) and its handler.
+pub struct RouteDef {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path pattern, e.g. `/products/{id}`.
+    pub path: &'static str,
+    /// Builds the actix route (method guard + handler).
+    pub route: fn() -> actix_web::Route,
+}
+
+/// Every route of the API.
+pub const ROUTES: &[RouteDef] = &[
+    RouteDef {
+        method: Method::POST,
+        path: "/products",
+        route: || web::post().to(products::post_products),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products",
+        route: || web::get().to(reads::list_products),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products/{id}",
+        route: || web::get().to(reads::get_product),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products/{id}/sources",
+        route: || web::get().to(reads::get_sources),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products/{id}/history",
+        route: || web::get().to(reads::get_history),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/schema/{file}",
+        route: || web::get().to(schema::get_schema),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/health/live",
+        route: || web::get().to(health::live),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/health/ready",
+        route: || web::get().to(health::ready),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/metrics",
+        route: || web::get().to(metrics::get_metrics),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/openapi.json",
+        route: || web::get().to(openapi::get_openapi),
+    },
+];
+
+/// Registers every route of [`ROUTES`], answering `405` for other methods on a known path
+/// and `404` for unknown paths, both as error JSON.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut by_path: BTreeMap<&'static str, Vec<&RouteDef>> = BTreeMap::new();
+    for def in ROUTES {
+        by_path.entry(def.path).or_default().push(def);
+    }
+    for (path, defs) in by_path {
+        let allow = defs
+            .iter()
+            .map(|d| d.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resource = web::resource(path);
+        for def in defs {
+            resource = resource.route((def.route)());
+        }
+        resource = resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move {
+                let mut e = ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{} is not allowed on {}", req.method(), req.path()),
+                );
+                e.allow = Some(allow);
+                Err::<HttpResponse, _>(e)
+            }
+        }));
+        cfg.service(resource.wrap(actix_web::middleware::from_fn(
+            crate::telemetry::catch_panics,
+        )));
+    }
+}
+
+/// The fallback for paths no route matches.
+pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Now, as the API writes timestamps: RFC 3339 UTC with milliseconds.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

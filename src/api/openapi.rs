@@ -1,0 +1,214 @@
+//! `GET /openapi.json`: the hand-written OpenAPI 3.1 document of this API.
+//!
+//! A unit test checks that it documents exactly the routes of [`crate::api::ROUTES`].
+
+use actix_web::HttpResponse;
+use serde_json::{json, Value};
+
+use crate::api::error::ErrorCode;
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    })
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": "PINV id (UUID)",
+           "schema": {"type": "string", "format": "uuid"}})
+}
+
+fn package_param() -> Value {
+    json!({"name": "as-adi-package", "in": "query", "required": false,
+           "description": "Also return every other part of the ADI package",
+           "schema": {"type": "boolean", "default": false}})
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+    let secured = json!([{"bearer": []}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PINV product-inventory merge store",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sources POST partial TMF637 products in a CloudEvents-style envelope; PINV merges them into one golden document per product.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "Claim `sources` lists the sources the token may write for; `*` is every source."}},
+            "schemas": {
+                "Product": {"$ref": "/schema/AttProduct_tmf637.schema.json"},
+                "Envelope": {"type": "object", "required": ["headers", "value"],
+                    "properties": {
+                        "headers": {"type": "object", "required": ["id", "source", "type", "time", "datacontenttype"],
+                            "properties": {
+                                "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
+                                "time": {"type": "string", "description": "RFC 3339, a space instead of T allowed"},
+                                "datacontenttype": {"const": "application/json"}, "version": {"type": "string"},
+                                "traceparent": {"type": "string"}, "tracestate": {"type": "string"}}},
+                        "value": {"oneOf": [{"$ref": "#/components/schemas/Product"},
+                            {"type": "array", "minItems": 3, "maxItems": 4, "items": {"$ref": "#/components/schemas/Product"}}]}}},
+                "PostResponse": {"type": "object", "required": ["status", "timestamp", "responseData"],
+                    "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "responseData": {"type": "array", "items": {"type": "object",
+                            "properties": {"headers": {"type": "object"}, "value": {"$ref": "#/components/schemas/Product"}}}}}},
+                "PackageResponse": {"type": "object", "required": ["status", "timestamp", "responseData"],
+                    "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "responseData": {"type": "array", "items": {"type": "object",
+                            "properties": {"value": {"$ref": "#/components/schemas/Product"}}}}}},
+                "Contribution": {"type": "object", "required": ["source", "eventId", "time", "receivedAt", "value"],
+                    "properties": {"source": {"type": "string"}, "eventId": {"type": "string"},
+                        "time": {"type": "string", "format": "date-time"}, "receivedAt": {"type": "string", "format": "date-time"},
+                        "value": {"$ref": "#/components/schemas/Product"}}},
+                "HistoryEntry": {"type": "object", "required": ["revision", "time", "event", "patch"],
+                    "properties": {"revision": {"type": "integer"}, "time": {"type": "string", "format": "date-time"},
+                        "event": {"type": "object", "properties": {"source": {"type": "string"}, "id": {"type": "string"}}},
+                        "patch": {"type": "array", "description": "RFC 6902 operations", "items": {"type": "object"}}}},
+                "ErrorResponse": {"type": "object", "required": ["status", "timestamp", "error"],
+                    "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "error": {"type": "object", "required": ["@type", "code", "reason", "message", "details"],
+                            "properties": {"@type": {"const": "Error"}, "code": {"enum": codes},
+                                "reason": {"type": "string"}, "message": {"type": "string"},
+                                "details": {"type": "array", "items": {"type": "object",
+                                    "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}}}
+            }
+        },
+        "paths": {
+            "/products": {
+                "post": {
+                    "summary": "Store one product or one ADI package and return the merged documents",
+                    "security": secured,
+                    "parameters": [package_param()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}},
+                    "responses": {
+                        "201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
+                        "200": {"description": "Nothing stored (repeated or stale event); current documents", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
+                        "400": error_response("Malformed JSON, envelope or schema violation, bad query"),
+                        "401": error_response("Missing or invalid token"),
+                        "403": error_response("The token may not write for the source"),
+                        "409": error_response("Event id reused with another value, or identity conflict"),
+                        "413": error_response("Body over the limit"),
+                        "415": error_response("Not application/json"),
+                        "503": error_response("Store unavailable; see Retry-After")
+                    }
+                },
+                "get": {
+                    "summary": "List merged products; any other query parameter is an equality filter on a dotted path",
+                    "security": secured,
+                    "parameters": [
+                        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated attributes to keep"},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+                    ],
+                    "responses": {
+                        "200": {"description": "Matching documents",
+                            "headers": {"X-Total-Count": {"schema": {"type": "integer"}}, "X-Result-Count": {"schema": {"type": "integer"}}},
+                            "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}}}}},
+                        "400": error_response("Bad query"),
+                        "401": error_response("Missing or invalid token")
+                    }
+                }
+            },
+            "/products/{id}": {
+                "get": {
+                    "summary": "One merged product, or its whole package",
+                    "security": secured,
+                    "parameters": [id_param(), package_param()],
+                    "responses": {
+                        "200": {"description": "The product, or with as-adi-package=true the package (requested product first)",
+                            "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Product"}, {"$ref": "#/components/schemas/PackageResponse"}]}}}},
+                        "401": error_response("Missing or invalid token"),
+                        "404": error_response("Unknown product")
+                    }
+                }
+            },
+            "/products/{id}/sources": {
+                "get": {
+                    "summary": "Every source's kept contribution",
+                    "security": secured,
+                    "parameters": [id_param()],
+                    "responses": {
+                        "200": {"description": "Contributions", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Contribution"}}}}},
+                        "401": error_response("Missing or invalid token"),
+                        "404": error_response("Unknown product")
+                    }
+                }
+            },
+            "/products/{id}/history": {
+                "get": {
+                    "summary": "Changes of the merged document, oldest first",
+                    "security": secured,
+                    "parameters": [id_param()],
+                    "responses": {
+                        "200": {"description": "History", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}},
+                        "401": error_response("Missing or invalid token"),
+                        "404": error_response("Unknown product")
+                    }
+                }
+            },
+            "/schema/{file}": {
+                "get": {
+                    "summary": "A bundled JSON Schema file",
+                    "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The schema", "content": {"application/schema+json": {}}},
+                        "404": error_response("No such file")
+                    }
+                }
+            },
+            "/health/live": {"get": {"summary": "The process answers", "responses": {"200": {"description": "Live"}}}},
+            "/health/ready": {"get": {"summary": "The store answers", "responses": {
+                "200": {"description": "Ready"}, "503": error_response("Store unavailable")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
+        }
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn get_openapi() -> HttpResponse {
+    HttpResponse::Ok().json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ROUTES;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn document_lists_exactly_the_registered_routes() {
+        let doc = document();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let registered: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+            .collect();
+        assert_eq!(documented, registered);
+    }
+
+    #[test]
+    fn products_routes_require_the_bearer_scheme() {
+        let doc = document();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let secured = op.get("security").is_some();
+                assert_eq!(secured, path.starts_with("/products"), "{method} {path}");
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Typed settings, read once at start from the environment and command-line flags.
+//!
+//! Everything arrives as strings ([`RawSettings`]); [`RawSettings::parse`] turns them into
+//! [`Settings`] or names the variable at fault, so the rest of the program never sees an
+//! unchecked value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default `PINV_BIND`.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default `PINV_STORE`.
+pub const DEFAULT_STORE: &str = "./pinv-data";
+/// Default `PINV_MONGODB_DATABASE`.
+pub const DEFAULT_MONGODB_DATABASE: &str = "pinv";
+/// Default `PINV_RULES_DIR`.
+pub const DEFAULT_RULES_DIR: &str = "./merge-rules";
+/// Default `PINV_MAX_BODY_BYTES` (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+
+/// Where products are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// The embedded store in this directory.
+    Embedded(PathBuf),
+    /// The in-memory store (nothing survives a restart).
+    Memory,
+    /// A MongoDB deployment (`mongodb://` or `mongodb+srv://` URI).
+    Mongo(String),
+}
+
+impl StoreSetting {
+    /// Reads a `PINV_STORE` value: `memory`, a MongoDB URI, or else a directory path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s == "memory" {
+            Ok(Self::Memory)
+        } else if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
+            Ok(Self::Mongo(s.to_owned()))
+        } else {
+            Ok(Self::Embedded(PathBuf::from(s)))
+        }
+    }
+}
+
+impl fmt::Display for StoreSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded(p) => write!(f, "embedded:{}", p.display()),
+            Self::Memory => f.write_str("memory"),
+            // The URI may carry a password: never print it.
+            Self::Mongo(_) => f.write_str("mongodb"),
+        }
+    }
+}
+
+/// An asymmetric algorithm for verifying tokens with a public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicKeyAlgorithm {
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+}
+
+impl PublicKeyAlgorithm {
+    /// Reads `RS256` or `ES256` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "RS256" => Ok(Self::Rs256),
+            "ES256" => Ok(Self::Es256),
+            other => Err(format!("must be RS256 or ES256, not '{other}'")),
+        }
+    }
+}
+
+/// The key that verifies tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Hs256 {
+        /// The secret, as bytes of the configured string.
+        secret: String,
+    },
+    /// RS256 or ES256 with a PEM public key.
+    PublicKey {
+        /// The algorithm.
+        algorithm: PublicKeyAlgorithm,
+        /// The PEM file.
+        file: PathBuf,
+    },
+}
+
+// Hand-written so that the secret never reaches a log line.
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hs256 { .. } => f.write_str("Hs256 { secret: <redacted> }"),
+            Self::PublicKey { algorithm, file } => f
+                .debug_struct("PublicKey")
+                .field("algorithm", algorithm)
+                .field("file", file)
+                .finish(),
+        }
+    }
+}
+
+/// Token validation settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// The verification key; `None` when nothing is configured (only `serve --dev` accepts that).
+    pub key: Option<JwtKey>,
+    /// Required `iss`, when configured.
+    pub issuer: Option<String>,
+    /// Required `aud`, when configured.
+    pub audience: Option<String>,
+}
+
+/// Everything PINV is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Where products live.
+    pub store: StoreSetting,
+    /// MongoDB database name.
+    pub mongodb_database: String,
+    /// Merge-rules directory.
+    pub rules_dir: PathBuf,
+    /// Token validation.
+    pub jwt: JwtSettings,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    /// Settings for tests: bind `127.0.0.1:0`, memory store, the given rules directory and
+    /// HS256 secret, defaults elsewhere.
+    pub fn for_tests(rules_dir: impl Into<PathBuf>, secret: &str) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreSetting::Memory,
+            mongodb_database: DEFAULT_MONGODB_DATABASE.into(),
+            rules_dir: rules_dir.into(),
+            jwt: JwtSettings {
+                key: Some(JwtKey::Hs256 {
+                    secret: secret.into(),
+                }),
+                issuer: None,
+                audience: None,
+            },
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// A setting that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or its flag) at fault, e.g. `PINV_BIND`.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Settings as strings, before parsing. Built from the environment, then overlaid with flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSettings {
+    /// `PINV_BIND` / `--bind`.
+    pub bind: Option<String>,
+    /// `PINV_STORE` / `--store`.
+    pub store: Option<String>,
+    /// `PINV_MONGODB_DATABASE` / `--mongodb-database`.
+    pub mongodb_database: Option<String>,
+    /// `PINV_RULES_DIR` / `--rules-dir`.
+    pub rules_dir: Option<String>,
+    /// `PINV_JWT_SECRET` / `--jwt-secret`.
+    pub jwt_secret: Option<String>,
+    /// `PINV_JWT_PUBLIC_KEY_FILE` / `--jwt-public-key-file`.
+    pub jwt_public_key_file: Option<String>,
+    /// `PINV_JWT_ALGORITHM` / `--jwt-algorithm`.
+    pub jwt_algorithm: Option<String>,
+    /// `PINV_JWT_ISSUER` / `--jwt-issuer`.
+    pub jwt_issuer: Option<String>,
+    /// `PINV_JWT_AUDIENCE` / `--jwt-audience`.
+    pub jwt_audience: Option<String>,
+    /// `PINV_MAX_BODY_BYTES` / `--max-body-bytes`.
+    pub max_body_bytes: Option<String>,
+}
+
+impl RawSettings {
+    /// Reads the `PINV_*` variables through `lookup` (tests pass a map, `main` the process
+    /// environment). Empty values count as unset.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        Self {
+            bind: get("PINV_BIND"),
+            store: get("PINV_STORE"),
+            mongodb_database: get("PINV_MONGODB_DATABASE"),
+            rules_dir: get("PINV_RULES_DIR"),
+            jwt_secret: get("PINV_JWT_SECRET"),
+            jwt_public_key_file: get("PINV_JWT_PUBLIC_KEY_FILE"),
+            jwt_algorithm: get("PINV_JWT_ALGORITHM"),
+            jwt_issuer: get("PINV_JWT_ISSUER"),
+            jwt_audience: get("PINV_JWT_AUDIENCE"),
+            max_body_bytes: get("PINV_MAX_BODY_BYTES"),
+        }
+    }
+
+    /// The process environment.
+    pub fn from_process_env() -> Self {
+        Self::from_env(|name| std::env::var(name).ok())
+    }
+
+    /// `self` with every value that `flags` sets replaced: flags win over the environment.
+    pub fn overlay(self, flags: RawSettings) -> Self {
+        Self {
+            bind: flags.bind.or(self.bind),
+            store: flags.store.or(self.store),
+            mongodb_database: flags.mongodb_database.or(self.mongodb_database),
+            rules_dir: flags.rules_dir.or(self.rules_dir),
+            jwt_secret: flags.jwt_secret.or(self.jwt_secret),
+            jwt_public_key_file: flags.jwt_public_key_file.or(self.jwt_public_key_file),
+            jwt_algorithm: flags.jwt_algorithm.or(self.jwt_algorithm),
+            jwt_issuer: flags.jwt_issuer.or(self.jwt_issuer),
+            jwt_audience: flags.jwt_audience.or(self.jwt_audience),
+            max_body_bytes: flags.max_body_bytes.or(self.max_body_bytes),
+        }
+    }
+
+    /// Checks every value and applies the defaults.
+    pub fn parse(self) -> Result<Settings, ConfigError> {
+        let bind_text = self.bind.as_deref().unwrap_or(DEFAULT_BIND);
+        let bind = bind_text.trim().parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "PINV_BIND",
+                format!("'{bind_text}' is not an address such as 127.0.0.1:8080"),
+            )
+        })?;
+
+        let store = StoreSetting::parse(self.store.as_deref().unwrap_or(DEFAULT_STORE))
+            .map_err(|p| ConfigError::new("PINV_STORE", p))?;
+
+        let mongodb_database = self
+            .mongodb_database
+            .unwrap_or_else(|| DEFAULT_MONGODB_DATABASE.into());
+        // MongoDB refuses these characters in database names; say so now, not on first write.
+        if mongodb_database
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
+        {
+            return Err(ConfigError::new(
+                "PINV_MONGODB_DATABASE",
+                format!("'{mongodb_database}' contains a character MongoDB does not allow in a database name"),
+            ));
+        }
+
+        let rules_dir = PathBuf::from(self.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR));
+
+        let key = match (self.jwt_secret, self.jwt_public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "PINV_JWT_SECRET",
+                    "set either PINV_JWT_SECRET (HS256) or PINV_JWT_PUBLIC_KEY_FILE (RS256/ES256), not both",
+                ))
+            }
+            (Some(secret), None) => {
+                if let Some(alg) = &self.jwt_algorithm {
+                    if !alg.trim().eq_ignore_ascii_case("HS256") {
+                        return Err(ConfigError::new(
+                            "PINV_JWT_ALGORITHM",
+                            format!("'{alg}' does not go with PINV_JWT_SECRET, which is HS256"),
+                        ));
+                    }
+                }
+                // Shorter HS256 secrets can be brute-forced offline from one token.
+                if secret.len() < 32 {
+                    return Err(ConfigError::new(
+                        "PINV_JWT_SECRET",
+                        "must be at least 32 characters",
+                    ));
+                }
+                Some(JwtKey::Hs256 { secret })
+            }
+            (None, Some(file)) => {
+                let algorithm = match &self.jwt_algorithm {
+                    None => {
+                        return Err(ConfigError::new(
+                            "PINV_JWT_ALGORITHM",
+                            "is required with PINV_JWT_PUBLIC_KEY_FILE (RS256 or ES256)",
+                        ))
+                    }
+                    Some(a) => PublicKeyAlgorithm::parse(a)
+                        .map_err(|p| ConfigError::new("PINV_JWT_ALGORITHM", p))?,
+                };
+                Some(JwtKey::PublicKey {
+                    algorithm,
+                    file: PathBuf::from(file),
+                })
+            }
+            (None, None) => {
+                if let Some(alg) = &self.jwt_algorithm {
+                    return Err(ConfigError::new(
+                        "PINV_JWT_ALGORITHM",
+                        format!("'{alg}' is set but no key is: set PINV_JWT_SECRET or PINV_JWT_PUBLIC_KEY_FILE"),
+                    ));
+                }
+                None
+            }
+        };
+
+        let max_body_bytes = match self.max_body_bytes {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "PINV_MAX_BODY_BYTES",
+                        format!("'{text}' is not a positive number of bytes"),
+                    ))
+                }
+            },
+        };
+
+        Ok(Settings {
+            bind,
+            store,
+            mongodb_database,
+            rules_dir,
+            jwt: JwtSettings {
+                key,
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+            },
+            max_body_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> RawSettings {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RawSettings::from_env(move |k| map.get(k).cloned())
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = env(&[]).parse().unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.store, StoreSetting::Embedded("./pinv-data".into()));
+        assert_eq!(s.mongodb_database, "pinv");
+        assert_eq!(s.rules_dir, PathBuf::from("./merge-rules"));
+        assert_eq!(s.jwt, JwtSettings::default());
+        assert_eq!(s.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn store_setting_recognises_memory_mongodb_and_paths() {
+        assert_eq!(StoreSetting::parse("memory"), Ok(StoreSetting::Memory));
+        assert_eq!(
+            StoreSetting::parse("mongodb://localhost:27017"),
+            Ok(StoreSetting::Mongo("mongodb://localhost:27017".into()))
+        );
+        assert_eq!(
+            StoreSetting::parse("mongodb+srv://c.example.net"),
+            Ok(StoreSetting::Mongo("mongodb+srv://c.example.net".into()))
+        );
+        assert_eq!(
+            StoreSetting::parse("/var/lib/pinv"),
+            Ok(StoreSetting::Embedded("/var/lib/pinv".into()))
+        );
+        assert!(StoreSetting::parse("  ").is_err());
+    }
+
+    #[test]
+    fn mongo_uri_is_not_printed() {
+        let s = StoreSetting::Mongo("mongodb://user:pw@h".into());
+        assert!(!s.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let flags = RawSettings {
+            bind: Some("0.0.0.0:9000".into()),
+            ..Default::default()
+        };
+        let s = env(&[("PINV_BIND", "127.0.0.1:1"), ("PINV_STORE", "memory")])
+            .overlay(flags)
+            .parse()
+            .unwrap();
+        assert_eq!(s.bind, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.store, StoreSetting::Memory);
+    }
+
+    #[test]
+    fn bad_bind_names_the_variable() {
+        let e = env(&[("PINV_BIND", "localhost")]).parse().unwrap_err();
+        assert_eq!(e.variable, "PINV_BIND");
+        assert!(e.to_string().starts_with("PINV_BIND: "), "{e}");
+    }
+
+    #[test]
+    fn bad_max_body_bytes_is_refused() {
+        for v in ["abc", "0", "-5"] {
+            let e = env(&[("PINV_MAX_BODY_BYTES", v)]).parse().unwrap_err();
+            assert_eq!(e.variable, "PINV_MAX_BODY_BYTES", "{v}");
+        }
+        let s = env(&[("PINV_MAX_BODY_BYTES", "2048")]).parse().unwrap();
+        assert_eq!(s.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn hs256_secret_is_read_and_must_be_long_enough() {
+        let s = env(&[("PINV_JWT_SECRET", SECRET)]).parse().unwrap();
+        assert_eq!(
+            s.jwt.key,
+            Some(JwtKey::Hs256 {
+                secret: SECRET.into()
+            })
+        );
+        let e = env(&[("PINV_JWT_SECRET", "short")]).parse().unwrap_err();
+        assert_eq!(e.variable, "PINV_JWT_SECRET");
+    }
+
+    #[test]
+    fn public_key_needs_an_asymmetric_algorithm() {
+        let e = env(&[("PINV_JWT_PUBLIC_KEY_FILE", "k.pem")])
+            .parse()
+            .unwrap_err();
+        assert_eq!(e.variable, "PINV_JWT_ALGORITHM");
+        let e = env(&[
+            ("PINV_JWT_PUBLIC_KEY_FILE", "k.pem"),
+            ("PINV_JWT_ALGORITHM", "HS256"),
+        ])
+        .parse()
+        .unwrap_err();
+        assert_eq!(e.variable, "PINV_JWT_ALGORITHM");
+        let s = env(&[
+            ("PINV_JWT_PUBLIC_KEY_FILE", "k.pem"),
+            ("PINV_JWT_ALGORITHM", "es256"),
+            ("PINV_JWT_ISSUER", "idp"),
+            ("PINV_JWT_AUDIENCE", "pinv"),
+        ])
+        .parse()
+        .unwrap();
+        assert_eq!(
+            s.jwt,
+            JwtSettings {
+                key: Some(JwtKey::PublicKey {
+                    algorithm: PublicKeyAlgorithm::Es256,
+                    file: "k.pem".into()
+                }),
+                issuer: Some("idp".into()),
+                audience: Some("pinv".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn secret_and_public_key_together_are_refused() {
+        let e = env(&[
+            ("PINV_JWT_SECRET", SECRET),
+            ("PINV_JWT_PUBLIC_KEY_FILE", "k.pem"),
+        ])
+        .parse()
+        .unwrap_err();
+        assert_eq!(e.variable, "PINV_JWT_SECRET");
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        let s = env(&[("PINV_JWT_SECRET", SECRET)]).parse().unwrap();
+        assert!(!format!("{s:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn bad_database_name_is_refused() {
+        let e = env(&[("PINV_MONGODB_DATABASE", "a.b")])
+            .parse()
+            .unwrap_err();
+        assert_eq!(e.variable, "PINV_MONGODB_DATABASE");
+    }
+}

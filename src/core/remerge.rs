@@ -1,0 +1,161 @@
+//! Re-merging a stored product under (possibly changed) rules, for `pinv remerge`.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::core::merge::merge;
+use crate::core::record::{EventRef, HistoryEntry, ProductRecord, ProductWrite};
+use crate::core::rules::Rules;
+
+/// The source recorded in history entries written by a batch re-merge.
+pub const REMERGE_SOURCE: &str = "pinv-remerge";
+
+/// A product whose merged document changes under the rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remerged {
+    /// The write, compare-and-set on the revision that was read.
+    pub write: ProductWrite,
+    /// Its history entry.
+    pub history: HistoryEntry,
+    /// How many RFC 6902 operations the change takes.
+    pub patch_ops: usize,
+    /// The top-level attributes whose values change, sorted.
+    pub changed_fields: Vec<String>,
+}
+
+/// Merges `record`'s kept contributions again under `rules`; `None` when the merged
+/// document would not change (such products are not written). Relationship ids stay
+/// rewritten because the record's links are re-applied.
+pub fn remerge(
+    record: &ProductRecord,
+    rules: &Rules,
+    run: &EventRef,
+    now: DateTime<Utc>,
+) -> Option<Remerged> {
+    let merged = merge(&record.id, &record.contributions, &record.links, rules).document;
+    if merged == record.merged {
+        return None;
+    }
+    let patch = json_patch::diff(&record.merged, &merged);
+    let changed_fields = changed_fields(&record.merged, &merged);
+    let mut next = record.clone();
+    next.merged = merged;
+    next.revision = record.revision + 1;
+    next.rules_hash = rules.hash.clone();
+    Some(Remerged {
+        patch_ops: patch.0.len(),
+        history: HistoryEntry {
+            product: record.id,
+            revision: next.revision,
+            time: now,
+            event: run.clone(),
+            rules_hash: rules.hash.clone(),
+            patch: serde_json::to_value(patch).expect("a patch serialises"),
+        },
+        write: ProductWrite {
+            record: next,
+            expected_revision: Some(record.revision),
+        },
+        changed_fields,
+    })
+}
+
+/// Top-level attributes added, removed or changed between two documents, sorted.
+pub fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::package::Links;
+    use crate::core::record::Contribution;
+    use crate::core::{EventId, MatchKey, PinvId, Source};
+    use serde_json::json;
+
+    fn rules(precedence: &str) -> Rules {
+        let text = format!(
+            r#"
+[precedence]
+default = {precedence}
+[events]
+accepted_types = ["t"]
+[package.roles]
+ADI = ["PR-ADI-*"]
+ACCESS = ["PR-ACCESS-*"]
+PORT = ["PR-PORT-*"]
+DD = ["PR-DD-*"]
+"#
+        );
+        Rules::from_files(&[("r.toml".into(), text)]).unwrap()
+    }
+
+    fn record(rules: &Rules) -> ProductRecord {
+        let id = PinvId::from_uuid(uuid::Uuid::from_u128(1));
+        let contribution = |source: &str, name: &str| Contribution {
+            source: Source::parse(source).unwrap(),
+            event_id: EventId::parse("e").unwrap(),
+            time: Utc::now(),
+            received_at: Utc::now(),
+            value: json!({"id": format!("{source}-1"), "name": name, "status": "active"}),
+        };
+        let contributions = vec![contribution("a", "from a"), contribution("b", "from b")];
+        let merged = merge(&id, &contributions, &Links::default(), rules).document;
+        ProductRecord {
+            id,
+            revision: 3,
+            contributions,
+            links: Links::default(),
+            merged,
+            match_keys: vec![MatchKey::pinv(&id)],
+            package_root: None,
+            rules_hash: rules.hash.clone(),
+        }
+    }
+
+    fn run() -> EventRef {
+        EventRef {
+            source: REMERGE_SOURCE.into(),
+            id: "run-1".into(),
+        }
+    }
+
+    #[test]
+    fn unchanged_rules_change_nothing() {
+        let r = rules(r#"["a", "b"]"#);
+        assert_eq!(remerge(&record(&r), &r, &run(), Utc::now()), None);
+    }
+
+    #[test]
+    fn swapped_precedence_changes_the_winner_with_cas_and_history() {
+        let old = rules(r#"["a", "b"]"#);
+        let new = rules(r#"["b", "a"]"#);
+        let rec = record(&old);
+        assert_eq!(rec.merged["name"], "from a");
+        let out = remerge(&rec, &new, &run(), Utc::now()).expect("changes");
+        assert_eq!(out.write.record.merged["name"], "from b");
+        assert_eq!(out.write.expected_revision, Some(3));
+        assert_eq!(out.write.record.revision, 4);
+        assert_eq!(out.write.record.rules_hash, new.hash);
+        assert_eq!(out.history.event, run());
+        assert_eq!(out.history.revision, 4);
+        assert_eq!(out.changed_fields, vec!["name".to_owned()]);
+        assert_eq!(out.patch_ops, 1);
+    }
+
+    #[test]
+    fn changed_fields_sees_additions_removals_and_changes() {
+        let a = json!({"x": 1, "y": 2, "z": 3});
+        let b = json!({"x": 1, "y": 5, "w": 0});
+        assert_eq!(changed_fields(&a, &b), vec!["w", "y", "z"]);
+    }
+}

@@ -1,0 +1,155 @@
+//! `pinv generate`: fills a store with synthetic products, for load and re-merge benchmarks.
+//!
+//! Each product has a `billing` and a `provisioning` contribution about one circuit, with
+//! different `name`s (so swapping their precedence for `name` changes every product), and
+//! is merged and keyed exactly as a POST of both documents would have done.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::core::merge::merge;
+use crate::core::package::Links;
+use crate::core::record::{
+    Contribution, EventRef, HistoryEntry, ProductRecord, ProductWrite, WriteSet,
+};
+use crate::core::rules::Rules;
+use crate::core::{identity, EventId, MatchKey, PinvId, Source};
+use crate::store::{Store, StoreError};
+
+/// The two contributions of synthetic product number `n`.
+pub fn contributions(n: u64) -> [(Source, Value); 2] {
+    let circuit = format!(".GEN.{n:09}..ATI.");
+    let common = |local: String, name: &str, status: &str| {
+        json!({
+            "@type": "AttProduct",
+            "id": local,
+            "name": name,
+            "status": status,
+            "externalReference": [
+                {"@type": "ExternalIdentifier", "id": circuit, "externalIdentifierType": "CircuitID", "owner": "INSTAR"}
+            ],
+            "productSpecification": {"@type": "ProductSpecificationRef", "id": "PR-ADI-EMBEDDED-BASE", "version": "Embedded Base 10.0"},
+            "productCharacteristic": [
+                {"@type": "StringCharacteristic", "name": "Access Speed", "value": format!("{}M", 10 * (1 + n % 100))},
+                {"@type": "StringCharacteristic", "name": "Port Speed", "value": ""}
+            ],
+            "relatedParty": [
+                {"@type": "RelatedPartyOrPartyRole", "role": "Customer",
+                 "partyOrPartyRole": {"@type": "Organization", "name": format!("Customer {}", n % 10_000)}}
+            ]
+        })
+    };
+    [
+        (
+            Source::parse("billing").expect("valid source"),
+            common(format!("B-{n}"), "AT&T Dedicated Internet (ADI)", "active"),
+        ),
+        (
+            Source::parse("provisioning").expect("valid source"),
+            common(format!("P-{n}"), "ADI circuit", "pendingActive"),
+        ),
+    ]
+}
+
+/// Builds the stored state of synthetic product `n` with id `id`.
+pub fn product(n: u64, id: PinvId, rules: &Rules) -> ProductRecord {
+    let base = Utc
+        .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid date");
+    let mut contributions = Vec::with_capacity(2);
+    let mut keys = vec![MatchKey::pinv(&id)];
+    for (i, (source, value)) in contributions_sorted(n).into_iter().enumerate() {
+        keys.extend(identity::match_keys(&source, &value, rules));
+        let event_id = EventId::parse(&format!("gen-{n}-{source}")).expect("valid event id");
+        let time = base + Duration::seconds(i as i64);
+        contributions.push(Contribution {
+            source,
+            event_id,
+            time,
+            received_at: time,
+            value,
+        });
+    }
+    keys.sort();
+    keys.dedup();
+    let links = Links::default();
+    let merged = merge(&id, &contributions, &links, rules).document;
+    ProductRecord {
+        id,
+        revision: 1,
+        contributions,
+        links,
+        merged,
+        match_keys: keys,
+        package_root: Some(id),
+        rules_hash: rules.hash.clone(),
+    }
+}
+
+fn contributions_sorted(n: u64) -> Vec<(Source, Value)> {
+    let mut c = contributions(n).to_vec();
+    c.sort_by(|a, b| a.0.cmp(&b.0));
+    c
+}
+
+/// Writes `count` synthetic products (numbered from `first`) in batches of `batch`, each
+/// batch one write set. Returns how many were written.
+pub async fn generate(
+    store: Arc<dyn Store>,
+    rules: Arc<Rules>,
+    first: u64,
+    count: u64,
+    batch: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, StoreError> {
+    let batch = batch.max(1);
+    let mut written = 0;
+    let mut n = first;
+    let end = first + count;
+    let run = EventRef {
+        source: "pinv-generate".to_owned(),
+        id: uuid::Uuid::new_v4().to_string(),
+    };
+    while n < end {
+        let upto = (n + batch).min(end);
+        let rules2 = Arc::clone(&rules);
+        let run2 = run.clone();
+        let set = tokio::task::spawn_blocking(move || batch_set(n, upto, &rules2, &run2))
+            .await
+            .expect("generation never panics");
+        store.commit(set).await?;
+        written += upto - n;
+        n = upto;
+        progress(written);
+    }
+    Ok(written)
+}
+
+fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
+    let mut set = WriteSet::default();
+    let now = Utc::now();
+    for n in from..to {
+        let record = product(n, PinvId::new_v4(), rules);
+        for key in &record.match_keys {
+            set.claim_keys.push((key.clone(), record.id));
+        }
+        let empty = Value::Object(Default::default());
+        set.history.push(HistoryEntry {
+            product: record.id,
+            revision: 1,
+            time: now,
+            event: run.clone(),
+            rules_hash: rules.hash.clone(),
+            patch: serde_json::to_value(json_patch::diff(&empty, &record.merged))
+                .expect("a patch serialises"),
+        });
+        set.products.push(ProductWrite {
+            record,
+            expected_revision: None,
+        });
+    }
+    set
+}

@@ -1,0 +1,312 @@
+//! `pinv remerge`: re-applies the current merge rules to every stored product (or those
+//! matching filters), beside live traffic.
+//!
+//! Products are read in id order, in batches; each batch is merged on every core, and
+//! the products whose merged document changes are written in one all-or-nothing write
+//! set, compare-and-set on the revisions that were read. When a POST touched one of them
+//! meanwhile, the set is refused and those products are re-read and merged again one by
+//! one, so a live update is never overwritten with a stale result. An interrupted run
+//! leaves every product either old or new; running it again finishes the job, because
+//! products already re-merged no longer change.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::core::filter;
+use crate::core::record::{EventRef, ProductRecord, WriteSet};
+use crate::core::remerge::{remerge, Remerged, REMERGE_SOURCE};
+use crate::core::rules::Rules;
+use crate::core::PinvId;
+use crate::store::{Store, StoreError};
+
+/// How often a single product is re-read and merged again when live writes keep
+/// moving it, before it is counted as failed.
+const MAX_PRODUCT_ATTEMPTS: u32 = 8;
+
+/// What to re-merge and how.
+#[derive(Debug, Clone)]
+pub struct RemergeOptions {
+    /// Report what would change; write nothing.
+    pub dry_run: bool,
+    /// `GET /products` filters; only matching products are re-merged.
+    pub filters: Vec<(String, String)>,
+    /// Products read and written per batch.
+    pub batch: usize,
+}
+
+/// The totals of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RemergeSummary {
+    /// The run id recorded in history entries.
+    pub run_id: String,
+    /// Products examined (matching the filters).
+    pub scanned: u64,
+    /// Products whose merged document changed (or would, in a dry run).
+    pub changed: u64,
+    /// Products whose merged document stays as it is.
+    pub unchanged: u64,
+    /// Products re-read and merged again because a live write moved them.
+    pub conflicts_retried: u64,
+    /// Products that could not be written.
+    pub failed: u64,
+    /// For each top-level attribute, in how many products it changed.
+    pub fields: BTreeMap<String, u64>,
+}
+
+impl RemergeSummary {
+    fn count_change(&mut self, fields: &[String]) {
+        self.changed += 1;
+        for f in fields {
+            *self.fields.entry(f.clone()).or_default() += 1;
+        }
+    }
+
+    /// One line for the end of a run.
+    pub fn line(&self) -> String {
+        format!(
+            "scanned {}, changed {}, unchanged {}, conflicts retried {}, failed {}",
+            self.scanned, self.changed, self.unchanged, self.conflicts_retried, self.failed
+        )
+    }
+}
+
+/// Runs a re-merge. `out` receives, in a dry run, one line per changed product; progress
+/// goes to stderr (a bar on a terminal, periodic lines otherwise).
+pub async fn run(
+    store: Arc<dyn Store>,
+    rules: Arc<Rules>,
+    options: &RemergeOptions,
+    out: &mut (dyn Write + Send),
+) -> Result<RemergeSummary, StoreError> {
+    let run = EventRef {
+        source: REMERGE_SOURCE.to_owned(),
+        id: uuid::Uuid::new_v4().to_string(),
+    };
+    let mut summary = RemergeSummary {
+        run_id: run.id.clone(),
+        ..Default::default()
+    };
+    let total = store.count().await?;
+    let progress = Progress::new(total);
+    let batch = options.batch.max(1);
+    let mut after: Option<PinvId> = None;
+    loop {
+        let records = store.scan(after, batch).await?;
+        let Some(last) = records.last() else { break };
+        after = Some(last.id);
+        let read = records.len() as u64;
+        let records: Vec<ProductRecord> = records
+            .into_iter()
+            .filter(|r| filter::matches(&r.merged, &options.filters))
+            .collect();
+        summary.scanned += records.len() as u64;
+        let changes = remerge_all(records, &rules, &run).await;
+        summary.unchanged += changes.iter().filter(|c| c.is_none()).count() as u64;
+        let changes: Vec<Remerged> = changes.into_iter().flatten().collect();
+        if options.dry_run {
+            for c in &changes {
+                writeln!(
+                    out,
+                    "{}\t{} patch operations\t{}",
+                    c.write.record.id,
+                    c.patch_ops,
+                    c.changed_fields.join(",")
+                )
+                .map_err(|e| StoreError::Other(format!("cannot write the report: {e}")))?;
+                summary.count_change(&c.changed_fields);
+            }
+        } else {
+            write_batch(&*store, &rules, &run, changes, &mut summary).await?;
+        }
+        progress.advance(read, &summary);
+    }
+    progress.finish(&summary);
+    Ok(summary)
+}
+
+/// Merges a batch on every core.
+async fn remerge_all(
+    records: Vec<ProductRecord>,
+    rules: &Arc<Rules>,
+    run: &EventRef,
+) -> Vec<Option<Remerged>> {
+    let rules = Arc::clone(rules);
+    let run = run.clone();
+    tokio::task::spawn_blocking(move || {
+        let now = Utc::now();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = records.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = records
+                .chunks(chunk)
+                .map(|part| {
+                    let (rules, run) = (&rules, &run);
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|r| remerge(r, rules, run, now))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a merge never panics"))
+                .collect()
+        })
+    })
+    .await
+    .expect("the merge task never panics")
+}
+
+/// Writes a batch's changes in one set; on a conflict, product by product.
+async fn write_batch(
+    store: &dyn Store,
+    rules: &Rules,
+    run: &EventRef,
+    changes: Vec<Remerged>,
+    summary: &mut RemergeSummary,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<PinvId> = changes.iter().map(|c| c.write.record.id).collect();
+    let mut fields = Vec::with_capacity(changes.len());
+    let mut set = WriteSet::default();
+    for c in changes {
+        fields.push(c.changed_fields);
+        set.products.push(c.write);
+        set.history.push(c.history);
+    }
+    match store.commit(set).await {
+        Ok(()) => {
+            for fields in &fields {
+                summary.count_change(fields);
+            }
+            Ok(())
+        }
+        Err(StoreError::Conflict(_)) => {
+            for id in ids {
+                match remerge_one(store, rules, run, id, summary).await? {
+                    Outcome::Written(fields) => summary.count_change(&fields),
+                    // Merged again after a live write, the product no longer changes.
+                    Outcome::Unchanged => summary.unchanged += 1,
+                    Outcome::Failed => summary.failed += 1,
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How re-merging one product ended.
+enum Outcome {
+    /// Written; these top-level attributes changed.
+    Written(Vec<String>),
+    /// Its merged document no longer changes.
+    Unchanged,
+    /// Live writes kept moving it.
+    Failed,
+}
+
+/// Re-reads one product and writes its re-merge.
+async fn remerge_one(
+    store: &dyn Store,
+    rules: &Rules,
+    run: &EventRef,
+    id: PinvId,
+    summary: &mut RemergeSummary,
+) -> Result<Outcome, StoreError> {
+    for _ in 0..MAX_PRODUCT_ATTEMPTS {
+        summary.conflicts_retried += 1;
+        let Some(record) = store.get_products(&[id]).await?.pop() else {
+            return Ok(Outcome::Unchanged);
+        };
+        let Some(change) = remerge(&record, rules, run, Utc::now()) else {
+            return Ok(Outcome::Unchanged);
+        };
+        let fields = change.changed_fields;
+        let set = WriteSet {
+            products: vec![change.write],
+            history: vec![change.history],
+            ..Default::default()
+        };
+        match store.commit(set).await {
+            Ok(()) => return Ok(Outcome::Written(fields)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::warn!(%id, "product kept changing during the re-merge; left as it was");
+    Ok(Outcome::Failed)
+}
+
+/// A bar on a terminal, a line every few seconds otherwise.
+struct Progress {
+    bar: ProgressBar,
+    plain: Option<std::sync::Mutex<PlainProgress>>,
+}
+
+struct PlainProgress {
+    done: u64,
+    total: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+    fn new(total: u64) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total).with_style(
+                ProgressStyle::default_bar()
+                    .template("{bar:40} {pos}/{len} products  {per_sec}  ETA {eta}  {msg}")
+                    .expect("the template is valid"),
+            );
+            Self { bar, plain: None }
+        } else {
+            let now = Instant::now();
+            Self {
+                bar: ProgressBar::hidden(),
+                plain: Some(std::sync::Mutex::new(PlainProgress {
+                    done: 0,
+                    total,
+                    started: now,
+                    last: now,
+                })),
+            }
+        }
+    }
+
+    fn advance(&self, read: u64, summary: &RemergeSummary) {
+        self.bar.inc(read);
+        self.bar.set_message(format!("changed {}", summary.changed));
+        if let Some(plain) = &self.plain {
+            let mut p = plain.lock().expect("progress lock");
+            p.done += read;
+            if p.last.elapsed() >= Self::PLAIN_EVERY {
+                p.last = Instant::now();
+                let rate = p.done as f64 / p.started.elapsed().as_secs_f64().max(1e-9);
+                eprintln!(
+                    "remerge: {}/{} products read, {:.0}/s, {}",
+                    p.done,
+                    p.total,
+                    rate,
+                    summary.line()
+                );
+            }
+        }
+    }
+
+    fn finish(&self, summary: &RemergeSummary) {
+        self.bar
+            .finish_with_message(format!("changed {}", summary.changed));
+    }
+}

@@ -1,0 +1,234 @@
+//! Builds and runs the HTTP application.
+//!
+//! [`Application::build`] binds its own listener, so tests bind port 0 and ask [`port`]
+//! which one they got.
+//!
+//! [`port`]: Application::port
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::api::auth::{AuthConfigError, Authenticator};
+use crate::api::error::ApiError;
+use crate::api::metrics::Metrics;
+use crate::config::{Settings, StoreSetting};
+use crate::core::schema::Schemas;
+use crate::rules_loader::{load_rules_dir, LoadRulesError};
+use crate::service::Service;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::memory::MemoryStore;
+use crate::store::mongo::{MongoOptions, MongoStore};
+use crate::store::{Store, StoreError};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The merge rules are invalid or unreadable.
+    #[error(transparent)]
+    Rules(#[from] LoadRulesError),
+    /// The bundled schemas do not compile (a bug).
+    #[error("the bundled JSON Schemas do not compile: {0}")]
+    Schemas(String),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The MongoDB store is configured but not built into this version.
+    #[error(
+        "PINV_STORE: the MongoDB store is not available yet; use a directory path or `memory`"
+    )]
+    MongoNotAvailable,
+    /// Token validation could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// The address could not be bound.
+    #[error("PINV_BIND: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready-to-run HTTP server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Loads rules and schemas, opens the configured store, binds the listener. Rules come
+    /// first: a bad rules file should fail the start at once, not after a store timeout.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let (rules, schemas) = load_rules_and_schemas(&settings)?;
+        let store = open_store(&settings.store, &settings.mongodb_database).await?;
+        Self::build_with_service(
+            settings,
+            Service {
+                store,
+                rules,
+                schemas,
+            },
+        )
+    }
+
+    /// Like [`build`](Self::build) with a store that is already open (tests use this).
+    pub fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartupError> {
+        let (rules, schemas) = load_rules_and_schemas(&settings)?;
+        Self::build_with_service(
+            settings,
+            Service {
+                store,
+                rules,
+                schemas,
+            },
+        )
+    }
+
+    /// Binds the listener and serves `service` (tests that need no rules use this).
+    pub fn build_with_service(settings: Settings, service: Service) -> Result<Self, StartupError> {
+        let authenticator = web::Data::new(Authenticator::from_settings(&settings.jwt)?);
+        let addr = settings.bind.to_string();
+        let bind_error = |source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        tracing::info!(
+            address = %listener.local_addr().map_err(bind_error)?,
+            store = %settings.store,
+            "listening"
+        );
+
+        let service = web::Data::new(service);
+        let metrics = web::Data::new(Metrics::new());
+        let settings = web::Data::new(settings);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::from_fn(crate::telemetry::observe))
+                .app_data(service.clone())
+                .app_data(authenticator.clone())
+                .app_data(metrics.clone())
+                .app_data(settings.clone())
+                // Extractor failures answer with the error JSON too.
+                .app_data(web::PathConfig::default().error_handler(|e, req| {
+                    ApiError::new(
+                        crate::api::error::ErrorCode::NotFound,
+                        format!("{}: {e}", req.path()),
+                    )
+                    .into()
+                }))
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::bad_query("(query string)", e).into()),
+                )
+                .configure(crate::api::configure)
+                .default_service(web::to(crate::api::route_not_found))
+        })
+        .listen(listener)
+        .map_err(bind_error)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (tests restart the app with it).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (signal or [`handle`](Self::handle)).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn load_rules_and_schemas(
+    settings: &Settings,
+) -> Result<(Arc<crate::core::rules::Rules>, Arc<Schemas>), StartupError> {
+    let rules = load_rules_dir(&settings.rules_dir)?;
+    tracing::info!(
+        rules_dir = %settings.rules_dir.display(),
+        rules_hash = %rules.hash,
+        "merge rules loaded"
+    );
+    let schemas = Schemas::compile().map_err(StartupError::Schemas)?;
+    Ok((Arc::new(rules), Arc::new(schemas)))
+}
+
+/// Opens the store a setting names (`database` is used by MongoDB only).
+pub async fn open_store(
+    setting: &StoreSetting,
+    database: &str,
+) -> Result<Arc<dyn Store>, StartupError> {
+    match setting {
+        StoreSetting::Embedded(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+            Ok(Arc::new(EmbeddedStore::open(dir)?))
+        }
+        StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreSetting::Mongo(uri) => {
+            let store = MongoStore::connect(uri, database, MongoOptions::default()).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_mongodb_uri_is_a_store_error() {
+        let e = open_store(&StoreSetting::Mongo("mongodb://".into()), "pinv")
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, StartupError::Store(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn embedded_store_directory_is_created_and_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&StoreSetting::Embedded(dir.path().join("a/b")), "pinv")
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_the_variable() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = Settings::for_tests("unused", "0123456789abcdef0123456789abcdef");
+        settings.bind = taken.local_addr().unwrap();
+        let service = Service {
+            store: open_store(&StoreSetting::Memory, "pinv").await.unwrap(),
+            rules: Arc::new(
+                crate::rules_loader::load_rules_dir(std::path::Path::new(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/merge-rules"
+                )))
+                .unwrap(),
+            ),
+            schemas: Arc::new(Schemas::compile().unwrap()),
+        };
+        let e = Application::build_with_service(settings, service)
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("PINV_BIND"), "{e}");
+    }
+}

@@ -1,0 +1,908 @@
+//! The MongoDB store: the production store for deployments with replicas, sharding and many
+//! stateless PINV instances in front (`PINV_STORE=mongodb://...`).
+//!
+//! Layout (see `docs/mongodb.md`):
+//! - `products`: one document per product, `_id` = PINV id. The record is kept as exact JSON
+//!   text (`record`, with `merged` nulled, and `merged` beside it) so that any TMF637 key
+//!   round-trips, whatever MongoDB thinks of `@`, `.` or `$` in field names. Query-only
+//!   fields sit beside it: `revision` (compare-and-set), `package_root`, and `terms` (one
+//!   string per leaf of the merged document, for list filters).
+//! - `match_keys`: one document per key, `_id` = the key, `product` = its owner. Uniqueness
+//!   comes from `_id`, which a sharded cluster enforces too.
+//! - `waiters`: one document per (key, waiting product).
+//! - `processed_events`: `_id` = `<source>:<event id>` (a source cannot contain `:`).
+//! - `history`: `_id` = `<product>:<zero-padded revision>`, indexed by (product, revision).
+//!
+//! A write set that changes one product document and nothing else is a compare-and-set on
+//! the revision; anything else (keys, several products, history, processed events) is one
+//! multi-document transaction, so nothing half-written is ever visible.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{
+    Error as MongoError, ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR,
+    UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use serde_json::Value;
+
+use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite, WriteSet};
+use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
+
+const PRODUCTS: &str = "products";
+const MATCH_KEYS: &str = "match_keys";
+const WAITERS: &str = "waiters";
+const PROCESSED: &str = "processed_events";
+const HISTORY: &str = "history";
+
+/// MongoDB's duplicate-key error code (E11000).
+const DUPLICATE_KEY: i32 = 11000;
+
+/// How PINV talks to MongoDB, beyond what the URI says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoOptions {
+    /// Write concern `w`: `majority` (the default), a number of nodes (`1`), or a custom
+    /// tag-set name.
+    pub w: String,
+    /// Whether writes wait for the on-disk journal; `None` leaves the server's default.
+    pub journal: Option<bool>,
+    /// Bound on every store call: server selection, connecting, and the call as a whole.
+    /// A call that takes longer fails with [`StoreError::Unavailable`].
+    pub timeout: Duration,
+    /// Run one store call at a time. Only for wire-compatible test servers such as
+    /// nx-27017, whose concurrent transactions share one SQLite transaction (no isolation,
+    /// and one aborting can undo another's acknowledged writes). Off for MongoDB.
+    pub one_at_a_time: bool,
+}
+
+impl Default for MongoOptions {
+    fn default() -> Self {
+        Self {
+            w: "majority".to_owned(),
+            journal: None,
+            timeout: Duration::from_secs(5),
+            one_at_a_time: false,
+        }
+    }
+}
+
+impl MongoOptions {
+    fn write_concern(&self) -> WriteConcern {
+        let w = match self.w.parse::<u32>() {
+            Ok(n) => Acknowledgment::Nodes(n),
+            Err(_) => Acknowledgment::from(self.w.clone()),
+        };
+        let mut wc = WriteConcern::builder().w(w).w_timeout(self.timeout).build();
+        wc.journal = self.journal;
+        wc
+    }
+}
+
+/// A store in one MongoDB database.
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    timeout: Duration,
+    /// Held for a whole call when [`MongoOptions::one_at_a_time`] is set.
+    gate: Option<tokio::sync::Mutex<()>>,
+}
+
+impl MongoStore {
+    /// Connects to `uri` (`mongodb://` or `mongodb+srv://`), and creates PINV's collections
+    /// and indexes in `database` if they are missing (idempotent, safe from many instances).
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the server cannot be reached within
+    /// `options.timeout`, and [`StoreError::Other`] for a malformed URI.
+    pub async fn connect(uri: &str, database: &str, options: MongoOptions) -> StoreResult<Self> {
+        let mut client_options = bounded(options.timeout, async {
+            ClientOptions::parse(uri).await.map_err(|e| match *e.kind {
+                ErrorKind::DnsResolve { .. } => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Other(format!("bad MongoDB URI: {e}")),
+            })
+        })
+        .await?;
+        client_options
+            .app_name
+            .get_or_insert_with(|| "pinv".to_owned());
+        client_options.server_selection_timeout = Some(options.timeout);
+        client_options.connect_timeout = Some(options.timeout);
+        client_options.write_concern = Some(options.write_concern());
+        let client = Client::with_options(client_options).map_err(classify)?;
+        let store = Self {
+            db: client.database(database),
+            client,
+            timeout: options.timeout,
+            gate: options.one_at_a_time.then(|| tokio::sync::Mutex::new(())),
+        };
+        store.bounded(store.init()).await?;
+        Ok(store)
+    }
+
+    /// Drops the whole database (tests and tools; PINV itself never calls this).
+    pub async fn drop_database(&self) -> StoreResult<()> {
+        self.bounded(async { self.db.drop().await.map_err(classify) })
+            .await
+    }
+
+    async fn init(&self) -> StoreResult<()> {
+        // Collections are created up front: older servers cannot create them inside a
+        // transaction, and a sharded cluster wants them to exist before sharding.
+        let existing: BTreeSet<String> = self
+            .db
+            .list_collection_names()
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .collect();
+        for name in [PRODUCTS, MATCH_KEYS, WAITERS, PROCESSED, HISTORY] {
+            if !existing.contains(name) {
+                if let Err(e) = self.db.create_collection(name).await {
+                    // Another instance may have created it meanwhile (NamespaceExists).
+                    if !matches!(*e.kind, ErrorKind::Command(ref c) if c.code == 48) {
+                        return Err(classify(e));
+                    }
+                }
+            }
+        }
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build()
+        };
+        self.products()
+            .create_indexes([
+                index(doc! { "package_root": 1 }, "package_root"),
+                index(doc! { "terms": 1 }, "terms"),
+            ])
+            .await
+            .map_err(classify)?;
+        self.coll(WAITERS)
+            .create_index(index(doc! { "key": 1 }, "key"))
+            .await
+            .map_err(classify)?;
+        self.coll(HISTORY)
+            .create_index(index(
+                doc! { "product": 1, "revision": 1 },
+                "product_revision",
+            ))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    fn products(&self) -> Collection<Document> {
+        self.coll(PRODUCTS)
+    }
+
+    /// Runs `fut` within the configured timeout; the driver has no socket timeout, so a
+    /// server that accepts connections but never answers would otherwise hang the caller.
+    /// Waiting for the gate counts against the timeout too.
+    async fn bounded<T>(&self, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        bounded(self.timeout, async {
+            let _turn = match &self.gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            fut.await
+        })
+        .await
+    }
+
+    /// A write set that changes one product document and nothing else: compare-and-set.
+    async fn commit_single(&self, write: &ProductWrite) -> StoreResult<()> {
+        let doc = product_doc(&write.record)?;
+        match write.expected_revision {
+            None => {
+                self.products()
+                    .insert_one(doc)
+                    .await
+                    .map_err(|e| classify_conflict(e, "product already exists"))?;
+            }
+            Some(expected) => {
+                let filter =
+                    doc! { "_id": write.record.id.to_string(), "revision": rev(expected)? };
+                let result = self
+                    .products()
+                    .replace_one(filter, doc)
+                    .await
+                    .map_err(classify)?;
+                if result.matched_count != 1 {
+                    return Err(revision_moved(write));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_transaction(&self, set: &WriteSet) -> StoreResult<()> {
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        session.start_transaction().await.map_err(classify)?;
+        match self.apply(&mut session, set).await {
+            Ok(()) => session.commit_transaction().await.map_err(classify),
+            Err(e) => {
+                // Best effort: the server also aborts when the session goes away.
+                let _ = session.abort_transaction().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Every change of `set` inside the session's transaction; the first failed guard
+    /// returns [`StoreError::Conflict`] and the caller aborts.
+    async fn apply(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+        if let Some(p) = &set.processed {
+            self.coll(PROCESSED)
+                .insert_one(processed_doc(p)?)
+                .session(&mut *s)
+                .await
+                .map_err(|e| classify_conflict(e, "event already processed"))?;
+        }
+
+        if !set.claim_keys.is_empty() {
+            let mut wanted: BTreeMap<&MatchKey, PinvId> = BTreeMap::new();
+            for (key, owner) in &set.claim_keys {
+                if let Some(other) = wanted.insert(key, *owner) {
+                    if other != *owner {
+                        return Err(StoreError::Conflict(format!(
+                            "key {} claimed for two products",
+                            key.as_str()
+                        )));
+                    }
+                }
+            }
+            let ids: Vec<&str> = wanted.keys().map(|k| k.as_str()).collect();
+            let mut cursor = self
+                .coll(MATCH_KEYS)
+                .find(doc! { "_id": { "$in": ids } })
+                .session(&mut *s)
+                .await
+                .map_err(classify)?;
+            while let Some(found) = cursor.next(&mut *s).await {
+                let found = found.map_err(classify)?;
+                let key = str_field(&found, "_id")?;
+                let owner = id_field(&found, "product")?;
+                if let Some((k, want)) = wanted.remove_entry(&MatchKey::from_stored(key.clone())) {
+                    if want != owner {
+                        return Err(StoreError::Conflict(format!(
+                            "key {} is owned by {owner}",
+                            k.as_str()
+                        )));
+                    }
+                }
+            }
+            if !wanted.is_empty() {
+                let docs = wanted.iter().map(|(key, owner)| {
+                    doc! { "_id": key.as_str(), "product": owner.to_string() }
+                });
+                self.coll(MATCH_KEYS)
+                    .insert_many(docs)
+                    .session(&mut *s)
+                    .await
+                    .map_err(|e| classify_conflict(e, "key claimed concurrently"))?;
+            }
+        }
+
+        for write in &set.products {
+            let doc = product_doc(&write.record)?;
+            match write.expected_revision {
+                None => {
+                    self.products()
+                        .insert_one(doc)
+                        .session(&mut *s)
+                        .await
+                        .map_err(|e| classify_conflict(e, "product already exists"))?;
+                }
+                Some(expected) => {
+                    let filter =
+                        doc! { "_id": write.record.id.to_string(), "revision": rev(expected)? };
+                    let result = self
+                        .products()
+                        .replace_one(filter, doc)
+                        .session(&mut *s)
+                        .await
+                        .map_err(classify)?;
+                    if result.matched_count != 1 {
+                        return Err(revision_moved(write));
+                    }
+                }
+            }
+        }
+
+        for (key, product) in &set.add_waiters {
+            let id = waiter_id(key, product);
+            self.coll(WAITERS)
+                .update_one(
+                    doc! { "_id": id },
+                    doc! { "$set": { "key": key.as_str(), "product": product.to_string() } },
+                )
+                .upsert(true)
+                .session(&mut *s)
+                .await
+                .map_err(classify)?;
+        }
+
+        if !set.clear_waiters.is_empty() {
+            let keys: Vec<&str> = set.clear_waiters.iter().map(MatchKey::as_str).collect();
+            self.coll(WAITERS)
+                .delete_many(doc! { "key": { "$in": keys } })
+                .session(&mut *s)
+                .await
+                .map_err(classify)?;
+        }
+
+        if !set.history.is_empty() {
+            let docs = set
+                .history
+                .iter()
+                .map(history_doc)
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.coll(HISTORY)
+                .insert_many(docs)
+                .session(&mut *s)
+                .await
+                .map_err(|e| classify_conflict(e, "history entry already stored"))?;
+        }
+        Ok(())
+    }
+
+    async fn find_all(
+        &self,
+        coll: &str,
+        filter: Document,
+        sort: Option<Document>,
+        projection: Option<Document>,
+    ) -> StoreResult<Vec<Document>> {
+        let coll = self.coll(coll);
+        let mut find = coll.find(filter);
+        if let Some(sort) = sort {
+            find = find.sort(sort);
+        }
+        if let Some(projection) = projection {
+            find = find.projection(projection);
+        }
+        let cursor = find.await.map_err(classify)?;
+        cursor.try_collect().await.map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.bounded(async {
+            let ids: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
+            let docs = self
+                .find_all(MATCH_KEYS, doc! { "_id": { "$in": ids } }, None, None)
+                .await?;
+            docs.iter()
+                .map(|d| {
+                    Ok((
+                        MatchKey::from_stored(str_field(d, "_id")?),
+                        id_field(d, "product")?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            let wanted: Vec<String> = ids.iter().map(PinvId::to_string).collect();
+            let docs = self
+                .find_all(PRODUCTS, doc! { "_id": { "$in": &wanted } }, None, None)
+                .await?;
+            let mut found: BTreeMap<PinvId, ProductRecord> = BTreeMap::new();
+            for d in &docs {
+                let record = record_from_doc(d)?;
+                found.insert(record.id, record);
+            }
+            // In the order asked for, as callers pair results with their ids.
+            Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+        })
+        .await
+    }
+
+    async fn get_processed(
+        &self,
+        source: &Source,
+        event_id: &EventId,
+    ) -> StoreResult<Option<ProcessedEvent>> {
+        self.bounded(async {
+            let found = self
+                .coll(PROCESSED)
+                .find_one(doc! { "_id": processed_id(source, event_id) })
+                .await
+                .map_err(classify)?;
+            found
+                .map(|d| from_json(&str_field(&d, "event")?, "processed event"))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.bounded(async {
+            let wanted: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
+            let docs = self
+                .find_all(WAITERS, doc! { "key": { "$in": wanted } }, None, None)
+                .await?;
+            let mut out: BTreeMap<MatchKey, BTreeSet<PinvId>> = BTreeMap::new();
+            for d in &docs {
+                out.entry(MatchKey::from_stored(str_field(d, "key")?))
+                    .or_default()
+                    .insert(id_field(d, "product")?);
+            }
+            Ok(out
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect())
+        })
+        .await
+    }
+
+    async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
+        self.bounded(async {
+            let docs = self
+                .find_all(
+                    PRODUCTS,
+                    doc! { "package_root": root.to_string() },
+                    Some(doc! { "_id": 1 }),
+                    Some(doc! { "_id": 1 }),
+                )
+                .await?;
+            let mut ids = docs
+                .iter()
+                .map(|d| id_field(d, "_id"))
+                .collect::<StoreResult<Vec<_>>>()?;
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+        let only_one_product = set.products.len() == 1
+            && set.claim_keys.is_empty()
+            && set.add_waiters.is_empty()
+            && set.clear_waiters.is_empty()
+            && set.history.is_empty()
+            && set.processed.is_none();
+        let nothing = set.products.is_empty()
+            && set.claim_keys.is_empty()
+            && set.add_waiters.is_empty()
+            && set.clear_waiters.is_empty()
+            && set.history.is_empty()
+            && set.processed.is_none();
+        if nothing {
+            return Ok(());
+        }
+        self.bounded(async {
+            if only_one_product {
+                self.commit_single(&set.products[0]).await
+            } else {
+                self.commit_transaction(&set).await
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
+        self.bounded(async {
+            let filter = list_filter(&query.filters);
+            let total = self
+                .products()
+                .count_documents(filter.clone())
+                .await
+                .map_err(classify)?;
+            if query.limit == 0 || query.offset >= total {
+                return Ok(ListPage {
+                    items: Vec::new(),
+                    total,
+                });
+            }
+            let cursor = self
+                .products()
+                .find(filter)
+                .sort(doc! { "_id": 1 })
+                .skip(query.offset)
+                .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
+                .projection(doc! { "merged": 1 })
+                .await
+                .map_err(classify)?;
+            let docs: Vec<Document> = cursor.try_collect().await.map_err(classify)?;
+            let items = docs
+                .iter()
+                .map(|d| from_json(&str_field(d, "merged")?, "merged document"))
+                .collect::<StoreResult<Vec<Value>>>()?;
+            Ok(ListPage { items, total })
+        })
+        .await
+    }
+
+    async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
+        self.bounded(async {
+            let docs = self
+                .find_all(
+                    HISTORY,
+                    doc! { "product": id.to_string() },
+                    Some(doc! { "revision": 1 }),
+                    None,
+                )
+                .await?;
+            let mut entries = docs
+                .iter()
+                .map(|d| from_json::<HistoryEntry>(&str_field(d, "entry")?, "history entry"))
+                .collect::<StoreResult<Vec<_>>>()?;
+            // The server sorted already; sorting again guards against servers that ignore
+            // the sort on an indexed query.
+            entries.sort_by_key(|e| e.revision);
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            let filter = match after {
+                Some(after) => doc! { "_id": { "$gt": after.to_string() } },
+                None => doc! {},
+            };
+            let cursor = self
+                .products()
+                .find(filter)
+                .sort(doc! { "_id": 1 })
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .await
+                .map_err(classify)?;
+            let docs: Vec<Document> = cursor.try_collect().await.map_err(classify)?;
+            docs.iter().map(record_from_doc).collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded(async {
+            self.db
+                .run_command(doc! { "ping": 1 })
+                .await
+                .map(|_| ())
+                .map_err(classify)
+        })
+        .await
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "MongoDB did not answer within {timeout:?}"
+        ))),
+    }
+}
+
+// ---- documents ------------------------------------------------------------------------
+
+fn rev(revision: u64) -> StoreResult<i64> {
+    i64::try_from(revision).map_err(|_| StoreError::Other(format!("revision {revision} too large")))
+}
+
+fn revision_moved(write: &ProductWrite) -> StoreError {
+    StoreError::Conflict(format!(
+        "product {} is no longer at revision {:?}",
+        write.record.id, write.expected_revision
+    ))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(format!("cannot encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn str_field(d: &Document, name: &str) -> StoreResult<String> {
+    match d.get(name) {
+        Some(Bson::String(s)) => Ok(s.clone()),
+        other => Err(StoreError::Corrupt(format!(
+            "field {name} is not a string: {other:?}"
+        ))),
+    }
+}
+
+fn id_field(d: &Document, name: &str) -> StoreResult<PinvId> {
+    let s = str_field(d, name)?;
+    PinvId::parse(&s)
+        .map_err(|_| StoreError::Corrupt(format!("field {name} is not a PINV id: {s}")))
+}
+
+/// The product document: exact JSON plus query-only fields.
+fn product_doc(record: &ProductRecord) -> StoreResult<Document> {
+    // The merged document is kept apart so that lists read it without the contributions.
+    let mut rest = serde_json::to_value(record)
+        .map_err(|e| StoreError::Other(format!("cannot encode record: {e}")))?;
+    if let Some(obj) = rest.as_object_mut() {
+        obj.insert("merged".to_owned(), Value::Null);
+    }
+    Ok(doc! {
+        "_id": record.id.to_string(),
+        "revision": rev(record.revision)?,
+        "record": to_json(&rest)?,
+        "merged": to_json(&record.merged)?,
+        "package_root": record.package_root.map_or(Bson::Null, |r| Bson::String(r.to_string())),
+        "terms": terms(&record.merged),
+    })
+}
+
+fn record_from_doc(d: &Document) -> StoreResult<ProductRecord> {
+    let mut record: ProductRecord = from_json(&str_field(d, "record")?, "product record")?;
+    record.merged = from_json(&str_field(d, "merged")?, "merged document")?;
+    Ok(record)
+}
+
+fn processed_id(source: &Source, event_id: &EventId) -> String {
+    // Unambiguous: a source name cannot contain ':'.
+    format!("{source}:{event_id}")
+}
+
+fn processed_doc(p: &ProcessedEvent) -> StoreResult<Document> {
+    Ok(doc! {
+        "_id": processed_id(&p.source, &p.event_id),
+        "source": p.source.as_str(),
+        "event_id": p.event_id.as_str(),
+        "event": to_json(p)?,
+    })
+}
+
+fn waiter_id(key: &MatchKey, product: &PinvId) -> String {
+    // JSON keeps the pair unambiguous whatever characters the key holds.
+    serde_json::to_string(&(key.as_str(), product.to_string())).unwrap_or_default()
+}
+
+fn history_doc(h: &HistoryEntry) -> StoreResult<Document> {
+    Ok(doc! {
+        "_id": format!("{}:{:020}", h.product, h.revision),
+        "product": h.product.to_string(),
+        "revision": rev(h.revision)?,
+        "entry": to_json(h)?,
+    })
+}
+
+// ---- list filters -----------------------------------------------------------------------
+
+/// The list term of one `(dotted path, leaf text)` pair: a JSON array, so no character of a
+/// key or value can make two different pairs meet.
+fn term(path: &str, leaf: &str) -> String {
+    serde_json::to_string(&[path, leaf]).unwrap_or_default()
+}
+
+/// One term per leaf (string, number, boolean) of `doc`, arrays transparent, in the form
+/// [`crate::core::filter::matches`] compares: strings as they are, numbers and booleans as
+/// their JSON text. Keys containing `.` are skipped: no dotted path can name them.
+fn terms(doc: &Value) -> Vec<String> {
+    fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, out: &mut BTreeSet<String>) {
+        let leaf = match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    if k.contains('.') {
+                        continue;
+                    }
+                    path.push(k);
+                    walk(child, path, out);
+                    path.pop();
+                }
+                return;
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, path, out);
+                }
+                return;
+            }
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => return,
+        };
+        if !path.is_empty() {
+            out.insert(term(&path.join("."), &leaf));
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(doc, &mut Vec::new(), &mut out);
+    out.into_iter().collect()
+}
+
+/// Every filter as `terms: {$in: [term]}`: `$in` rather than plain equality because some
+/// wire-compatible servers (nx-27017) miss single elements of an indexed array otherwise.
+fn list_filter(filters: &[(String, String)]) -> Document {
+    if filters.is_empty() {
+        return doc! {};
+    }
+    let clauses: Vec<Document> = filters
+        .iter()
+        .map(|(path, value)| doc! { "terms": { "$in": [term(path, value)] } })
+        .collect();
+    doc! { "$and": clauses }
+}
+
+// ---- errors -----------------------------------------------------------------------------
+
+/// Server error codes that mean "not reachable now, try later".
+const UNAVAILABLE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// Server error codes that mean "another writer got there first".
+const CONFLICT_CODES: &[i32] = &[
+    DUPLICATE_KEY,
+    112, // WriteConflict
+    244, // TransactionAborted
+    251, // NoSuchTransaction (aborted under us)
+];
+
+fn classify(e: MongoError) -> StoreError {
+    let msg = e.to_string();
+    // Network trouble first: inside a transaction it also carries the transient label,
+    // but retrying against a server that is down is the caller's 503, not a conflict.
+    match *e.kind {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => return StoreError::Unavailable(msg),
+        ErrorKind::BsonDeserialization(_) => return StoreError::Corrupt(msg),
+        _ => {}
+    }
+    if is_code(&e, CONFLICT_CODES) || e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+        return StoreError::Conflict(msg);
+    }
+    if is_code(&e, UNAVAILABLE_CODES)
+        || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+        || matches!(
+            *e.kind,
+            ErrorKind::Write(WriteFailure::WriteConcernError(_))
+        )
+    {
+        return StoreError::Unavailable(msg);
+    }
+    StoreError::Other(msg)
+}
+
+/// Like [`classify`], naming the guard that a duplicate key broke.
+fn classify_conflict(e: MongoError, what: &str) -> StoreError {
+    match classify(e) {
+        StoreError::Conflict(msg) => StoreError::Conflict(format!("{what}: {msg}")),
+        other => other,
+    }
+}
+
+fn is_code(e: &MongoError, codes: &[i32]) -> bool {
+    match &*e.kind {
+        ErrorKind::Command(c) => codes.contains(&c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => codes.contains(&w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => codes.contains(&w.code),
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .iter()
+            .flatten()
+            .any(|w| codes.contains(&w.code)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn has(doc: &Value, path: &str, value: &str) -> bool {
+        terms(doc).contains(&term(path, value))
+    }
+
+    #[test]
+    fn terms_walk_through_arrays_and_keep_leaf_text() {
+        let doc = json!({
+            "status": "active",
+            "externalReference": [{"id": "X", "n": 3}, {"id": "Y", "flag": true}],
+            "nested": [["deep"]],
+            "nothing": null,
+        });
+        assert!(has(&doc, "status", "active"));
+        assert!(has(&doc, "externalReference.id", "X"));
+        assert!(has(&doc, "externalReference.id", "Y"));
+        assert!(has(&doc, "externalReference.n", "3"));
+        assert!(has(&doc, "externalReference.flag", "true"));
+        assert!(has(&doc, "nested", "deep"));
+        assert!(!terms(&doc).iter().any(|t| t.contains("nothing")));
+    }
+
+    #[test]
+    fn terms_cannot_be_forged_by_separators_in_keys_or_values() {
+        let a = json!({"a=b": "c"});
+        let b = json!({"a": "b=c"});
+        assert_ne!(terms(&a), terms(&b));
+        // A key with a dot is unreachable by a dotted path, so it yields no term at all.
+        assert!(terms(&json!({"a.b": "c"})).is_empty());
+        assert!(has(&json!({"a": {"b": "c"}}), "a.b", "c"));
+    }
+
+    #[test]
+    fn list_filter_uses_in_for_every_clause() {
+        let f = list_filter(&[
+            ("status".into(), "active".into()),
+            ("a.b".into(), "1".into()),
+        ]);
+        assert_eq!(
+            f,
+            doc! { "$and": [
+                { "terms": { "$in": [r#"["status","active"]"#] } },
+                { "terms": { "$in": [r#"["a.b","1"]"#] } },
+            ] }
+        );
+        assert_eq!(list_filter(&[]), doc! {});
+    }
+
+    #[test]
+    fn write_concern_defaults_to_majority() {
+        let wc = MongoOptions::default().write_concern();
+        assert_eq!(wc.w, Some(Acknowledgment::Majority));
+        let one = MongoOptions {
+            w: "1".into(),
+            ..MongoOptions::default()
+        };
+        assert_eq!(one.write_concern().w, Some(Acknowledgment::Nodes(1)));
+    }
+
+    #[test]
+    fn processed_and_history_ids_are_distinct_per_key() {
+        let s = Source::parse("billing").unwrap();
+        assert_ne!(
+            processed_id(&s, &EventId::parse("a:b").unwrap()),
+            processed_id(
+                &Source::parse("billing-a").unwrap(),
+                &EventId::parse("b").unwrap()
+            )
+        );
+    }
+}

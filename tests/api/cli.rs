@@ -1,0 +1,182 @@
+//! The `pinv` binary's commands.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn pinv() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pinv"));
+    for var in [
+        "PINV_BIND",
+        "PINV_STORE",
+        "PINV_MONGODB_DATABASE",
+        "PINV_RULES_DIR",
+        "PINV_JWT_SECRET",
+        "PINV_JWT_PUBLIC_KEY_FILE",
+        "PINV_JWT_ALGORITHM",
+        "PINV_JWT_ISSUER",
+        "PINV_JWT_AUDIENCE",
+        "PINV_MAX_BODY_BYTES",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn decode(token: &str, secret: &str, aud: Option<&str>) -> Value {
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    match aud {
+        Some(a) => v.set_audience(&[a]),
+        None => v.validate_aud = false,
+    }
+    jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &v,
+    )
+    .expect("the minted token verifies with the secret")
+    .claims
+}
+
+#[test]
+fn token_command_mints_a_token_that_verifies_with_the_secret() {
+    let out = pinv()
+        .args([
+            "token", "--source", "billing", "--source", "*", "--ttl", "2h",
+        ])
+        .env("PINV_JWT_SECRET", SECRET)
+        .env("PINV_JWT_ISSUER", "pinv-tests")
+        .env("PINV_JWT_AUDIENCE", "pinv")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = decode(token.trim(), SECRET, Some("pinv"));
+    assert_eq!(claims["sources"], serde_json::json!(["billing", "*"]));
+    assert_eq!(claims["iss"], "pinv-tests");
+    assert_eq!(claims["aud"], "pinv");
+    let exp = claims["exp"].as_u64().unwrap();
+    let iat = claims["iat"].as_u64().unwrap();
+    assert_eq!(exp - iat, 7200);
+    assert!(iat.abs_diff(now()) < 60);
+}
+
+#[test]
+fn token_command_without_a_secret_fails_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pinv()
+        .args(["token", "--source", "billing"])
+        .env("PINV_STORE", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PINV_JWT_SECRET"));
+}
+
+#[test]
+fn token_command_refuses_a_bad_ttl() {
+    let out = pinv()
+        .args(["token", "--source", "billing", "--ttl", "soon"])
+        .env("PINV_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
+}
+
+#[test]
+fn bad_environment_names_the_variable() {
+    let out = pinv()
+        .args(["serve"])
+        .env("PINV_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PINV_BIND"));
+}
+
+#[test]
+fn unreachable_mongodb_stops_the_start_with_a_store_error() {
+    let out = pinv()
+        .args([
+            "serve",
+            "--dev",
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            "mongodb://127.0.0.1:1",
+        ])
+        .env("PINV_RULES_DIR", rules_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the store"), "{err}");
+}
+
+#[test]
+fn serve_without_any_key_and_without_dev_refuses_to_start() {
+    let out = pinv()
+        .args(["serve", "--bind", "127.0.0.1:0", "--store", "memory"])
+        .env("PINV_RULES_DIR", rules_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PINV_JWT_SECRET"), "{err}");
+}
+
+#[test]
+fn check_rules_accepts_the_repository_rules() {
+    let out = pinv()
+        .args(["check-rules"])
+        .arg(rules_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid merge rules"));
+}
+
+#[test]
+fn check_rules_reports_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "this is = = not toml").unwrap();
+    let out = pinv()
+        .args(["check-rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn serve_with_invalid_rules_stops_with_the_rules_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "this is = = not toml").unwrap();
+    let out = pinv()
+        .args([
+            "serve",
+            "--dev",
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--rules-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}

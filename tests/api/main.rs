@@ -1,0 +1,15 @@
+//! Black-box tests of the HTTP API: each test starts a real server on a random port.
+
+mod auth;
+mod cli;
+mod concurrency;
+mod errors;
+mod health;
+mod helpers;
+mod metrics;
+mod openapi;
+mod packages;
+mod products;
+mod reads;
+mod restart;
+mod schema;

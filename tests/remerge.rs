@@ -1,0 +1,323 @@
+//! Batch re-merge over a real store: rule changes, dry runs, live writes during a run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pinv::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
+use pinv::core::rules::Rules;
+use pinv::core::{EventId, MatchKey, PinvId, Source};
+use pinv::generate;
+use pinv::remerge::{run, RemergeOptions};
+use pinv::rules_loader::load_rules_dir;
+use pinv::store::memory::MemoryStore;
+use pinv::store::{ListPage, ListQuery, Store, StoreResult};
+
+fn shipped_rules() -> Rules {
+    load_rules_dir(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/merge-rules"
+    )))
+    .unwrap()
+}
+
+/// The shipped rules plus one file that puts billing first for `name`.
+fn billing_names_first() -> Rules {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/merge-rules"));
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            if name == "20-fields.toml" {
+                text = text.replace(
+                    "path = \"name\"\nstrategy = \"priority\"",
+                    "path = \"name\"\nstrategy = \"priority\"\nprecedence = [\"billing\", \"provisioning\"]",
+                );
+                assert!(text.contains("precedence = [\"billing\", \"provisioning\"]"));
+            }
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    Rules::from_files(&files).unwrap()
+}
+
+const BILLING_NAME: &str = "AT&T Dedicated Internet (ADI)";
+const PROVISIONING_NAME: &str = "ADI circuit";
+
+/// `both` products with a billing and a provisioning contribution, and `billing_only`
+/// products with only billing's, all merged under the shipped rules.
+async fn seeded(both: u64, billing_only: u64) -> Arc<dyn Store> {
+    let rules = Arc::new(shipped_rules());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    generate::generate(Arc::clone(&store), Arc::clone(&rules), 0, both, 7, |_| {})
+        .await
+        .unwrap();
+    for n in both..both + billing_only {
+        let mut record = generate::product(n, PinvId::new_v4(), &rules);
+        record
+            .contributions
+            .retain(|c| c.source.as_str() == "billing");
+        record.merged =
+            pinv::core::merge::merge(&record.id, &record.contributions, &record.links, &rules)
+                .document;
+        let set = WriteSet {
+            claim_keys: record
+                .match_keys
+                .iter()
+                .map(|k| (k.clone(), record.id))
+                .collect(),
+            products: vec![pinv::core::record::ProductWrite {
+                record,
+                expected_revision: None,
+            }],
+            ..Default::default()
+        };
+        store.commit(set).await.unwrap();
+    }
+    store
+}
+
+async fn all(store: &dyn Store) -> Vec<ProductRecord> {
+    store.scan(None, 10_000).await.unwrap()
+}
+
+fn options(dry_run: bool) -> RemergeOptions {
+    RemergeOptions {
+        dry_run,
+        filters: vec![],
+        batch: 4,
+    }
+}
+
+#[tokio::test]
+async fn a_precedence_swap_rewrites_exactly_the_affected_products_with_history() {
+    let store = seeded(10, 3).await;
+    let before = all(&*store).await;
+    assert!(before
+        .iter()
+        .filter(|r| r.contributions.len() == 2)
+        .all(|r| r.merged["name"] == PROVISIONING_NAME));
+
+    let mut out = Vec::new();
+    let summary = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &options(false),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            summary.scanned,
+            summary.changed,
+            summary.unchanged,
+            summary.failed
+        ),
+        (13, 10, 3, 0)
+    );
+    assert_eq!(summary.fields, BTreeMap::from([("name".to_owned(), 10)]));
+
+    for (old, new) in before.iter().zip(all(&*store).await) {
+        assert_eq!(old.id, new.id);
+        assert_eq!(new.merged["name"], BILLING_NAME);
+        if old.contributions.len() == 2 {
+            assert_eq!(new.revision, old.revision + 1);
+            let history = store.history(&new.id).await.unwrap();
+            let last = history.last().unwrap();
+            assert_eq!(last.event.source, "pinv-remerge");
+            assert_eq!(last.event.id, summary.run_id);
+            assert_eq!(last.revision, new.revision);
+            assert_eq!(last.patch[0]["path"], "/name");
+        } else {
+            assert_eq!(new, *old, "unaffected products are not written");
+        }
+    }
+
+    // Running again finds nothing left to do.
+    let again = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &options(false),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.changed, again.unchanged), (0, 13));
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_reports_the_same_counts() {
+    let store = seeded(6, 2).await;
+    let before = all(&*store).await;
+    let mut out = Vec::new();
+    let dry = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &options(true),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(all(&*store).await, before, "a dry run changes nothing");
+    let report = String::from_utf8(out).unwrap();
+    assert_eq!(report.lines().count(), 6, "{report}");
+    assert!(
+        report
+            .lines()
+            .all(|l| l.ends_with("\t1 patch operations\tname")),
+        "{report}"
+    );
+
+    let real = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &options(false),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (dry.scanned, dry.changed, dry.unchanged),
+        (real.scanned, real.changed, real.unchanged)
+    );
+    assert_eq!(dry.fields, real.fields);
+}
+
+#[tokio::test]
+async fn filters_limit_the_run_to_matching_products() {
+    let store = seeded(5, 0).await;
+    let target = all(&*store).await[2].clone();
+    let circuit = target.merged["externalReference"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let opts = RemergeOptions {
+        filters: vec![("externalReference.id".into(), circuit)],
+        ..options(false)
+    };
+    let summary = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &opts,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.scanned, summary.changed), (1, 1));
+    for r in all(&*store).await {
+        let expected = if r.id == target.id {
+            BILLING_NAME
+        } else {
+            PROVISIONING_NAME
+        };
+        assert_eq!(r.merged["name"], expected);
+    }
+}
+
+/// A store that lets a "live POST" change one product just before the re-merge's first
+/// write, i.e. after the re-merge read it.
+struct RacingStore {
+    inner: Arc<dyn Store>,
+    victim: PinvId,
+    raced: AtomicBool,
+}
+
+#[async_trait]
+impl Store for RacingStore {
+    async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        self.inner.resolve_keys(keys).await
+    }
+    async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        self.inner.get_products(ids).await
+    }
+    async fn get_processed(&self, s: &Source, e: &EventId) -> StoreResult<Option<ProcessedEvent>> {
+        self.inner.get_processed(s, e).await
+    }
+    async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        self.inner.waiters(keys).await
+    }
+    async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
+        self.inner.package_members(root).await
+    }
+    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+        if !self.raced.swap(true, Ordering::SeqCst) {
+            // The live write: billing reports a new status for the victim.
+            let mut record = self
+                .inner
+                .get_products(&[self.victim])
+                .await?
+                .pop()
+                .unwrap();
+            let billing = record
+                .contributions
+                .iter_mut()
+                .find(|c| c.source.as_str() == "billing")
+                .unwrap();
+            billing.value["status"] = "suspended".into();
+            billing.time += chrono::Duration::days(30);
+            record.merged["status"] = "suspended".into();
+            let expected = record.revision;
+            record.revision += 1;
+            self.inner
+                .commit(WriteSet {
+                    products: vec![pinv::core::record::ProductWrite {
+                        record,
+                        expected_revision: Some(expected),
+                    }],
+                    ..Default::default()
+                })
+                .await?;
+        }
+        self.inner.commit(set).await
+    }
+    async fn list(&self, q: &ListQuery) -> StoreResult<ListPage> {
+        self.inner.list(q).await
+    }
+    async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
+        self.inner.history(id).await
+    }
+    async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
+        self.inner.scan(after, limit).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_live_write_during_the_run_is_not_lost() {
+    let inner = seeded(4, 0).await;
+    let victim = all(&*inner).await[0].id;
+    let store: Arc<dyn Store> = Arc::new(RacingStore {
+        inner: Arc::clone(&inner),
+        victim,
+        raced: AtomicBool::new(false),
+    });
+    let summary = run(
+        store,
+        Arc::new(billing_names_first()),
+        &options(false),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.conflicts_retried >= 1, "{summary:?}");
+    assert_eq!((summary.changed, summary.failed), (4, 0));
+    let record = inner.get_products(&[victim]).await.unwrap().pop().unwrap();
+    assert_eq!(
+        record.merged["status"], "suspended",
+        "the live write survived"
+    );
+    assert_eq!(
+        record.merged["name"], BILLING_NAME,
+        "and the new rules were applied on top"
+    );
+    assert_eq!(record.revision, 3);
+}
