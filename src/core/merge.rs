@@ -86,36 +86,37 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
 
     // Every top-level (key, value) of every contribution, sorted by key and then rank:
     // one pass instead of a map lookup per key and contribution.
-    let mut entries: Vec<(&str, Cand<'_>)> = inputs
-        .iter()
-        .enumerate()
-        .flat_map(|(who, input)| {
-            input.fields.into_iter().flatten().map(move |(k, v)| {
-                let value = match input.relationships {
-                    Some(rel) if k == PRODUCT_RELATIONSHIP => rel,
-                    _ => v,
-                };
-                (k.as_str(), Cand { who, value })
-            })
-        })
-        .filter(|(k, _)| !matches!(*k, ID | HREF | EXTERNAL_IDENTIFIER))
-        .collect();
+    let total = inputs.iter().filter_map(|i| i.fields).map(Map::len).sum();
+    let mut entries: Vec<(&str, Cand<'_>)> = Vec::with_capacity(total);
+    for (who, input) in inputs.iter().enumerate() {
+        for (k, v) in input.fields.into_iter().flatten() {
+            let value = match (k.as_str(), input.relationships) {
+                (ID | HREF | EXTERNAL_IDENTIFIER, _) => continue,
+                (PRODUCT_RELATIONSHIP, Some(rewritten)) => rewritten,
+                _ => v,
+            };
+            entries.push((k.as_str(), Cand { who, value }));
+        }
+    }
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
+    let mut flat: Vec<Cand<'_>> = entries.iter().map(|e| e.1).collect();
 
     // Built as sorted pairs and inserted in order, so the key order is the same whether
     // or not serde_json preserves insertion order (bson turns `preserve_order` on).
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
-    for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
-        let key = same_key[0].0;
-        let cands: Vec<Cand<'_>> = same_key.iter().map(|e| e.1).collect();
+    let mut start = 0;
+    while start < entries.len() {
+        let key = entries[start].0;
+        let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
+        let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
-        if let Some(value) = merger.merge_field(tree.child(RuleTree::ROOT, key), cands) {
+        if let Some(value) = merger.merge_field(node, &mut flat[start..end]) {
             fields.push((key.to_owned(), value));
-            provenance
-                .fields
-                .insert(key.to_owned(), merger.contributors(rules.fields.get(key)));
+            let sources = merger.contributors(tree.rule(node));
+            provenance.fields.insert(key.to_owned(), sources);
         }
+        start = end;
     }
 
     if let Some((value, sources)) = external_identifiers(&inputs) {
@@ -284,7 +285,7 @@ impl<'a> Groups<'a> {
             let ok = k > 0
                 && e.value.as_object().is_some_and(|o| {
                     key.iter()
-                        .all(|f| o.get(f.as_ref()).map(|v| keys.push(v)).is_some())
+                        .all(|f| small_get(o, f.as_ref()).map(|v| keys.push(v)).is_some())
                 });
             if !ok {
                 keys.truncate(start);
@@ -294,7 +295,7 @@ impl<'a> Groups<'a> {
         }
 
         let mut next = vec![usize::MAX; elements.len()];
-        let mut groups: Vec<Group> = Vec::new();
+        let mut groups: Vec<Group> = Vec::with_capacity(elements.len());
         for (i, e) in elements.iter().enumerate() {
             let own = &keys[i * k..(i + 1) * k];
             let found = groups.iter_mut().find(|g| {
@@ -338,6 +339,16 @@ impl<'a> Groups<'a> {
     }
 }
 
+/// `object[key]`. Array elements are small objects, where comparing a few keys is
+/// cheaper than hashing one (serde_json's map is an `IndexMap` here, see `merge`).
+fn small_get<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    if object.len() <= 8 {
+        object.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        object.get(key)
+    }
+}
+
 /// `null`, `""`, `[]` and `{}`: absent unless a rule keeps them.
 fn is_empty(value: &Value) -> bool {
     match value {
@@ -351,15 +362,16 @@ fn is_empty(value: &Value) -> bool {
 
 /// The rule paths as a tree (`relatedParty` -> `partyOrPartyRole` -> `contactMedium`),
 /// so that a walk finds the rule of a key, and whether any rule lies below it, by
-/// comparing one short key per level.
+/// comparing one short key per level. Stored flat (one allocation): rule sets are small.
 struct RuleTree<'r> {
     nodes: Vec<RuleNode<'r>>,
 }
 
 struct RuleNode<'r> {
+    parent: usize,
+    key: &'r str,
     rule: Option<&'r FieldRule>,
-    /// Child key -> node index.
-    children: Vec<(&'r str, usize)>,
+    has_children: bool,
 }
 
 impl<'r> RuleTree<'r> {
@@ -367,38 +379,42 @@ impl<'r> RuleTree<'r> {
     const ROOT: usize = 0;
 
     fn new(rules: &'r Rules) -> Self {
-        let mut nodes = vec![RuleNode {
+        let mut tree = Self {
+            nodes: Vec::with_capacity(rules.fields.len() * 2 + 1),
+        };
+        tree.nodes.push(RuleNode {
+            parent: usize::MAX,
+            key: "",
             rule: None,
-            children: Vec::new(),
-        }];
+            has_children: false,
+        });
         for rule in rules.fields.values() {
             let mut node = Self::ROOT;
             for key in rule.path.split('.') {
-                node = match nodes[node].children.iter().find(|(k, _)| *k == key) {
-                    Some(&(_, child)) => child,
+                node = match tree.child(node, key) {
+                    Some(child) => child,
                     None => {
-                        nodes.push(RuleNode {
+                        tree.nodes[node].has_children = true;
+                        tree.nodes.push(RuleNode {
+                            parent: node,
+                            key,
                             rule: None,
-                            children: Vec::new(),
+                            has_children: false,
                         });
-                        let child = nodes.len() - 1;
-                        nodes[node].children.push((key, child));
-                        child
+                        tree.nodes.len() - 1
                     }
                 };
             }
-            nodes[node].rule = Some(rule);
+            tree.nodes[node].rule = Some(rule);
         }
-        Self { nodes }
+        tree
     }
 
     /// The node of `key` below `node`; `None` when no rule is at or below it.
     fn child(&self, node: usize, key: &str) -> Option<usize> {
-        self.nodes[node]
-            .children
+        self.nodes
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|&(_, child)| child)
+            .position(|n| n.parent == node && n.key == key)
     }
 
     fn rule(&self, node: Option<usize>) -> Option<&'r FieldRule> {
@@ -406,7 +422,7 @@ impl<'r> RuleTree<'r> {
     }
 
     fn has_rules_below(&self, node: Option<usize>) -> bool {
-        node.is_some_and(|n| !self.nodes[n].children.is_empty())
+        node.is_some_and(|n| self.nodes[n].has_children)
     }
 }
 
@@ -421,46 +437,46 @@ struct Merger<'r, 'a> {
 impl<'a> Merger<'_, 'a> {
     /// Chooses the value of the field at rule-tree `node` among `cands` (the values of
     /// every contribution that has the key, in default order). `None` omits the field.
-    fn merge_field(&mut self, node: Option<usize>, mut cands: Vec<Cand<'a>>) -> Option<Value> {
+    /// `cands` is scratch: it is reordered in place.
+    fn merge_field(&mut self, node: Option<usize>, cands: &mut [Cand<'a>]) -> Option<Value> {
         let rule = self.tree.rule(node);
+        let mut cands = cands;
         if let Some(rule) = rule {
             if rule.strategy == Strategy::Owner {
-                cands.retain(|c| rule.owners.contains(self.inputs[c.who].source));
+                let inputs = self.inputs;
+                let owners = keep_first(cands, |c| rule.owners.contains(inputs[c.who].source));
+                cands = &mut cands[..owners];
                 // Stable, so elements keep their order within a contribution.
-                cands.sort_by_key(|c| {
-                    rule.owners
-                        .iter()
-                        .position(|o| o == self.inputs[c.who].source)
-                });
+                cands.sort_by_key(|c| rule.owners.iter().position(|o| o == inputs[c.who].source));
             } else if let Some(order) = &rule.precedence {
-                self.sort_by_order(&mut cands, order);
+                self.sort_by_order(cands, order);
             }
         }
-        let keep_empty = rule.is_some_and(|r| r.keep_empty);
-        if !keep_empty && cands.iter().all(|c| is_empty(c.value)) {
-            // Only empty values (or none): the first-ranked one stands, so a single
-            // contribution merges to itself.
-            return cands.first().map(|&c| self.take(c));
-        }
-        if !keep_empty {
-            cands.retain(|c| !is_empty(c.value));
+        if !rule.is_some_and(|r| r.keep_empty) {
+            let present = keep_first(cands, |c| !is_empty(c.value));
+            if present == 0 {
+                // Only empty values (or none): the first-ranked one stands, so a single
+                // contribution merges to itself. `keep_first` left the rest in order.
+                return cands.first().map(|&c| self.take(c));
+            }
+            cands = &mut cands[..present];
         }
 
         match rule.map(|r| r.strategy) {
             None => {
                 if self.tree.has_rules_below(node) && cands.iter().all(|c| c.value.is_object()) {
-                    Some(self.merge_objects(node.expect("rules below a node"), &cands))
+                    Some(self.merge_objects(node.expect("rules below a node"), cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
             }
             Some(Strategy::Priority | Strategy::Owner) => Some(self.take(cands[0])),
-            Some(Strategy::Recency) => Some(self.take(self.by_time(&cands, true))),
-            Some(Strategy::Oldest) => Some(self.take(self.by_time(&cands, false))),
+            Some(Strategy::Recency) => Some(self.take(self.by_time(cands, true))),
+            Some(Strategy::Oldest) => Some(self.take(self.by_time(cands, false))),
             Some(Strategy::Union) => {
                 let rule = rule.expect("a strategy comes from a rule");
                 if cands.iter().all(|c| c.value.is_array()) {
-                    Some(self.union(node, rule, &cands))
+                    Some(self.union(node, rule, cands))
                 } else {
                     Some(self.take(cands[0]))
                 }
@@ -470,41 +486,69 @@ impl<'a> Merger<'_, 'a> {
 
     /// Merges objects key by key, each key by the rules at its own path (below `node`).
     fn merge_objects(&mut self, node: usize, cands: &[Cand<'a>]) -> Value {
+        if let [only] = cands {
+            return self.walk_object(node, *only);
+        }
         // Every (key, value) of every object, sorted by key: one pass instead of a map
         // lookup per key and object. The parent may have been in its own order; a key
         // has the default one (by `who`) unless its rule says otherwise, and equal `who`
         // keep their order (`seq`).
-        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = cands
+        let total = cands
             .iter()
-            .enumerate()
-            .flat_map(|(seq, c)| {
-                c.value
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(move |(k, value)| (k.as_str(), seq, Cand { who: c.who, value }))
-            })
-            .collect();
+            .map(|c| c.value.as_object().map_or(0, Map::len))
+            .sum();
+        let mut entries: Vec<(&'a str, usize, Cand<'a>)> = Vec::with_capacity(total);
+        for (seq, c) in cands.iter().enumerate() {
+            for (k, value) in c.value.as_object().into_iter().flatten() {
+                entries.push((k.as_str(), seq, Cand { who: c.who, value }));
+            }
+        }
         entries
             .sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.2.who.cmp(&b.2.who)).then(a.1.cmp(&b.1)));
+        // The candidates of all keys, side by side, so each key gets a slice of them.
+        let mut flat: Vec<Cand<'a>> = entries.iter().map(|e| e.2).collect();
 
         let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
         let mut out = Map::with_capacity(distinct);
-        for same_key in entries.chunk_by(|a, b| a.0 == b.0) {
-            let key = same_key[0].0;
+        let mut start = 0;
+        while start < entries.len() {
+            let key = entries[start].0;
+            let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
+            let same_key = &mut flat[start..end];
             let merged = match self.tree.child(node, key) {
-                // No rule at or below: plain priority, without gathering candidates.
+                // No rule at or below: plain priority.
                 None => {
-                    let first = same_key.iter().map(|e| e.2).find(|c| !is_empty(c.value));
-                    Some(self.take(first.unwrap_or(same_key[0].2)))
+                    let first = same_key.iter().find(|c| !is_empty(c.value));
+                    Some(self.take(*first.unwrap_or(&same_key[0])))
                 }
-                child => {
-                    let sub: Vec<Cand<'a>> = same_key.iter().map(|e| e.2).collect();
-                    self.merge_field(child, sub)
-                }
+                child => self.merge_field(child, same_key),
             };
             if let Some(value) = merged {
                 out.insert(key.to_owned(), value);
+            }
+            start = end;
+        }
+        Value::Object(out)
+    }
+
+    /// [`Self::merge_objects`] of a single object: its keys in their order, nothing to
+    /// sort or gather. Only keys with rules at or below them are walked.
+    fn walk_object(&mut self, node: usize, only: Cand<'a>) -> Value {
+        let Some(object) = only.value.as_object() else {
+            return self.take(only);
+        };
+        let mut out = Map::with_capacity(object.len());
+        for (key, value) in object {
+            let cand = Cand {
+                who: only.who,
+                value,
+            };
+            let merged = match self.tree.child(node, key) {
+                None => Some(self.take(cand)),
+                child => self.merge_field(child, &mut [cand]),
+            };
+            if let Some(value) = merged {
+                out.insert(key.clone(), value);
             }
         }
         Value::Object(out)
@@ -512,17 +556,18 @@ impl<'a> Merger<'_, 'a> {
 
     /// Unions the arrays of `cands` (in order) under `rule`.
     fn union(&mut self, node: Option<usize>, rule: &FieldRule, cands: &[Cand<'a>]) -> Value {
-        let elements: Vec<Cand<'a>> = cands
+        let total = cands
             .iter()
-            .flat_map(|c| {
-                c.value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|value| Cand { who: c.who, value })
-            })
-            .filter(|e| rule.keep_empty || !is_empty(e.value))
-            .collect();
+            .map(|c| c.value.as_array().map_or(0, Vec::len))
+            .sum();
+        let mut elements: Vec<Cand<'a>> = Vec::with_capacity(total);
+        for c in cands {
+            for value in c.value.as_array().into_iter().flatten() {
+                if rule.keep_empty || !is_empty(value) {
+                    elements.push(Cand { who: c.who, value });
+                }
+            }
+        }
         let groups = Groups::new(&rule.key, elements);
 
         let walk_elements =
@@ -587,32 +632,37 @@ impl<'a> Merger<'_, 'a> {
 
     /// The sources recorded for the current top-level field, in its order.
     fn contributors(&mut self, rule: Option<&FieldRule>) -> Vec<Source> {
-        let mut used = std::mem::take(&mut self.used);
+        let inputs = self.inputs;
+        let used = &mut self.used;
         used.sort_unstable();
         used.dedup();
-        let mut cands: Vec<Cand<'_>> = used
-            .iter()
-            .map(|&who| Cand {
-                who,
-                value: &Value::Null,
-            })
-            .collect();
         match rule {
             Some(r) if r.strategy == Strategy::Owner => {
-                cands.sort_by_key(|c| r.owners.iter().position(|o| o == self.inputs[c.who].source));
+                used.sort_by_key(|&who| r.owners.iter().position(|o| o == inputs[who].source));
             }
             Some(FieldRule {
                 precedence: Some(order),
                 ..
-            }) => self.sort_by_order(&mut cands, order),
+            }) => used.sort_by(|&a, &b| {
+                Rules::rank(order, inputs[a].source).cmp(&Rules::rank(order, inputs[b].source))
+            }),
             _ => {}
         }
-        self.used = used;
-        cands
-            .into_iter()
-            .map(|c| self.inputs[c.who].source.clone())
-            .collect()
+        used.iter().map(|&who| inputs[who].source.clone()).collect()
     }
+}
+
+/// Moves the elements that satisfy `keep` to the front, in their order, and returns how
+/// many there are. When none does, the slice is left as it was.
+fn keep_first<T: Copy>(items: &mut [T], keep: impl Fn(&T) -> bool) -> usize {
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if keep(&items[i]) {
+            items.swap(kept, i);
+            kept += 1;
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
