@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::core::merge::merge;
 use crate::core::package::Links;
 use crate::core::record::{
-    Contribution, EventRef, HistoryEntry, ProductRecord, ProductWrite, WriteSet,
+    patch_between, Contribution, EventRef, HistoryEntry, ProductRecord, ProductWrite, WriteSet,
 };
 use crate::core::rules::Rules;
 use crate::core::{identity, EventId, MatchKey, PinvId, Source};
@@ -136,15 +136,13 @@ fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
         for key in &record.match_keys {
             set.claim_keys.push((key.clone(), record.id));
         }
-        let empty = Value::Object(Default::default());
         set.history.push(HistoryEntry {
             product: record.id,
             revision: 1,
             time: now,
             event: run.clone(),
             rules_hash: rules.hash.clone(),
-            patch: serde_json::to_value(json_patch::diff(&empty, &record.merged))
-                .expect("a patch serialises"),
+            patch: patch_between(None, &record.merged),
         });
         set.products.push(ProductWrite {
             record,

@@ -15,7 +15,8 @@ use crate::core::envelope::{Envelope, Headers, Payload};
 use crate::core::merge::merge;
 use crate::core::package::{self, Resolution};
 use crate::core::record::{
-    Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite, WriteSet,
+    patch_between, Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductRecord,
+    ProductWrite, WriteSet,
 };
 use crate::core::rules::{Role, Rules};
 use crate::core::{identity, MatchKey, PinvId, Violation};
@@ -64,8 +65,8 @@ pub enum PlanError {
     Inconsistent,
 }
 
-/// Hex SHA-256 of the canonical JSON text of `value` (object keys are sorted).
-pub fn digest(value: &Value) -> String {
+/// Hex SHA-256 of the JSON text of `value`.
+pub fn digest<T: serde::Serialize + ?Sized>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).expect("a Value always serialises");
     let hash = Sha256::digest(&bytes);
     hash.iter().map(|b| format!("{b:02x}")).collect()
@@ -82,10 +83,11 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Vec<Violation
         Payload::Single(v) => (vec![v], false),
         Payload::Package(vs) => (vs, true),
     };
-    let digest = digest(&match is_package {
-        true => Value::Array(values.clone()),
-        false => values[0].clone(),
-    });
+    // A package's digest is that of the array itself: same bytes as `Value::Array`.
+    let digest = match is_package {
+        true => digest(&values),
+        false => digest(&values[0]),
+    };
     let mut violations = Vec::new();
     let parts: Vec<Part> = values
         .into_iter()
@@ -454,15 +456,13 @@ pub fn plan(
         if original != Some(&record) {
             record.revision = original.map_or(1, |o| o.revision + 1);
             if merged_changed {
-                let empty = Value::Object(Default::default());
-                let patch = json_patch::diff(old_merged.unwrap_or(&empty), &record.merged);
                 write.history.push(HistoryEntry {
                     product: id,
                     revision: record.revision,
                     time: now,
                     event: event_ref.clone(),
                     rules_hash: rules.hash.clone(),
-                    patch: serde_json::to_value(patch).expect("a patch serialises"),
+                    patch: patch_between(old_merged, &record.merged),
                 });
                 if !posted.contains(&id) {
                     changed_others.push(id);

@@ -115,3 +115,58 @@ pub struct WriteSet {
     /// The event to remember; refused if the (source, event id) is already remembered.
     pub processed: Option<ProcessedEvent>,
 }
+
+/// The RFC 6902 patch (as JSON) from `old` (`None`: no document yet, i.e. `{}`) to `new`.
+///
+/// A first document is one `add` per attribute, built directly: going through
+/// `json_patch::diff` and `serde_json::to_value` would copy the whole document twice on
+/// every product creation.
+pub fn patch_between(old: Option<&Value>, new: &Value) -> Value {
+    match (old, new) {
+        (None, Value::Object(attributes)) => Value::Array(
+            attributes
+                .iter()
+                .map(|(key, value)| {
+                    let mut op = serde_json::Map::with_capacity(3);
+                    op.insert("op".to_owned(), Value::from("add"));
+                    op.insert(
+                        "path".to_owned(),
+                        Value::from(format!("/{}", crate::core::pointer_token(key))),
+                    );
+                    op.insert("value".to_owned(), value.clone());
+                    Value::Object(op)
+                })
+                .collect(),
+        ),
+        _ => {
+            let empty = Value::Object(Default::default());
+            let patch = json_patch::diff(old.unwrap_or(&empty), new);
+            serde_json::to_value(patch).expect("a patch serialises")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_patch_takes_the_old_document_to_the_new_one() {
+        let cases = [
+            (None, json!({"a/b": 1, "c~": {"d": [1, 2]}, "e": ""})),
+            (
+                Some(json!({"a": 1, "b": [1]})),
+                json!({"a": 2, "b": [1, 3], "c": null}),
+            ),
+            (Some(json!({"a": 1})), json!({})),
+        ];
+        for (old, new) in cases {
+            let patch = patch_between(old.as_ref(), &new);
+            let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+            let mut doc = old.unwrap_or_else(|| json!({}));
+            json_patch::patch(&mut doc, &patch).unwrap();
+            assert_eq!(doc, new);
+        }
+    }
+}

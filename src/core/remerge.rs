@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::core::merge::merge;
-use crate::core::record::{EventRef, HistoryEntry, ProductRecord, ProductWrite};
+use crate::core::record::{patch_between, EventRef, HistoryEntry, ProductRecord, ProductWrite};
 use crate::core::rules::Rules;
 
 /// The source recorded in history entries written by a batch re-merge.
@@ -38,21 +38,21 @@ pub fn remerge(
     if merged == record.merged {
         return None;
     }
-    let patch = json_patch::diff(&record.merged, &merged);
+    let patch = patch_between(Some(&record.merged), &merged);
     let changed_fields = changed_fields(&record.merged, &merged);
     let mut next = record.clone();
     next.merged = merged;
     next.revision = record.revision + 1;
     next.rules_hash = rules.hash.clone();
     Some(Remerged {
-        patch_ops: patch.0.len(),
+        patch_ops: patch.as_array().map_or(0, Vec::len),
         history: HistoryEntry {
             product: record.id,
             revision: next.revision,
             time: now,
             event: run.clone(),
             rules_hash: rules.hash.clone(),
-            patch: serde_json::to_value(patch).expect("a patch serialises"),
+            patch,
         },
         write: ProductWrite {
             record: next,
