@@ -1,7 +1,11 @@
 //! Merge cost against the PINV.md §10 target: merging three seed-sized contributions
 //! should cost no more than one serde_json parse + serialize of one such document.
 //!
-//! `cargo bench --bench merge`
+//! `cargo bench --bench merge`. Also measures schema validation of one seed body, the
+//! other per-POST cost of the core.
+//!
+//! The bench uses the allocator of the `pinv` binary (mimalloc) for every measurement, so
+//! the numbers are those of the service.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,9 @@ use pinv::core::merge::merge;
 use pinv::core::package::Links;
 use pinv::core::record::Contribution;
 use pinv::core::{EventId, PinvId, Source};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,6 +72,18 @@ fn merge_vs_parse(c: &mut Criterion) {
         b.iter(|| {
             let value: Value = serde_json::from_slice(black_box(&seed)).expect("parse");
             serde_json::to_vec(&value).expect("serialize")
+        })
+    });
+    let schemas = pinv::core::schema::Schemas::compile().expect("the schemas compile");
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(golden("billing-adi.json")).expect("fixture"),
+    )
+    .expect("fixture is JSON");
+    group.bench_function("schema_validation_of_one_seed_body", |b| {
+        b.iter(|| {
+            let envelope = schemas.validate_envelope(black_box(&body));
+            let product = schemas.validate_product(black_box(&body["value"]), "/value");
+            assert!(envelope.is_empty() && product.is_empty());
         })
     });
     group.finish();

@@ -420,19 +420,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "timing probe, run by hand with --release"]
-    fn validation_cost_probe() {
-        let s = schemas();
-        let body = seed();
-        let start = std::time::Instant::now();
-        for _ in 0..10_000 {
-            assert!(s.validate_envelope(&body).is_empty());
-            assert!(s.validate_product(&body["value"], "/value").is_empty());
-        }
-        eprintln!("per body: {:?}", start.elapsed() / 10_000);
-    }
-
-    #[test]
     fn envelope_refuses_extra_top_level_keys() {
         let mut body = seed();
         body["extra"] = json!(1);
