@@ -893,7 +893,11 @@ DD = ["PR-DD-*"]
             assert_eq!(rule.element_strategy, ElementStrategy::Merge, "{path}");
             assert!(!rule.keep_empty, "{path}");
         }
-        assert_eq!(r.fields.len(), 11);
+        assert_eq!(
+            r.fields["productSpecification.version"].strategy,
+            Strategy::Priority
+        );
+        assert_eq!(r.fields.len(), 12);
     }
 
     #[test]
