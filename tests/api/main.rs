@@ -7,6 +7,7 @@ mod errors;
 mod health;
 mod helpers;
 mod metrics;
+mod mongo_instances;
 mod openapi;
 mod packages;
 mod products;
