@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod metrics;
 mod mongo_instances;
+mod mongo_outage;
 mod openapi;
 mod packages;
 mod products;

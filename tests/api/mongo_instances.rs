@@ -19,7 +19,9 @@ use pinv::store::mongo::{MongoOptions, MongoStore};
 use serde_json::Value;
 use tokio::sync::Barrier;
 
-use crate::helpers::{product_with_circuit, small_event, spawn_app_with, test_settings, TestApp};
+use crate::helpers::{
+    not_run, product_with_circuit, small_event, spawn_app_with, test_settings, TestApp,
+};
 
 const URI_VAR: &str = "PINV_TEST_MONGODB_URI";
 const ISOLATED_VAR: &str = "PINV_TEST_MONGODB_ISOLATED";
@@ -32,20 +34,20 @@ fn flag(name: &str) -> bool {
 /// The URI to run against, or `None` after printing why the test does not run.
 fn server_under_test(test: &str) -> Option<String> {
     let Some(uri) = std::env::var(URI_VAR).ok().filter(|u| !u.is_empty()) else {
-        eprintln!(
+        not_run(format!(
             "NOT RUN: {test} needs a MongoDB server: set {URI_VAR} (a replica set) and \
              {ISOLATED_VAR}=1"
-        );
+        ));
         return None;
     };
     if !flag(ISOLATED_VAR) {
-        eprintln!(
+        not_run(format!(
             "NOT RUN: {test}: the server at {URI_VAR} is not declared to isolate concurrent \
              transactions ({ISOLATED_VAR}=1); nx-27017 does not, and two PINV instances on it \
              interleave their transactions (docs/mongodb.md). Run it against a MongoDB replica \
              set: {URI_VAR}='mongodb://host:27017/?replicaSet=rs0' {ISOLATED_VAR}=1 \
              cargo test --test api mongo_instances"
-        );
+        ));
         return None;
     }
     Some(uri)
@@ -139,5 +141,8 @@ async fn two_instances_racing_on_one_circuit_create_one_product() {
             );
         }
     }
-    store_a.drop_database().await.expect("drop the test database");
+    store_a
+        .drop_database()
+        .await
+        .expect("drop the test database");
 }
