@@ -59,6 +59,18 @@ pub struct ConfigFlags {
     /// MongoDB database [env: PINV_MONGODB_DATABASE] (default pinv).
     #[arg(long)]
     pub mongodb_database: Option<String>,
+    /// MongoDB write concern: majority, a number of nodes, or a tag
+    /// [env: PINV_MONGODB_WRITE_CONCERN] (default majority).
+    #[arg(long)]
+    pub mongodb_write_concern: Option<String>,
+    /// Bound on every MongoDB call, in milliseconds [env: PINV_MONGODB_TIMEOUT_MS]
+    /// (default 5000).
+    #[arg(long)]
+    pub mongodb_timeout_ms: Option<String>,
+    /// One MongoDB call at a time, for test servers without transaction isolation such as
+    /// nx-27017 (never for MongoDB) [env: PINV_MONGODB_ONE_AT_A_TIME] (default false).
+    #[arg(long)]
+    pub mongodb_one_at_a_time: Option<String>,
     /// Merge-rules directory [env: PINV_RULES_DIR] (default ./merge-rules).
     #[arg(long)]
     pub rules_dir: Option<String>,
@@ -85,6 +97,9 @@ impl ConfigFlags {
             bind: self.bind.clone(),
             store: self.store.clone(),
             mongodb_database: self.mongodb_database.clone(),
+            mongodb_write_concern: self.mongodb_write_concern.clone(),
+            mongodb_timeout_ms: self.mongodb_timeout_ms.clone(),
+            mongodb_one_at_a_time: self.mongodb_one_at_a_time.clone(),
             rules_dir: self.rules_dir.clone(),
             jwt_secret: None,
             jwt_public_key_file: self.jwt_public_key_file.clone(),
@@ -331,7 +346,7 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
         batch: args.batch,
     };
     runtime()?.block_on(async move {
-        let store = crate::startup::open_store(&settings.store, &settings.mongodb_database)
+        let store = crate::startup::open_store(&settings)
             .await
             .map_err(|e| e.to_string())?;
         eprintln!(
@@ -364,7 +379,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     let rules =
         crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
     runtime()?.block_on(async move {
-        let store = crate::startup::open_store(&settings.store, &settings.mongodb_database)
+        let store = crate::startup::open_store(&settings)
             .await
             .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default `PINV_BIND`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -14,6 +15,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_STORE: &str = "./pinv-data";
 /// Default `PINV_MONGODB_DATABASE`.
 pub const DEFAULT_MONGODB_DATABASE: &str = "pinv";
+/// Default `PINV_MONGODB_WRITE_CONCERN`.
+pub const DEFAULT_MONGODB_WRITE_CONCERN: WriteConcernSetting = WriteConcernSetting::Majority;
+/// Default `PINV_MONGODB_TIMEOUT_MS` (5 s).
+pub const DEFAULT_MONGODB_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Default `PINV_RULES_DIR`.
 pub const DEFAULT_RULES_DIR: &str = "./merge-rules";
 /// Default `PINV_MAX_BODY_BYTES` (1 MiB).
@@ -54,6 +59,56 @@ impl fmt::Display for StoreSetting {
             Self::Memory => f.write_str("memory"),
             // The URI may carry a password: never print it.
             Self::Mongo(_) => f.write_str("mongodb"),
+        }
+    }
+}
+
+/// The MongoDB write concern `w` (`PINV_MONGODB_WRITE_CONCERN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteConcernSetting {
+    /// `majority`: acknowledged once a majority of the replica set has the write.
+    Majority,
+    /// A number of nodes (at least 1: PINV needs every write acknowledged).
+    Nodes(u32),
+    /// A custom write-concern name (a tag set configured on the replica set).
+    Tag(String),
+}
+
+impl WriteConcernSetting {
+    /// Reads `majority`, a positive number of nodes, or a tag name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s == "majority" {
+            return Ok(Self::Majority);
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return match s.parse::<u32>() {
+                // w=0 is fire-and-forget: a 2xx would no longer mean the product is stored.
+                Ok(0) => {
+                    Err("'0' (unacknowledged) is not allowed: use 1, majority or a tag".into())
+                }
+                Ok(n) => Ok(Self::Nodes(n)),
+                Err(_) => Err(format!("'{s}' is too large a number of nodes")),
+            };
+        }
+        if s.starts_with('-') || s.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "'{s}' is not 1, majority, a number of nodes or a tag name"
+            ));
+        }
+        Ok(Self::Tag(s.to_owned()))
+    }
+}
+
+impl fmt::Display for WriteConcernSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Majority => f.write_str("majority"),
+            Self::Nodes(n) => write!(f, "{n}"),
+            Self::Tag(t) => f.write_str(t),
         }
     }
 }
@@ -129,6 +184,13 @@ pub struct Settings {
     pub store: StoreSetting,
     /// MongoDB database name.
     pub mongodb_database: String,
+    /// MongoDB write concern `w`.
+    pub mongodb_write_concern: WriteConcernSetting,
+    /// Bound on MongoDB server selection, connecting, and every store call.
+    pub mongodb_timeout: Duration,
+    /// Run one MongoDB store call at a time (for test servers that do not isolate
+    /// concurrent transactions, such as nx-27017; never for MongoDB).
+    pub mongodb_one_at_a_time: bool,
     /// Merge-rules directory.
     pub rules_dir: PathBuf,
     /// Token validation.
@@ -145,6 +207,9 @@ impl Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: StoreSetting::Memory,
             mongodb_database: DEFAULT_MONGODB_DATABASE.into(),
+            mongodb_write_concern: DEFAULT_MONGODB_WRITE_CONCERN,
+            mongodb_timeout: DEFAULT_MONGODB_TIMEOUT,
+            mongodb_one_at_a_time: false,
             rules_dir: rules_dir.into(),
             jwt: JwtSettings {
                 key: Some(JwtKey::Hs256 {
@@ -186,6 +251,12 @@ pub struct RawSettings {
     pub store: Option<String>,
     /// `PINV_MONGODB_DATABASE` / `--mongodb-database`.
     pub mongodb_database: Option<String>,
+    /// `PINV_MONGODB_WRITE_CONCERN` / `--mongodb-write-concern`.
+    pub mongodb_write_concern: Option<String>,
+    /// `PINV_MONGODB_TIMEOUT_MS` / `--mongodb-timeout-ms`.
+    pub mongodb_timeout_ms: Option<String>,
+    /// `PINV_MONGODB_ONE_AT_A_TIME` / `--mongodb-one-at-a-time`.
+    pub mongodb_one_at_a_time: Option<String>,
     /// `PINV_RULES_DIR` / `--rules-dir`.
     pub rules_dir: Option<String>,
     /// `PINV_JWT_SECRET` / `--jwt-secret`.
@@ -211,6 +282,9 @@ impl RawSettings {
             bind: get("PINV_BIND"),
             store: get("PINV_STORE"),
             mongodb_database: get("PINV_MONGODB_DATABASE"),
+            mongodb_write_concern: get("PINV_MONGODB_WRITE_CONCERN"),
+            mongodb_timeout_ms: get("PINV_MONGODB_TIMEOUT_MS"),
+            mongodb_one_at_a_time: get("PINV_MONGODB_ONE_AT_A_TIME"),
             rules_dir: get("PINV_RULES_DIR"),
             jwt_secret: get("PINV_JWT_SECRET"),
             jwt_public_key_file: get("PINV_JWT_PUBLIC_KEY_FILE"),
@@ -232,6 +306,9 @@ impl RawSettings {
             bind: flags.bind.or(self.bind),
             store: flags.store.or(self.store),
             mongodb_database: flags.mongodb_database.or(self.mongodb_database),
+            mongodb_write_concern: flags.mongodb_write_concern.or(self.mongodb_write_concern),
+            mongodb_timeout_ms: flags.mongodb_timeout_ms.or(self.mongodb_timeout_ms),
+            mongodb_one_at_a_time: flags.mongodb_one_at_a_time.or(self.mongodb_one_at_a_time),
             rules_dir: flags.rules_dir.or(self.rules_dir),
             jwt_secret: flags.jwt_secret.or(self.jwt_secret),
             jwt_public_key_file: flags.jwt_public_key_file.or(self.jwt_public_key_file),
@@ -268,6 +345,36 @@ impl RawSettings {
                 format!("'{mongodb_database}' contains a character MongoDB does not allow in a database name"),
             ));
         }
+
+        let mongodb_write_concern = match &self.mongodb_write_concern {
+            None => DEFAULT_MONGODB_WRITE_CONCERN,
+            Some(text) => WriteConcernSetting::parse(text)
+                .map_err(|p| ConfigError::new("PINV_MONGODB_WRITE_CONCERN", p))?,
+        };
+
+        let mongodb_timeout = match &self.mongodb_timeout_ms {
+            None => DEFAULT_MONGODB_TIMEOUT,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError::new(
+                        "PINV_MONGODB_TIMEOUT_MS",
+                        format!("'{text}' is not a positive number of milliseconds"),
+                    ))
+                }
+            },
+        };
+
+        let mongodb_one_at_a_time = match self.mongodb_one_at_a_time.as_deref().map(str::trim) {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "PINV_MONGODB_ONE_AT_A_TIME",
+                    format!("'{other}' is not true, false, 1 or 0"),
+                ))
+            }
+        };
 
         let rules_dir = PathBuf::from(self.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR));
 
@@ -340,6 +447,9 @@ impl RawSettings {
             bind,
             store,
             mongodb_database,
+            mongodb_write_concern,
+            mongodb_timeout,
+            mongodb_one_at_a_time,
             rules_dir,
             jwt: JwtSettings {
                 key,
@@ -372,6 +482,9 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.store, StoreSetting::Embedded("./pinv-data".into()));
         assert_eq!(s.mongodb_database, "pinv");
+        assert_eq!(s.mongodb_write_concern, WriteConcernSetting::Majority);
+        assert_eq!(s.mongodb_timeout, Duration::from_millis(5000));
+        assert!(!s.mongodb_one_at_a_time);
         assert_eq!(s.rules_dir, PathBuf::from("./merge-rules"));
         assert_eq!(s.jwt, JwtSettings::default());
         assert_eq!(s.max_body_bytes, 1_048_576);
@@ -502,5 +615,79 @@ mod tests {
             .parse()
             .unwrap_err();
         assert_eq!(e.variable, "PINV_MONGODB_DATABASE");
+    }
+
+    #[test]
+    fn write_concern_is_majority_a_number_of_nodes_or_a_tag() {
+        let wc = |v: &str| {
+            env(&[("PINV_MONGODB_WRITE_CONCERN", v)])
+                .parse()
+                .map(|s| s.mongodb_write_concern)
+        };
+        assert_eq!(wc("majority"), Ok(WriteConcernSetting::Majority));
+        assert_eq!(wc("1"), Ok(WriteConcernSetting::Nodes(1)));
+        assert_eq!(wc(" 3 "), Ok(WriteConcernSetting::Nodes(3)));
+        assert_eq!(wc("twoDCs"), Ok(WriteConcernSetting::Tag("twoDCs".into())));
+        assert_eq!(WriteConcernSetting::Nodes(2).to_string(), "2");
+        assert_eq!(WriteConcernSetting::Majority.to_string(), "majority");
+    }
+
+    #[test]
+    fn unacknowledged_or_malformed_write_concern_is_refused() {
+        for v in ["0", "-1", "two words", "99999999999"] {
+            let e = env(&[("PINV_MONGODB_WRITE_CONCERN", v)])
+                .parse()
+                .unwrap_err();
+            assert_eq!(e.variable, "PINV_MONGODB_WRITE_CONCERN", "{v}");
+            assert!(
+                e.to_string().starts_with("PINV_MONGODB_WRITE_CONCERN: "),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn mongodb_timeout_is_positive_milliseconds() {
+        let s = env(&[("PINV_MONGODB_TIMEOUT_MS", "250")]).parse().unwrap();
+        assert_eq!(s.mongodb_timeout, Duration::from_millis(250));
+        for v in ["0", "-5", "5s", "1.5"] {
+            let e = env(&[("PINV_MONGODB_TIMEOUT_MS", v)]).parse().unwrap_err();
+            assert_eq!(e.variable, "PINV_MONGODB_TIMEOUT_MS", "{v}");
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_is_a_boolean() {
+        let on = |v: &str| {
+            env(&[("PINV_MONGODB_ONE_AT_A_TIME", v)])
+                .parse()
+                .map(|s| s.mongodb_one_at_a_time)
+        };
+        assert_eq!(on("1"), Ok(true));
+        assert_eq!(on("true"), Ok(true));
+        assert_eq!(on("0"), Ok(false));
+        assert_eq!(on("false"), Ok(false));
+        assert_eq!(
+            on("yes").unwrap_err().variable,
+            "PINV_MONGODB_ONE_AT_A_TIME"
+        );
+    }
+
+    #[test]
+    fn mongodb_flags_win_over_environment() {
+        let flags = RawSettings {
+            mongodb_write_concern: Some("1".into()),
+            mongodb_timeout_ms: Some("100".into()),
+            ..Default::default()
+        };
+        let s = env(&[
+            ("PINV_MONGODB_WRITE_CONCERN", "majority"),
+            ("PINV_MONGODB_TIMEOUT_MS", "9000"),
+        ])
+        .overlay(flags)
+        .parse()
+        .unwrap();
+        assert_eq!(s.mongodb_write_concern, WriteConcernSetting::Nodes(1));
+        assert_eq!(s.mongodb_timeout, Duration::from_millis(100));
     }
 }

@@ -64,7 +64,7 @@ impl Application {
     /// first: a bad rules file should fail the start at once, not after a store timeout.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let (rules, schemas) = load_rules_and_schemas(&settings)?;
-        let store = open_store(&settings.store, &settings.mongodb_database).await?;
+        let store = open_store(&settings).await?;
         Self::build_with_service(
             settings,
             Service {
@@ -167,12 +167,19 @@ fn load_rules_and_schemas(
     Ok((Arc::new(rules), Arc::new(schemas)))
 }
 
-/// Opens the store a setting names (`database` is used by MongoDB only).
-pub async fn open_store(
-    setting: &StoreSetting,
-    database: &str,
-) -> Result<Arc<dyn Store>, StartupError> {
-    match setting {
+/// The MongoDB options `settings` configure.
+pub fn mongo_options(settings: &Settings) -> MongoOptions {
+    MongoOptions {
+        w: settings.mongodb_write_concern.to_string(),
+        timeout: settings.mongodb_timeout,
+        one_at_a_time: settings.mongodb_one_at_a_time,
+        ..MongoOptions::default()
+    }
+}
+
+/// Opens the store `settings.store` names (the `mongodb_*` settings apply to MongoDB only).
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
+    match &settings.store {
         StoreSetting::Embedded(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -181,7 +188,9 @@ pub async fn open_store(
         }
         StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSetting::Mongo(uri) => {
-            let store = MongoStore::connect(uri, database, MongoOptions::default()).await?;
+            let store =
+                MongoStore::connect(uri, &settings.mongodb_database, mongo_options(settings))
+                    .await?;
             Ok(Arc::new(store))
         }
     }
@@ -190,10 +199,40 @@ pub async fn open_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WriteConcernSetting;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn with_store(store: StoreSetting) -> Settings {
+        Settings {
+            store,
+            ..Settings::for_tests("unused", SECRET)
+        }
+    }
+
+    #[test]
+    fn mongo_options_follow_the_settings() {
+        let mut settings = with_store(StoreSetting::Memory);
+        assert_eq!(mongo_options(&settings).w, "majority");
+        assert_eq!(
+            mongo_options(&settings).timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert!(!mongo_options(&settings).one_at_a_time);
+        settings.mongodb_write_concern = WriteConcernSetting::Nodes(1);
+        settings.mongodb_timeout = std::time::Duration::from_millis(250);
+        settings.mongodb_one_at_a_time = true;
+        let options = mongo_options(&settings);
+        assert_eq!(options.w, "1");
+        assert_eq!(options.timeout, std::time::Duration::from_millis(250));
+        assert!(options.one_at_a_time);
+        settings.mongodb_write_concern = WriteConcernSetting::Tag("twoDCs".into());
+        assert_eq!(mongo_options(&settings).w, "twoDCs");
+    }
 
     #[tokio::test]
     async fn malformed_mongodb_uri_is_a_store_error() {
-        let e = open_store(&StoreSetting::Mongo("mongodb://".into()), "pinv")
+        let e = open_store(&with_store(StoreSetting::Mongo("mongodb://".into())))
             .await
             .err()
             .unwrap();
@@ -203,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn embedded_store_directory_is_created_and_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_store(&StoreSetting::Embedded(dir.path().join("a/b")), "pinv")
+        let store = open_store(&with_store(StoreSetting::Embedded(dir.path().join("a/b"))))
             .await
             .unwrap();
         store.ping().await.unwrap();
@@ -213,10 +252,10 @@ mod tests {
     #[tokio::test]
     async fn bind_error_names_the_variable() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut settings = Settings::for_tests("unused", "0123456789abcdef0123456789abcdef");
+        let mut settings = Settings::for_tests("unused", SECRET);
         settings.bind = taken.local_addr().unwrap();
         let service = Service {
-            store: open_store(&StoreSetting::Memory, "pinv").await.unwrap(),
+            store: open_store(&with_store(StoreSetting::Memory)).await.unwrap(),
             rules: Arc::new(
                 crate::rules_loader::load_rules_dir(std::path::Path::new(concat!(
                     env!("CARGO_MANIFEST_DIR"),

@@ -13,7 +13,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet
 bin="$work/pinv"
-cp target/release/pinv "$bin"
+cp "${CARGO_TARGET_DIR:-target}/release/pinv" "$bin"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
 export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"

@@ -311,6 +311,13 @@ pub fn product_with_circuit(local_id: &str, circuit: &str, status: &str) -> Valu
     })
 }
 
+/// Says on the terminal that a test did not run and why. Written to the process's stderr
+/// directly, not through `eprintln!`, which the test harness captures for passing tests.
+pub fn not_run(message: String) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n{message}\n");
+}
+
 /// True when `s` is a hyphenated UUID.
 pub fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36

@@ -7,6 +7,8 @@ mod errors;
 mod health;
 mod helpers;
 mod metrics;
+mod mongo_instances;
+mod mongo_outage;
 mod openapi;
 mod packages;
 mod products;
