@@ -165,6 +165,7 @@ fn spawn_scan(
     tokio::spawn(async move { store.scan(after, batch).await })
 }
 
+/// Waits for a batch's commit and returns its tally.
 async fn join_write(
     task: tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>,
 ) -> Result<RemergeSummary, StoreError> {
@@ -172,8 +173,8 @@ async fn join_write(
         .map_err(|e| StoreError::Other(format!("write task failed: {e}")))?
 }
 
-/// Merges a batch on every core.
-/// Products that do not match `filters` are left out of the result.
+/// Merges a batch on every core; products that do not match `filters` are left out of
+/// the result.
 async fn remerge_all(
     records: Vec<ProductRecord>,
     filters: Vec<(String, String)>,
