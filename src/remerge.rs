@@ -67,6 +67,17 @@ impl RemergeSummary {
         }
     }
 
+    /// Adds a batch's tally (everything but the run id and the scanned count).
+    fn absorb(&mut self, tally: RemergeSummary) {
+        self.changed += tally.changed;
+        self.unchanged += tally.unchanged;
+        self.conflicts_retried += tally.conflicts_retried;
+        self.failed += tally.failed;
+        for (field, n) in tally.fields {
+            *self.fields.entry(field).or_default() += n;
+        }
+    }
+
     /// One line for the end of a run.
     pub fn line(&self) -> String {
         format!(
@@ -78,6 +89,10 @@ impl RemergeSummary {
 
 /// Runs a re-merge. `out` receives, in a dry run, one line per changed product; progress
 /// goes to stderr (a bar on a terminal, periodic lines otherwise).
+///
+/// Three stages overlap: while a batch is merged, the next one is already being read, and
+/// the previous one's write set is still being committed (at most one of each in flight,
+/// so memory stays bounded by three batches).
 pub async fn run(
     store: Arc<dyn Store>,
     rules: Arc<Rules>,
@@ -95,18 +110,19 @@ pub async fn run(
     let total = store.count().await?;
     let progress = Progress::new(total);
     let batch = options.batch.max(1);
-    let mut after: Option<PinvId> = None;
-    loop {
-        let records = store.scan(after, batch).await?;
+    let mut next_scan = Some(spawn_scan(&store, None, batch));
+    let mut writing: Option<tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>> = None;
+    while let Some(scan) = next_scan.take() {
+        let records = scan
+            .await
+            .map_err(|e| StoreError::Other(format!("scan task failed: {e}")))??;
         let Some(last) = records.last() else { break };
-        after = Some(last.id);
+        // Read ahead until a scan comes back empty (a store may return short batches).
+        next_scan = Some(spawn_scan(&store, Some(last.id), batch));
         let read = records.len() as u64;
-        let records: Vec<ProductRecord> = records
-            .into_iter()
-            .filter(|r| filter::matches(&r.merged, &options.filters))
-            .collect();
-        summary.scanned += records.len() as u64;
-        let changes = remerge_all(records, &rules, &run).await;
+        let filters = options.filters.clone();
+        let changes = remerge_all(records, filters, &rules, &run).await;
+        summary.scanned += changes.len() as u64;
         summary.unchanged += changes.iter().filter(|c| c.is_none()).count() as u64;
         let changes: Vec<Remerged> = changes.into_iter().flatten().collect();
         if options.dry_run {
@@ -122,17 +138,46 @@ pub async fn run(
                 summary.count_change(&c.changed_fields);
             }
         } else {
-            write_batch(&*store, &rules, &run, changes, &mut summary).await?;
+            if let Some(previous) = writing.take() {
+                summary.absorb(join_write(previous).await?);
+            }
+            let (store, rules, run) = (Arc::clone(&store), Arc::clone(&rules), run.clone());
+            writing = Some(tokio::spawn(async move {
+                write_batch(&*store, &rules, &run, changes).await
+            }));
         }
         progress.advance(read, &summary);
+    }
+    if let Some(previous) = writing.take() {
+        summary.absorb(join_write(previous).await?);
     }
     progress.finish(&summary);
     Ok(summary)
 }
 
-/// Merges a batch on every core.
+/// Reads the next batch in the background.
+fn spawn_scan(
+    store: &Arc<dyn Store>,
+    after: Option<PinvId>,
+    batch: usize,
+) -> tokio::task::JoinHandle<Result<Vec<ProductRecord>, StoreError>> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move { store.scan(after, batch).await })
+}
+
+/// Waits for a batch's commit and returns its tally.
+async fn join_write(
+    task: tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>,
+) -> Result<RemergeSummary, StoreError> {
+    task.await
+        .map_err(|e| StoreError::Other(format!("write task failed: {e}")))?
+}
+
+/// Merges a batch on every core; products that do not match `filters` are left out of
+/// the result.
 async fn remerge_all(
     records: Vec<ProductRecord>,
+    filters: Vec<(String, String)>,
     rules: &Arc<Rules>,
     run: &EventRef,
 ) -> Vec<Option<Remerged>> {
@@ -146,9 +191,10 @@ async fn remerge_all(
             let handles: Vec<_> = records
                 .chunks(chunk)
                 .map(|part| {
-                    let (rules, run) = (&rules, &run);
+                    let (rules, run, filters) = (&rules, &run, &filters);
                     s.spawn(move || {
                         part.iter()
+                            .filter(|r| filter::matches(&r.merged, filters))
                             .map(|r| remerge(r, rules, run, now))
                             .collect::<Vec<_>>()
                     })
@@ -164,16 +210,18 @@ async fn remerge_all(
     .expect("the merge task never panics")
 }
 
-/// Writes a batch's changes in one set; on a conflict, product by product.
+/// Writes a batch's changes in one set; on a conflict, product by product. Returns the
+/// batch's tally of changed, unchanged (after a re-read), retried and failed products.
 async fn write_batch(
     store: &dyn Store,
     rules: &Rules,
     run: &EventRef,
     changes: Vec<Remerged>,
-    summary: &mut RemergeSummary,
-) -> Result<(), StoreError> {
+) -> Result<RemergeSummary, StoreError> {
+    let mut tally = RemergeSummary::default();
+    let summary = &mut tally;
     if changes.is_empty() {
-        return Ok(());
+        return Ok(tally);
     }
     let ids: Vec<PinvId> = changes.iter().map(|c| c.write.record.id).collect();
     let mut fields = Vec::with_capacity(changes.len());
@@ -188,7 +236,7 @@ async fn write_batch(
             for fields in &fields {
                 summary.count_change(fields);
             }
-            Ok(())
+            Ok(tally)
         }
         Err(StoreError::Conflict(_)) => {
             for id in ids {
@@ -199,7 +247,7 @@ async fn write_batch(
                     Outcome::Failed => summary.failed += 1,
                 }
             }
-            Ok(())
+            Ok(tally)
         }
         Err(e) => Err(e),
     }

@@ -180,7 +180,9 @@ pub async fn get_sources(
     Ok(HttpResponse::Ok().json(entries))
 }
 
-/// `GET /products/{id}/history`: the merged document's changes, oldest first.
+/// `GET /products/{id}/history`: the merged document's changes, oldest first, each with
+/// the hash of the merge rules that made it (so a change caused by a rule edit, e.g. a
+/// `pinv remerge`, can be told apart from one caused by new data).
 pub async fn get_history(
     _claims: Claims,
     id: web::Path<String>,
@@ -196,6 +198,7 @@ pub async fn get_history(
                 "revision": e.revision,
                 "time": rfc3339(e.time),
                 "event": {"source": e.event.source, "id": e.event.id},
+                "rulesHash": e.rules_hash,
                 "patch": e.patch,
             })
         })
