@@ -4,7 +4,7 @@
 //! with a readable message when the store misbehaves. [`store_conformance_tests!`] turns
 //! them into one `#[tokio::test]` each for a given store:
 //!
-//! ```ignore
+//! ```text
 //! mod memory {
 //!     pinv::store_conformance_tests!(pinv::store::memory::MemoryStore::new());
 //! }

@@ -106,7 +106,7 @@ impl Encoded {
     fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
         let mut out = Encoded::default();
         for write in &mut set.products {
-            out.products.push(encode(&write.record)?);
+            out.products.push(product_bytes(&write.record)?);
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
         }
@@ -326,11 +326,7 @@ impl PlanView for WriteTables<'_> {
         let Some(guard) = self.products.get(&id_bytes(id)).map_err(db_err)? else {
             return Ok(None);
         };
-        let meta: RecordMeta = decode(guard.value(), "product")?;
-        Ok(Some(ProductState {
-            revision: meta.revision,
-            package_root: meta.package_root,
-        }))
+        product_state(guard.value()).map(Some)
     }
 
     fn key_owner(&self, key: &MatchKey) -> StoreResult<Option<PinvId>> {
@@ -357,11 +353,60 @@ impl PlanView for WriteTables<'_> {
     }
 }
 
-/// The part of a stored record that guards need, decoded without the documents.
-#[derive(Deserialize)]
-struct RecordMeta {
-    revision: u64,
-    package_root: Option<PinvId>,
+/// A stored product is a fixed header, then the record's JSON. The header holds what
+/// the writer's guards need (revision, package root), so checking a write never parses
+/// the documents: the guard check runs on the single writer thread, in every POST.
+const HEADER_LEN: usize = 8 + 1 + 16;
+
+/// The stored bytes of a product: header, then JSON.
+fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(&record.revision.to_le_bytes());
+    match &record.package_root {
+        Some(root) => {
+            out.push(1);
+            out.extend_from_slice(root.as_bytes());
+        }
+        None => out.extend_from_slice(&[0; 17]),
+    }
+    serde_json::to_writer(&mut out, record)
+        .map_err(|e| StoreError::Other(format!("cannot encode: {e}")))?;
+    Ok(out)
+}
+
+/// The guard's view of stored product bytes, from the header alone.
+fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
+    if bytes.len() < HEADER_LEN {
+        return Err(StoreError::Corrupt(
+            "product: record shorter than its header".into(),
+        ));
+    }
+    let revision = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let package_root = match bytes[8] {
+        0 => None,
+        1 => Some(id_from_bytes(
+            bytes[9..HEADER_LEN].try_into().expect("16 bytes"),
+        )),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "product: bad root flag {other}"
+            )))
+        }
+    };
+    Ok(ProductState {
+        revision,
+        package_root,
+    })
+}
+
+/// The JSON part of stored product bytes, decoded.
+fn decode_product<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    match bytes.get(HEADER_LEN..) {
+        Some(json) => decode(json, "product"),
+        None => Err(StoreError::Corrupt(
+            "product: record shorter than its header".into(),
+        )),
+    }
 }
 
 /// The part of a stored record that `list` needs.
@@ -447,7 +492,7 @@ impl Store for EmbeddedStore {
             let mut records = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(guard) = table.get(&id_bytes(&id)).map_err(db_err)? {
-                    records.push(decode(guard.value(), "product")?);
+                    records.push(decode_product(guard.value())?);
                 }
             }
             Ok(records)
@@ -535,7 +580,7 @@ impl Store for EmbeddedStore {
             let mut items = Vec::new();
             for entry in table.iter().map_err(db_err)? {
                 let (_, value) = entry.map_err(db_err)?;
-                let MergedOnly { merged } = decode(value.value(), "product")?;
+                let MergedOnly { merged } = decode_product(value.value())?;
                 if !filter::matches(&merged, &query.filters) {
                     continue;
                 }
@@ -616,7 +661,7 @@ const PARALLEL_DECODE_MIN: usize = 64;
 fn decode_products(raw: &[Vec<u8>]) -> StoreResult<Vec<ProductRecord>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || raw.len() < PARALLEL_DECODE_MIN {
-        return raw.iter().map(|b| decode(b, "product")).collect();
+        return raw.iter().map(|b| decode_product(b)).collect();
     }
     let chunk = raw.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -625,7 +670,7 @@ fn decode_products(raw: &[Vec<u8>]) -> StoreResult<Vec<ProductRecord>> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|b| decode(b, "product"))
+                        .map(|b| decode_product(b))
                         .collect::<StoreResult<Vec<ProductRecord>>>()
                 })
             })
@@ -740,7 +785,36 @@ mod tests {
 
     #[test]
     fn undecodable_records_are_reported_as_corrupt() {
-        let error = decode::<RecordMeta>(b"not json", "product").err();
+        let error = decode_product::<ProductRecord>(b"not json").err();
         assert!(matches!(error, Some(StoreError::Corrupt(_))), "{error:?}");
+        let mut bytes = vec![0; HEADER_LEN];
+        bytes.extend_from_slice(b"{}");
+        let error = decode_product::<ProductRecord>(&bytes).err();
+        assert!(matches!(error, Some(StoreError::Corrupt(_))), "{error:?}");
+        bytes[8] = 7;
+        assert!(matches!(product_state(&bytes), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn the_header_carries_revision_and_root() {
+        let id = crate::store::conformance::id;
+        let mut r = crate::store::conformance::record(id(3), 41, serde_json::json!({"name": "x"}));
+        r.package_root = Some(id(9));
+        let bytes = product_bytes(&r).unwrap();
+        assert_eq!(
+            product_state(&bytes).unwrap(),
+            ProductState {
+                revision: 41,
+                package_root: Some(id(9))
+            }
+        );
+        assert_eq!(decode_product::<ProductRecord>(&bytes).unwrap(), r);
+        r.package_root = None;
+        assert_eq!(
+            product_state(&product_bytes(&r).unwrap())
+                .unwrap()
+                .package_root,
+            None
+        );
     }
 }
