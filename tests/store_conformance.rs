@@ -166,3 +166,33 @@ async fn embedded_guard_failure_in_a_batch_spares_the_other_sets() {
         "the stale sets changed nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_large_write_set_is_stored_whole_and_in_order() {
+    // Large sets (a batch re-merge) are encoded on several threads: every record must still
+    // land under its own id, with its own history entry.
+    const N: u128 = 300;
+    let dir = TempDir::new().expect("temporary directory");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let mut set = pinv::core::record::WriteSet::default();
+    for n in 1..=N {
+        let mut one = create(record(id(n), 1, json!({"n": n as u64})));
+        set.products.append(&mut one.products);
+        set.history
+            .push(pinv::store::conformance::history_entry(id(n), 1));
+    }
+    store.commit(set).await.expect("the set commits");
+    let stored = store.scan(None, 1000).await.expect("scan");
+    assert_eq!(stored.len(), N as usize);
+    for (n, r) in (1..=N).zip(&stored) {
+        assert_eq!(r.id, id(n));
+        assert_eq!(
+            r.merged["n"],
+            json!(n as u64),
+            "record {n} kept its own document"
+        );
+        let history = store.history(&id(n)).await.expect("history");
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].product, id(n));
+    }
+}

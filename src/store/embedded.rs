@@ -104,19 +104,52 @@ impl Encoded {
     /// set (documents, patches) so they are freed here rather than on the writer thread.
     /// Guards only need ids, revisions, keys and package roots, which stay.
     fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
-        let mut out = Encoded::default();
-        for write in &mut set.products {
-            out.products.push(product_bytes(&write.record)?);
+        let products = encode_all(&mut set.products, |write| {
+            let bytes = product_bytes(&write.record)?;
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
-        }
-        for entry in &mut set.history {
-            out.history.push(encode(entry)?);
+            Ok(bytes)
+        })?;
+        let history = encode_all(&mut set.history, |entry| {
+            let bytes = encode(entry)?;
             entry.patch = Value::Null;
-        }
-        out.processed = set.processed.as_ref().map(encode).transpose()?;
-        Ok(out)
+            Ok(bytes)
+        })?;
+        let processed = set.processed.as_ref().map(encode).transpose()?;
+        Ok(Encoded {
+            products,
+            history,
+            processed,
+        })
     }
+}
+
+/// Applies `encode` to every item, in order; a large set (a batch re-merge writes
+/// thousands of products at once) is split over every core.
+fn encode_all<T: Send>(
+    items: &mut [T],
+    encode: impl Fn(&mut T) -> StoreResult<Vec<u8>> + Sync,
+) -> StoreResult<Vec<Vec<u8>>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < PARALLEL_DECODE_MIN {
+        return items.iter_mut().map(&encode).collect();
+    }
+    let total = items.len();
+    let chunk = total.div_ceil(threads);
+    let encode = &encode;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks_mut(chunk)
+            .map(|part| {
+                s.spawn(move || part.iter_mut().map(encode).collect::<StoreResult<Vec<_>>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(total);
+        for part in parts {
+            out.extend(part.join().expect("encoding never panics")?);
+        }
+        Ok(out)
+    })
 }
 
 /// A store in `<dir>/pinv.redb`.
@@ -553,7 +586,19 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
-        let encoded = Encoded::take_from(&mut set)?;
+        let (set, encoded) = if set.products.len() < PARALLEL_DECODE_MIN {
+            // A POST's set: a few records, cheaper to encode right here.
+            let encoded = Encoded::take_from(&mut set)?;
+            (set, encoded)
+        } else {
+            let (set, encoded) = tokio::task::spawn_blocking(move || {
+                let encoded = Encoded::take_from(&mut set);
+                (set, encoded)
+            })
+            .await
+            .map_err(|e| StoreError::Other(format!("encoding task failed: {e}")))?;
+            (set, encoded?)
+        };
         let jobs = self
             .jobs
             .as_ref()
@@ -653,7 +698,8 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Below this many records a scan decodes on its own thread: spawning costs more.
+/// Below this many records a scan decodes (and a commit encodes) on its own thread:
+/// spawning costs more.
 const PARALLEL_DECODE_MIN: usize = 64;
 
 /// Decodes stored records, in order, on every core: decoding dominates a large scan (a
