@@ -187,13 +187,21 @@ async fn remerge_all(
         let now = Utc::now();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = records.len().div_ceil(threads).max(1);
+        // Owned chunks: each record moves into its re-merge and is dropped on that thread.
+        let mut parts = Vec::with_capacity(threads);
+        let mut rest = records;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            parts.push(std::mem::replace(&mut rest, tail));
+        }
+        parts.push(rest);
         std::thread::scope(|s| {
-            let handles: Vec<_> = records
-                .chunks(chunk)
+            let handles: Vec<_> = parts
+                .into_iter()
                 .map(|part| {
                     let (rules, run, filters) = (&rules, &run, &filters);
                     s.spawn(move || {
-                        part.iter()
+                        part.into_iter()
                             .filter(|r| filter::matches(&r.merged, filters))
                             .map(|r| remerge(r, rules, run, now))
                             .collect::<Vec<_>>()
@@ -276,7 +284,7 @@ async fn remerge_one(
         let Some(record) = store.get_products(&[id]).await?.pop() else {
             return Ok(Outcome::Unchanged);
         };
-        let Some(change) = remerge(&record, rules, run, Utc::now()) else {
+        let Some(change) = remerge(record, rules, run, Utc::now()) else {
             return Ok(Outcome::Unchanged);
         };
         let fields = change.changed_fields;

@@ -27,9 +27,10 @@ pub struct Remerged {
 
 /// Merges `record`'s kept contributions again under `rules`; `None` when the merged
 /// document would not change (such products are not written). Relationship ids stay
-/// rewritten because the record's links are re-applied.
+/// rewritten because the record's links are re-applied. Takes the record by value: a
+/// batch re-merge reads every product once and need not copy any.
 pub fn remerge(
-    record: &ProductRecord,
+    mut record: ProductRecord,
     rules: &Rules,
     run: &EventRef,
     now: DateTime<Utc>,
@@ -40,23 +41,23 @@ pub fn remerge(
     }
     let patch = patch_between(Some(&record.merged), &merged);
     let changed_fields = changed_fields(&record.merged, &merged);
-    let mut next = record.clone();
-    next.merged = merged;
-    next.revision = record.revision + 1;
-    next.rules_hash = rules.hash.clone();
+    let expected_revision = record.revision;
+    record.merged = merged;
+    record.revision += 1;
+    record.rules_hash = rules.hash.clone();
     Some(Remerged {
         patch_ops: patch.as_array().map_or(0, Vec::len),
         history: HistoryEntry {
             product: record.id,
-            revision: next.revision,
+            revision: record.revision,
             time: now,
             event: run.clone(),
             rules_hash: rules.hash.clone(),
             patch,
         },
         write: ProductWrite {
-            record: next,
-            expected_revision: Some(record.revision),
+            record,
+            expected_revision: Some(expected_revision),
         },
         changed_fields,
     })
@@ -132,7 +133,7 @@ DD = ["PR-DD-*"]
     #[test]
     fn unchanged_rules_change_nothing() {
         let r = rules(r#"["a", "b"]"#);
-        assert_eq!(remerge(&record(&r), &r, &run(), Utc::now()), None);
+        assert_eq!(remerge(record(&r), &r, &run(), Utc::now()), None);
     }
 
     #[test]
@@ -141,7 +142,7 @@ DD = ["PR-DD-*"]
         let new = rules(r#"["b", "a"]"#);
         let rec = record(&old);
         assert_eq!(rec.merged["name"], "from a");
-        let out = remerge(&rec, &new, &run(), Utc::now()).expect("changes");
+        let out = remerge(rec.clone(), &new, &run(), Utc::now()).expect("changes");
         assert_eq!(out.write.record.merged["name"], "from b");
         assert_eq!(out.write.expected_revision, Some(3));
         assert_eq!(out.write.record.revision, 4);
