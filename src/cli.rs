@@ -346,7 +346,7 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
         batch: args.batch,
     };
     runtime()?.block_on(async move {
-        let store = crate::startup::open_batch_store(&settings)
+        let store = crate::startup::open_store(&settings)
             .await
             .map_err(|e| e.to_string())?;
         eprintln!(
@@ -379,7 +379,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     let rules =
         crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
     runtime()?.block_on(async move {
-        let store = crate::startup::open_batch_store(&settings)
+        let store = crate::startup::open_store(&settings)
             .await
             .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();

@@ -177,34 +177,14 @@ pub fn mongo_options(settings: &Settings) -> MongoOptions {
     }
 }
 
-/// Page cache of the embedded store for batch commands (`remerge`, `generate`): they
-/// rewrite the whole store, and with the server's 64 MiB cache a re-merge of a million
-/// products spent an eighth of its time reading B-tree pages back from disk.
-pub const BATCH_CACHE_BYTES: usize = 512 * 1024 * 1024;
-
 /// Opens the store `settings.store` names (the `mongodb_*` settings apply to MongoDB only).
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
-    open_store_with_cache(settings, None).await
-}
-
-/// [`open_store`] for a batch command: a larger embedded page cache.
-pub async fn open_batch_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
-    open_store_with_cache(settings, Some(BATCH_CACHE_BYTES)).await
-}
-
-async fn open_store_with_cache(
-    settings: &Settings,
-    embedded_cache: Option<usize>,
-) -> Result<Arc<dyn Store>, StartupError> {
     match &settings.store {
         StoreSetting::Embedded(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
-            Ok(Arc::new(match embedded_cache {
-                Some(bytes) => EmbeddedStore::open_with_cache(dir, bytes)?,
-                None => EmbeddedStore::open(dir)?,
-            }))
+            Ok(Arc::new(EmbeddedStore::open(dir)?))
         }
         StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSetting::Mongo(uri) => {

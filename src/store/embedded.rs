@@ -165,17 +165,11 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        Self::open_with_cache(dir, CACHE_BYTES)
-    }
-
-    /// [`Self::open`] with a page cache of `cache_bytes`: batch jobs that rewrite the whole
-    /// store (`pinv remerge`, `pinv generate`) trade memory for fewer page reads.
-    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
         })?;
         let db = Database::builder()
-            .set_cache_size(cache_bytes)
+            .set_cache_size(CACHE_BYTES)
             .create(dir.join(FILE_NAME))
             .map_err(db_err)?;
         create_tables(&db)?;
