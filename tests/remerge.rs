@@ -1,51 +1,20 @@
 //! Batch re-merge over a real store: rule changes, dry runs, live writes during a run.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pinv::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
-use pinv::core::rules::Rules;
 use pinv::core::{EventId, MatchKey, PinvId, Source};
 use pinv::generate;
 use pinv::remerge::{run, RemergeOptions};
-use pinv::rules_loader::load_rules_dir;
 use pinv::store::memory::MemoryStore;
 use pinv::store::{ListPage, ListQuery, Store, StoreResult};
 
-fn shipped_rules() -> Rules {
-    load_rules_dir(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/merge-rules"
-    )))
-    .unwrap()
-}
-
-/// The shipped rules plus one file that puts billing first for `name`.
-fn billing_names_first() -> Rules {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/merge-rules"));
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let mut text = std::fs::read_to_string(&p).unwrap();
-            if name == "20-fields.toml" {
-                text = text.replace(
-                    "path = \"name\"\nstrategy = \"priority\"",
-                    "path = \"name\"\nstrategy = \"priority\"\nprecedence = [\"billing\", \"provisioning\"]",
-                );
-                assert!(text.contains("precedence = [\"billing\", \"provisioning\"]"));
-            }
-            (name, text)
-        })
-        .collect();
-    files.sort();
-    Rules::from_files(&files).unwrap()
-}
+#[path = "support/rules.rs"]
+mod rules;
+use rules::{billing_names_first, shipped_rules};
 
 const BILLING_NAME: &str = "AT&T Dedicated Internet (ADI)";
 const PROVISIONING_NAME: &str = "ADI circuit";

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use pinv::core::rules::Rules;
 use pinv::core::PinvId;
 use pinv::generate;
 use pinv::remerge::{run, RemergeOptions, RemergeSummary};
-use pinv::rules_loader::load_rules_dir;
 use pinv::store::embedded::EmbeddedStore;
 use pinv::store::mongo::{MongoOptions, MongoStore};
 use pinv::store::Store;
@@ -35,38 +33,9 @@ fn test_options() -> MongoOptions {
     }
 }
 
-fn shipped_rules() -> Rules {
-    load_rules_dir(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/merge-rules"
-    )))
-    .unwrap()
-}
-
-/// The shipped rules with billing ahead of provisioning for `name`.
-fn billing_names_first() -> Rules {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/merge-rules"));
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let mut text = std::fs::read_to_string(&p).unwrap();
-            if name == "20-fields.toml" {
-                let edited = text.replace(
-                    "path = \"name\"\nstrategy = \"priority\"",
-                    "path = \"name\"\nstrategy = \"priority\"\nprecedence = [\"billing\", \"provisioning\"]",
-                );
-                assert_ne!(edited, text);
-                text = edited;
-            }
-            (name, text)
-        })
-        .collect();
-    files.sort();
-    Rules::from_files(&files).unwrap()
-}
+#[path = "support/rules.rs"]
+mod rules;
+use rules::{billing_names_first, shipped_rules};
 
 /// `count` products; every third has billing's contribution only (and is not affected by
 /// the rule change). The ids are fixed here so both stores hold the same products.

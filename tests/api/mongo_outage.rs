@@ -11,9 +11,7 @@
 //! Without `PINV_TEST_NX_BIN` the test prints `NOT RUN` and returns; with it set, a server
 //! that does not start is a failure.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,54 +20,15 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, not_run, spawn_app_with, test_settings, TestApp};
 
-const NX_VAR: &str = "PINV_TEST_NX_BIN";
+#[path = "../support/nx.rs"]
+mod nx;
+use nx::{free_port, Server, NX_VAR};
+
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Slack over the store timeout for a request to come back (scheduling on a busy machine).
 const SLACK: Duration = Duration::from_secs(2);
 const TYPE: &str = "com.att.c360dataPrep.tmf637.post.v5";
 const SOURCE: &str = "provisioning";
-
-/// One nx-27017 process; killed when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(bin: &Path, db_file: &Path, port: u16, dir: &Path) -> Self {
-        let log = std::fs::File::create(dir.join(format!("nx-{port}.out"))).expect("log file");
-        let child = Command::new(bin)
-            .arg("--db")
-            .arg(db_file)
-            .args(["--host", "127.0.0.1", "-p", &port.to_string()])
-            .arg("--pid-file")
-            .arg(dir.join("nx.pid"))
-            .arg("--log-file")
-            .arg(dir.join("nx.log"))
-            .stdout(Stdio::from(log.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("{NX_VAR}={} could not be started: {e}", bin.display()));
-        Self { child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// Connects, retrying while the freshly started server comes up (at most 30 s).
 async fn connect_when_up(uri: &str) -> MongoStore {
