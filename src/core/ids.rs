@@ -7,14 +7,22 @@ use serde::{Deserialize, Serialize};
 /// Why a string was refused as an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// The string is empty.
     #[error("must be a non-empty string")]
     Empty,
+    /// The string is longer than allowed.
     #[error("must be at most {max} characters")]
-    TooLong { max: usize },
+    TooLong {
+        /// The longest allowed length.
+        max: usize,
+    },
+    /// A source name holds a character that could forge a match key.
     #[error("may contain only letters, digits, '.', '_' and '-'")]
     BadCharacter,
+    /// The string holds a control character.
     #[error("must not contain control characters")]
     ControlCharacter,
+    /// The string is not a UUID.
     #[error("must be a UUID")]
     NotUuid,
 }

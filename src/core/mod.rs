@@ -3,6 +3,8 @@
 //! Nothing in here does I/O or knows about HTTP or a store; the service (`api`),
 //! the stores (`store`) and the command line are thin shells around it.
 
+#![deny(missing_docs)]
+
 pub mod envelope;
 pub mod filter;
 pub mod identity;
