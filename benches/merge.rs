@@ -68,6 +68,16 @@ fn merge_vs_parse(c: &mut Criterion) {
     group.bench_function("merge_three_seed_contributions", |b| {
         b.iter(|| merge(black_box(&id), black_box(&contributions), &links, &rules))
     });
+    group.bench_function("merge_three_seed_contributions_document_only", |b| {
+        b.iter(|| {
+            pinv::core::merge::merge_document(
+                black_box(&id),
+                black_box(&contributions),
+                &links,
+                &rules,
+            )
+        })
+    });
     group.bench_function("serde_json_parse_and_serialize_one_seed_document", |b| {
         b.iter(|| {
             let value: Value = serde_json::from_slice(black_box(&seed)).expect("parse");

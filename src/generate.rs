@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::core::merge::merge;
+use crate::core::merge::merge_document;
 use crate::core::package::Links;
 use crate::core::record::{
     patch_between, Contribution, EventRef, HistoryEntry, ProductRecord, ProductWrite, WriteSet,
@@ -76,7 +76,7 @@ pub fn product(n: u64, id: PinvId, rules: &Rules) -> ProductRecord {
     keys.sort();
     keys.dedup();
     let links = Links::default();
-    let merged = merge(&id, &contributions, &links, rules).document;
+    let merged = merge_document(&id, &contributions, &links, rules);
     ProductRecord {
         id,
         revision: 1,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::core::envelope::{Envelope, Headers, Payload};
-use crate::core::merge::merge;
+use crate::core::merge::merge_document;
 use crate::core::package::{self, Resolution};
 use crate::core::record::{
     patch_between, Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductRecord,
@@ -445,7 +445,7 @@ pub fn plan(
             ..
         } = w;
         if remerge {
-            record.merged = merge(&id, &record.contributions, &record.links, rules).document;
+            record.merged = merge_document(&id, &record.contributions, &record.links, rules);
             record.rules_hash = rules.hash.clone();
         }
         let old_merged = original.map(|o| &o.merged);

@@ -48,6 +48,28 @@ const PRODUCT_RELATIONSHIP: &str = "productRelationship";
 /// `externalIdentifier` entry per contribution. The result depends only on the inputs,
 /// never on the order of `contributions`.
 pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: &Rules) -> Merged {
+    merge_with(id, contributions, links, rules, true)
+}
+
+/// [`merge`] without the provenance: the merged document alone. The write paths (POST,
+/// re-merge) store only the document, and building the provenance map costs a few dozen
+/// small allocations per merge.
+pub fn merge_document(
+    id: &PinvId,
+    contributions: &[Contribution],
+    links: &Links,
+    rules: &Rules,
+) -> Value {
+    merge_with(id, contributions, links, rules, false).document
+}
+
+fn merge_with(
+    id: &PinvId,
+    contributions: &[Contribution],
+    links: &Links,
+    rules: &Rules,
+    with_provenance: bool,
+) -> Merged {
     // Rank once by the default precedence; everything below refers to a contribution by
     // its index in this order, so "in order" is simply "by index". Two contributions of
     // the same source (callers keep one per source) are ordered by time and event id so
@@ -113,17 +135,21 @@ pub fn merge(id: &PinvId, contributions: &[Contribution], links: &Links, rules: 
         merger.used.clear();
         if let Some(value) = merger.merge_field(node, &mut flat[start..end]) {
             fields.push((key.to_owned(), value));
-            let sources = merger.contributors(tree.rule(node));
-            provenance.fields.insert(key.to_owned(), sources);
+            if with_provenance {
+                let sources = merger.contributors(tree.rule(node));
+                provenance.fields.insert(key.to_owned(), sources);
+            }
         }
         start = end;
     }
 
     if let Some((value, sources)) = external_identifiers(&inputs) {
         fields.push((EXTERNAL_IDENTIFIER.to_owned(), value));
-        provenance
-            .fields
-            .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
+        if with_provenance {
+            provenance
+                .fields
+                .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
+        }
     }
     fields.push((ID.to_owned(), Value::String(id.to_string())));
     fields.push((HREF.to_owned(), Value::String(id.href())));
@@ -1185,6 +1211,33 @@ mod tests {
         );
         // The contributions themselves are untouched.
         assert_eq!(cs[0].value["productRelationship"][0]["id"], json!("b-port"));
+    }
+
+    #[test]
+    fn the_document_alone_is_the_merged_document() {
+        let r = rules(
+            &["provisioning", "billing"],
+            vec![union("productCharacteristic", &["name"])],
+        );
+        let cs = vec![
+            contribution(
+                "billing",
+                1,
+                json!({"id": "b", "name": "x",
+                "productCharacteristic": [{"name": "a", "value": "1"}]}),
+            ),
+            contribution(
+                "provisioning",
+                2,
+                json!({"id": "p", "status": "active",
+                "productCharacteristic": [{"name": "a", "value": ""}, {"name": "b", "value": "2"}]}),
+            ),
+        ];
+        let links = Links::default();
+        assert_eq!(
+            merge_document(&pid(1), &cs, &links, &r),
+            merge(&pid(1), &cs, &links, &r).document
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::core::merge::merge;
+use crate::core::merge::merge_document;
 use crate::core::record::{patch_between, EventRef, HistoryEntry, ProductRecord, ProductWrite};
 use crate::core::rules::Rules;
 
@@ -35,7 +35,7 @@ pub fn remerge(
     run: &EventRef,
     now: DateTime<Utc>,
 ) -> Option<Remerged> {
-    let merged = merge(&record.id, &record.contributions, &record.links, rules).document;
+    let merged = merge_document(&record.id, &record.contributions, &record.links, rules);
     if merged == record.merged {
         return None;
     }
@@ -110,7 +110,7 @@ DD = ["PR-DD-*"]
             value: json!({"id": format!("{source}-1"), "name": name, "status": "active"}),
         };
         let contributions = vec![contribution("a", "from a"), contribution("b", "from b")];
-        let merged = merge(&id, &contributions, &Links::default(), rules).document;
+        let merged = merge_document(&id, &contributions, &Links::default(), rules);
         ProductRecord {
             id,
             revision: 3,
