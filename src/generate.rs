@@ -55,13 +55,34 @@ pub fn contributions(n: u64) -> [(Source, Value); 2] {
 
 /// Builds the stored state of synthetic product `n` with id `id`.
 pub fn product(n: u64, id: PinvId, rules: &Rules) -> ProductRecord {
+    build(n, id, rules, |_| true)
+}
+
+/// Synthetic product `n` with billing's contribution only: its `name` has one source, so
+/// a change of `name` precedence leaves it alone (re-merge tests count on that).
+pub fn billing_only_product(n: u64, id: PinvId, rules: &Rules) -> ProductRecord {
+    build(n, id, rules, |s| s.as_str() == "billing")
+}
+
+/// Adds a new product to `set`: the record (which must not exist yet) and its keys.
+pub fn add_new_product(set: &mut WriteSet, record: ProductRecord) {
+    set.claim_keys
+        .extend(record.match_keys.iter().map(|k| (k.clone(), record.id)));
+    set.products.push(ProductWrite {
+        record,
+        expected_revision: None,
+    });
+}
+
+fn build(n: u64, id: PinvId, rules: &Rules, keep: impl Fn(&Source) -> bool) -> ProductRecord {
     let base = Utc
         .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
         .single()
         .expect("valid date");
     let mut contributions = Vec::with_capacity(2);
     let mut keys = vec![MatchKey::pinv(&id)];
-    for (i, (source, value)) in contributions_sorted(n).into_iter().enumerate() {
+    let kept = contributions_sorted(n).into_iter().filter(|(s, _)| keep(s));
+    for (i, (source, value)) in kept.enumerate() {
         keys.extend(identity::match_keys(&source, &value, rules));
         let event_id = EventId::parse(&format!("gen-{n}-{source}")).expect("valid event id");
         let time = base + Duration::seconds(i as i64);
@@ -133,9 +154,6 @@ fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
     let now = Utc::now();
     for n in from..to {
         let record = product(n, PinvId::new_v4(), rules);
-        for key in &record.match_keys {
-            set.claim_keys.push((key.clone(), record.id));
-        }
         set.history.push(HistoryEntry {
             product: record.id,
             revision: 1,
@@ -144,10 +162,7 @@ fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
             rules_hash: rules.hash.clone(),
             patch: patch_between(None, &record.merged),
         });
-        set.products.push(ProductWrite {
-            record,
-            expected_revision: None,
-        });
+        add_new_product(&mut set, record);
     }
     set
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use pinv::core::record::{ProductRecord, ProductWrite, WriteSet};
+use pinv::core::record::{ProductRecord, WriteSet};
 use pinv::core::rules::Rules;
 use pinv::core::schema::Schemas;
 use pinv::core::PinvId;
@@ -136,25 +136,9 @@ fn seeded_store(dir: &Path, both: u64, billing_only: u64) {
     let rules = load_rules_dir(&shipped_rules_dir()).unwrap();
     with_store(dir, async |store| {
         for n in both..both + billing_only {
-            let mut record = generate::product(n, PinvId::new_v4(), &rules);
-            record
-                .contributions
-                .retain(|c| c.source.as_str() == "billing");
-            record.merged =
-                pinv::core::merge::merge(&record.id, &record.contributions, &record.links, &rules)
-                    .document;
-            let set = WriteSet {
-                claim_keys: record
-                    .match_keys
-                    .iter()
-                    .map(|k| (k.clone(), record.id))
-                    .collect(),
-                products: vec![ProductWrite {
-                    record,
-                    expected_revision: None,
-                }],
-                ..Default::default()
-            };
+            let mut set = WriteSet::default();
+            let record = generate::billing_only_product(n, PinvId::new_v4(), &rules);
+            generate::add_new_product(&mut set, record);
             store.commit(set).await.unwrap();
         }
     });

@@ -28,25 +28,11 @@ async fn seeded(both: u64, billing_only: u64) -> Arc<dyn Store> {
         .await
         .unwrap();
     for n in both..both + billing_only {
-        let mut record = generate::product(n, PinvId::new_v4(), &rules);
-        record
-            .contributions
-            .retain(|c| c.source.as_str() == "billing");
-        record.merged =
-            pinv::core::merge::merge(&record.id, &record.contributions, &record.links, &rules)
-                .document;
-        let set = WriteSet {
-            claim_keys: record
-                .match_keys
-                .iter()
-                .map(|k| (k.clone(), record.id))
-                .collect(),
-            products: vec![pinv::core::record::ProductWrite {
-                record,
-                expected_revision: None,
-            }],
-            ..Default::default()
-        };
+        let mut set = WriteSet::default();
+        generate::add_new_product(
+            &mut set,
+            generate::billing_only_product(n, PinvId::new_v4(), &rules),
+        );
         store.commit(set).await.unwrap();
     }
     store

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pinv::core::record::{HistoryEntry, ProductRecord, ProductWrite, WriteSet};
+use pinv::core::record::{HistoryEntry, ProductRecord, WriteSet};
 use pinv::core::rules::Rules;
 use pinv::core::PinvId;
 use pinv::generate;
@@ -45,16 +45,11 @@ fn products(count: u64, rules: &Rules) -> Vec<ProductRecord> {
             let id = PinvId::from_uuid(uuid::Uuid::from_u128(
                 0x5eed_0000_0000_4000_8000_0000_0000_0000 + u128::from(n) * 7919,
             ));
-            let mut record = generate::product(n, id, rules);
             if n % 3 == 0 {
-                record
-                    .contributions
-                    .retain(|c| c.source.as_str() == "billing");
-                record.merged =
-                    pinv::core::merge::merge(&id, &record.contributions, &record.links, rules)
-                        .document;
+                generate::billing_only_product(n, id, rules)
+            } else {
+                generate::product(n, id, rules)
             }
-            record
         })
         .collect()
 }
@@ -63,12 +58,7 @@ async fn store_all(store: &dyn Store, records: &[ProductRecord]) {
     for chunk in records.chunks(10) {
         let mut set = WriteSet::default();
         for record in chunk {
-            set.claim_keys
-                .extend(record.match_keys.iter().map(|k| (k.clone(), record.id)));
-            set.products.push(ProductWrite {
-                record: record.clone(),
-                expected_revision: None,
-            });
+            generate::add_new_product(&mut set, record.clone());
         }
         store.commit(set).await.unwrap();
     }
