@@ -45,7 +45,7 @@ fn contribution(file: &str) -> Contribution {
 }
 
 fn merge_vs_parse(c: &mut Criterion) {
-    let rules = pinv::rules_loader::load_rules_dir(
+    let rules = pinv::app::rules_loader::load_rules_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
     )
     .expect("the shipped merge rules load");

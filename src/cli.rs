@@ -312,7 +312,7 @@ fn check_rules(args: CheckRulesArgs) -> Result<(), String> {
                 .unwrap_or_else(|| crate::config::DEFAULT_RULES_DIR.to_owned()),
         ),
     };
-    let rules = crate::rules_loader::load_rules_dir(&dir).map_err(|e| e.to_string())?;
+    let rules = crate::app::rules_loader::load_rules_dir(&dir).map_err(|e| e.to_string())?;
     println!(
         "{}: valid merge rules ({} field rules, {} ranked sources, {} accepted event types, hash {})",
         dir.display(),
@@ -339,8 +339,8 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
     crate::telemetry::init();
     // Invalid rules stop the run before the store is even opened.
     let rules =
-        crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
-    let options = crate::remerge::RemergeOptions {
+        crate::app::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+    let options = crate::app::remerge::RemergeOptions {
         dry_run: args.dry_run,
         filters: args.filters,
         batch: args.batch,
@@ -356,7 +356,7 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
             if options.dry_run { ", dry run" } else { "" }
         );
         let mut out = std::io::stdout();
-        let summary = crate::remerge::run(store, Arc::new(rules), &options, &mut out)
+        let summary = crate::app::remerge::run(store, Arc::new(rules), &options, &mut out)
             .await
             .map_err(|e| format!("re-merge stopped: {e}; run it again to finish"))?;
         let verb = if options.dry_run { "would change" } else { "changed" };
@@ -377,14 +377,14 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
 fn generate(args: GenerateArgs) -> Result<(), String> {
     let settings = args.config.settings()?;
     let rules =
-        crate::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+        crate::app::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
     runtime()?.block_on(async move {
         let store = crate::startup::open_store(&settings)
             .await
             .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         let bar = indicatif::ProgressBar::new(args.count);
-        let written = crate::generate::generate(
+        let written = crate::app::generate::generate(
             store,
             Arc::new(rules),
             args.first,

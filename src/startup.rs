@@ -14,10 +14,10 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::auth::{AuthConfigError, Authenticator};
 use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
+use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
+use crate::app::service::Service;
 use crate::config::{Settings, StoreSetting};
 use crate::core::schema::Schemas;
-use crate::rules_loader::{load_rules_dir, LoadRulesError};
-use crate::service::Service;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::{MongoOptions, MongoStore};
@@ -112,7 +112,7 @@ impl Application {
         let settings = web::Data::new(settings);
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(middleware::from_fn(crate::telemetry::observe))
+                .wrap(middleware::from_fn(crate::api::middleware::observe))
                 .app_data(service.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
@@ -257,7 +257,7 @@ mod tests {
         let service = Service {
             store: open_store(&with_store(StoreSetting::Memory)).await.unwrap(),
             rules: Arc::new(
-                crate::rules_loader::load_rules_dir(std::path::Path::new(concat!(
+                crate::app::rules_loader::load_rules_dir(std::path::Path::new(concat!(
                     env!("CARGO_MANIFEST_DIR"),
                     "/merge-rules"
                 )))

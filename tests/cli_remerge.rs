@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use pinv::app::generate;
+use pinv::app::rules_loader::load_rules_dir;
+use pinv::app::service::{PostOptions, Service};
 use pinv::core::record::{ProductRecord, WriteSet};
 use pinv::core::rules::Rules;
 use pinv::core::schema::Schemas;
 use pinv::core::PinvId;
-use pinv::generate;
-use pinv::rules_loader::load_rules_dir;
-use pinv::service::{PostOptions, Service};
 use pinv::store::embedded::{EmbeddedStore, FILE_NAME};
 use pinv::store::Store;
 

@@ -66,7 +66,7 @@ fn differences(pointer: &str, expected: &Value, actual: &Value, out: &mut Vec<St
 
 #[test]
 fn billing_and_provisioning_merge_to_the_expected_document() {
-    let rules = pinv::rules_loader::load_rules_dir(
+    let rules = pinv::app::rules_loader::load_rules_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
     )
     .expect("the shipped merge rules load");

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pinv::app::generate;
+use pinv::app::remerge::{run, RemergeOptions};
 use pinv::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use pinv::core::{EventId, MatchKey, PinvId, Source};
-use pinv::generate;
-use pinv::remerge::{run, RemergeOptions};
 use pinv::store::memory::MemoryStore;
 use pinv::store::{ListPage, ListQuery, Store, StoreResult};
 

@@ -11,11 +11,11 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pinv::app::generate;
+use pinv::app::remerge::{run, RemergeOptions, RemergeSummary};
 use pinv::core::record::{HistoryEntry, ProductRecord, WriteSet};
 use pinv::core::rules::Rules;
 use pinv::core::PinvId;
-use pinv::generate;
-use pinv::remerge::{run, RemergeOptions, RemergeSummary};
 use pinv::store::embedded::EmbeddedStore;
 use pinv::store::mongo::{MongoOptions, MongoStore};
 use pinv::store::Store;

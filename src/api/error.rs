@@ -10,8 +10,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::app::service::IngestError;
 use crate::core::Violation;
-use crate::service::IngestError;
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a `503`.

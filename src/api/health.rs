@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::service::Service;
+use crate::app::service::Service;
 
 /// The process answers: always `200`.
 pub async fn live() -> HttpResponse {

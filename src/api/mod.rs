@@ -14,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 pub mod products;
 pub mod reads;
@@ -112,7 +113,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }
         }));
         cfg.service(resource.wrap(actix_web::middleware::from_fn(
-            crate::telemetry::catch_panics,
+            crate::api::middleware::catch_panics,
         )));
     }
 }

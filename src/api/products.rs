@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::middleware::RequestContext;
+use crate::app::service::{PostOptions, PostStatus, Service};
 use crate::config::Settings;
+use crate::core::traceparent;
 use crate::core::Violation;
-use crate::service::{PostOptions, PostStatus, Service};
-use crate::telemetry::{self, RequestContext};
 
 /// The name of the package option.
 pub const AS_ADI_PACKAGE: &str = "as-adi-package";
@@ -48,7 +49,7 @@ pub async fn post_products(
             .first()
             .and_then(|p| p.headers.get("traceparent"))
             .and_then(Value::as_str)
-            .filter(|t| telemetry::is_valid_traceparent(t))
+            .filter(|t| traceparent::is_valid(t))
             .map(str::to_owned)
     });
     let data: Vec<Value> = outcome
@@ -180,7 +181,7 @@ fn context_of(body: &Value) -> RequestContext {
         source: header("source").map(|s| s.chars().take(64).collect()),
         event_id: header("id").map(|s| s.chars().take(256).collect()),
         trace_id: header("traceparent")
-            .and_then(telemetry::trace_id)
+            .and_then(traceparent::trace_id)
             .map(str::to_owned),
     }
 }
@@ -189,7 +190,7 @@ fn request_traceparent(req: &HttpRequest) -> Option<String> {
     req.headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|t| telemetry::is_valid_traceparent(t))
+        .filter(|t| traceparent::is_valid(t))
         .map(|t| t.trim().to_owned())
 }
 

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use crate::api::auth::Claims;
 use crate::api::error::ApiError;
 use crate::api::products::as_adi_package;
+use crate::app::service::Service;
 use crate::core::record::ProductRecord;
 use crate::core::{filter, PinvId};
-use crate::service::Service;
 use crate::store::ListQuery;
 
 /// Default page size of `GET /products`.

@@ -355,7 +355,7 @@ fn parse_headers(
     let traceparent = raw
         .get("traceparent")
         .and_then(Value::as_str)
-        .filter(|t| is_valid_traceparent(t))
+        .filter(|t| super::traceparent::is_valid(t))
         .map(str::to_owned);
     Some(Headers {
         id: id?,
@@ -418,31 +418,6 @@ fn is_json_media_type(ct: &str) -> bool {
             .unwrap_or(value);
         name.trim().eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("utf-8")
     })
-}
-
-/// W3C Trace Context `traceparent`: `version-traceid-parentid-flags`, lowercase hex,
-/// version `ff` forbidden, ids not all zero. Version `00` is exactly 55 characters; a later
-/// version may append `-`-separated fields, which are ignored as the spec asks.
-fn is_valid_traceparent(t: &str) -> bool {
-    let b = t.as_bytes();
-    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
-    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return false;
-    }
-    let (version, trace_id, parent_id, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
-    let rest_ok = match version {
-        b"00" => b.len() == 55,
-        _ => b.len() == 55 || b[55] == b'-',
-    };
-    hex(version)
-        && version != b"ff"
-        && hex(trace_id)
-        && !zero(trace_id)
-        && hex(parent_id)
-        && !zero(parent_id)
-        && hex(flags)
-        && rest_ok
 }
 
 #[cfg(test)]

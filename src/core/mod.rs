@@ -16,6 +16,7 @@ pub mod record;
 pub mod remerge;
 pub mod rules;
 pub mod schema;
+pub mod traceparent;
 
 pub use ids::{EventId, IdError, MatchKey, PinvId, Source};
 

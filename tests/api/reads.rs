@@ -183,7 +183,7 @@ async fn history_lists_changes_oldest_first() {
     assert_eq!(list[0]["event"], json!({"source": "billing", "id": "b-1"}));
     assert_eq!(list[1]["event"], json!({"source": "billing", "id": "b-2"}));
     // Each entry names the rules that made it: here the repository's.
-    let hash = pinv::rules_loader::load_rules_dir(&rules_dir())
+    let hash = pinv::app::rules_loader::load_rules_dir(&rules_dir())
         .unwrap()
         .hash;
     assert_eq!(hash.len(), 64);

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use pinv::app::rules_loader::load_rules_dir;
 use pinv::core::rules::Rules;
-use pinv::rules_loader::load_rules_dir;
 
 fn rules_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/merge-rules"))
