@@ -1,6 +1,7 @@
 -- wrk script: POST /products with the seed document, a new event id, local id and
 -- CircuitID on every request, so every request stores a new product durably.
--- Needs env PINV_TOKEN and PINV_TEMPLATE (path of seed-template.json).
+-- Needs env PINV_TOKEN and PINV_TEMPLATE (path of the template run.sh derives from
+-- docs/examples/seed-adi-request.json).
 local threads = {}
 local next_thread = 0
 

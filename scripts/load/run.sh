@@ -25,7 +25,24 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export PINV_TOKEN="$("$bin" token --source billing --ttl 1h)"
-export PINV_TEMPLATE="$PWD/scripts/load/seed-template.json"
+# The request template: the example request with __ID__ where every request needs its own
+# value (event id, local id, CircuitID), which post.lua fills in.
+export PINV_TEMPLATE="$work/seed-template.json"
+python3 - docs/examples/seed-adi-request.json >"$PINV_TEMPLATE" <<'EOF'
+import json, sys
+seed = json.load(open(sys.argv[1]))
+circuits = {r["id"] for r in seed["value"].get("externalReference", [])
+            if r.get("externalIdentifierType") == "CircuitID"}
+def walk(v):
+    if isinstance(v, dict):
+        return {k: walk(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [walk(x) for x in v]
+    return ".BMEC.__ID__..ATI." if v in circuits else v
+seed = walk(seed)
+seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
+print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
+EOF
 peak=0
 ( while kill -0 $pid 2>/dev/null; do
     rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)

@@ -425,7 +425,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SEED: &str = include_str!("../../tests/fixtures/seed-adi-request.json");
+    const SEED: &str = include_str!("../../docs/examples/seed-adi-request.json");
     const TYPE: &str = "com.att.c360dataPrep.tmf637.post.v5";
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

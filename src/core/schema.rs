@@ -222,7 +222,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SEED: &str = include_str!("../../tests/fixtures/seed-adi-request.json");
+    const SEED: &str = include_str!("../../docs/examples/seed-adi-request.json");
 
     fn seed() -> Value {
         serde_json::from_str(SEED).unwrap()

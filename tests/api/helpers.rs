@@ -276,9 +276,9 @@ pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> Va
     body
 }
 
-/// The example request of the contract (`examples/seed-adi-request.json`).
+/// The example request of `docs/reference.md` §1 (`docs/examples/seed-adi-request.json`).
 pub fn seed_request() -> Value {
-    serde_json::from_str(include_str!("fixtures/seed-adi-request.json")).unwrap()
+    serde_json::from_str(include_str!("../../docs/examples/seed-adi-request.json")).unwrap()
 }
 
 /// A small valid single-product event.
