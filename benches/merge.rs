@@ -1,4 +1,4 @@
-//! Merge cost against the PINV.md §10 target: merging three seed-sized contributions
+//! Merge cost against the `docs/reference.md` §10 target: merging three seed-sized contributions
 //! should cost no more than one serde_json parse + serialize of one such document.
 //!
 //! `cargo bench --bench merge`. Also measures schema validation of one seed body, the

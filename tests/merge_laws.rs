@@ -1,4 +1,4 @@
-//! Laws of the merge, checked on generated contributions (PINV.md §6).
+//! Laws of the merge, checked on generated contributions (`docs/reference.md` §6).
 
 use std::collections::{BTreeMap, BTreeSet};
 

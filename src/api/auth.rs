@@ -1,4 +1,4 @@
-//! Bearer-token authentication of `/products` routes (§3 "Authorization").
+//! Bearer-token authentication of `/products` routes (`docs/reference.md` §3.3).
 //!
 //! [`Authenticator`] is built once from the settings; [`Claims`] is an extractor, so a
 //! handler that takes one cannot run without a valid token.

@@ -219,7 +219,7 @@ impl ApiError {
         )
     }
 
-    /// The error body of §3 "Errors".
+    /// The error body of `docs/reference.md` §3.4.
     pub fn body(&self) -> serde_json::Value {
         json!({
             "status": self.code.status().as_u16(),

@@ -2,7 +2,7 @@
 //!
 //! [`check_structure`] guards against hostile shapes (`$` keys, NUL in keys, deep nesting)
 //! before anything else looks at a body; [`parse`] turns a body into an [`Envelope`] whose
-//! headers are known to be valid (PINV.md §3), reporting every violation at once.
+//! headers are known to be valid (`docs/reference.md` §3.1), reporting every violation at once.
 
 use std::ops::RangeInclusive;
 
@@ -69,7 +69,7 @@ pub struct Headers {
 
 impl Headers {
     /// The headers to echo in a response: as sent, with `id` replaced by `response_id`, and
-    /// a malformed `traceparent` left out (PINV.md §3: it is ignored, a valid one is echoed).
+    /// a malformed `traceparent` left out (`docs/reference.md` §3.1: it is ignored, a valid one is echoed).
     pub fn echoed(&self, response_id: &str) -> Map<String, Value> {
         let mut out = self.raw.clone();
         out.insert("id".to_owned(), Value::String(response_id.to_owned()));

@@ -1,5 +1,6 @@
-//! Planning one POST (PINV.md §3-§5): from a parsed event and a snapshot of what the store
-//! holds about it, to the write set that stores it and the documents to answer with.
+//! Planning one POST (`docs/reference.md` §3.1, §4, §5): from a parsed event and a snapshot
+//! of what the store holds about it, to the write set that stores it and the documents to
+//! answer with.
 //!
 //! The service reads the snapshot in steps ([`lookup_keys`], [`identify`],
 //! [`keys_to_claim`], [`records_needed`]), calls [`plan`], and commits the result; when the
@@ -279,7 +280,7 @@ struct Working<'a> {
 /// Plans the storage of `event`, whose parts are the products `ids` (from [`identify`]).
 ///
 /// New products get ids from `fresh`. A part whose source already has a newer contribution
-/// for the product changes nothing (PINV.md §3, stale events).
+/// for the product changes nothing (`docs/reference.md` §3.1, stale events).
 pub fn plan(
     event: &Event,
     ids: &[Option<PinvId>],

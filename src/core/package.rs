@@ -1,4 +1,5 @@
-//! ADI packages: roles of parts, valid combinations, and relationship ids (PINV.md §5).
+//! ADI packages: roles of parts, valid combinations, and relationship ids
+//! (`docs/reference.md` §5).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,7 +121,7 @@ pub enum Resolution {
     Pending(MatchKey),
 }
 
-/// Resolves a relationship id sent by `source`, in the order of PINV.md §5: a local id of
+/// Resolves a relationship id sent by `source`, in the order of `docs/reference.md` §5: a local id of
 /// another part of the same package post (`in_post`), a PINV id, a stored product's
 /// `local:<source>:<id>` key (`owners` maps keys to their products).
 pub fn resolve(

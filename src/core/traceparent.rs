@@ -2,7 +2,7 @@
 //! the envelope's header and the HTTP header alike.
 
 /// The trace id of a well-formed `traceparent`, or `None` when it is malformed (a malformed one
-/// is ignored, never an error: see `docs/reference.md`, envelope headers).
+/// is ignored, never an error: see `docs/reference.md` §3.1).
 ///
 /// Lowercase hex, version `ff` forbidden, ids not all zero. Version `00` is exactly 55
 /// characters; a later version may append `-`-separated fields, which are ignored as the

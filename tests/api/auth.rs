@@ -1,4 +1,4 @@
-//! §3 "Authorization": every `/products` route needs a valid bearer token.
+//! `docs/reference.md` §3.3: every `/products` route needs a valid bearer token.
 
 use std::path::PathBuf;
 use std::sync::Arc;

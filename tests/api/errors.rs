@@ -1,4 +1,4 @@
-//! §3 "Errors": every failure is the error JSON with a stable code.
+//! `docs/reference.md` §3.4: every failure is the error JSON with a stable code.
 
 use std::sync::Arc;
 

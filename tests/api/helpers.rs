@@ -256,7 +256,7 @@ pub fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-/// Checks the §3 error shape and the code; returns the body.
+/// Checks the error shape (`docs/reference.md` §3.4) and the code; returns the body.
 pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status");
     let ct = res

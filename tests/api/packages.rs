@@ -1,4 +1,5 @@
-//! Packages (ADI + ACCESS + PORT [+ DD]) and relationship-id rewriting (PINV.md §5).
+//! Packages (ADI + ACCESS + PORT [+ DD]) and relationship-id rewriting
+//! (`docs/reference.md` §5).
 
 use serde_json::{json, Value};
 
