@@ -259,7 +259,7 @@ pub struct RawSettings {
     pub mongodb_one_at_a_time: Option<String>,
     /// `PINV_RULES_DIR` / `--rules-dir`.
     pub rules_dir: Option<String>,
-    /// `PINV_JWT_SECRET` / `--jwt-secret`.
+    /// `PINV_JWT_SECRET` (no flag: command lines are visible to every local user).
     pub jwt_secret: Option<String>,
     /// `PINV_JWT_PUBLIC_KEY_FILE` / `--jwt-public-key-file`.
     pub jwt_public_key_file: Option<String>,
