@@ -761,6 +761,7 @@ fn same_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::OutcomeUnknown(m) => StoreError::OutcomeUnknown(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
         StoreError::Other(m) => StoreError::Other(m.clone()),
     }
