@@ -1131,6 +1131,87 @@ mod tests {
         assert!(!call.abandon(), "commit sent: the outcome is unknown");
     }
 
+    /// A store whose client never connects (nothing listens on the discard port): enough to
+    /// exercise [`MongoStore::run`] with calls that stand in for the server's work.
+    async fn offline(timeout: Duration, one_at_a_time: bool) -> MongoStore {
+        let options = ClientOptions::parse("mongodb://127.0.0.1:9/")
+            .await
+            .unwrap();
+        let client = Client::with_options(options).unwrap();
+        MongoStore {
+            db: client.database("offline"),
+            client,
+            timeout,
+            gate: one_at_a_time.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            call: Arc::new(Call::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timeout_bounds_silence_not_the_length_of_a_call() {
+        let store = offline(Duration::from_millis(1000), false).await;
+        // A large call: 3 s in all, but the server answers every 50 ms.
+        let long = store
+            .run(|s| async move {
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    s.replied(());
+                }
+                Ok(60)
+            })
+            .await;
+        assert_eq!(long.unwrap(), 60);
+        let silent = store
+            .run(|_| std::future::pending::<StoreResult<()>>())
+            .await;
+        assert!(
+            matches!(silent, Err(StoreError::Unavailable(_))),
+            "{silent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_on_keeps_the_gate_until_it_ends_and_never_commits_after() {
+        let store = offline(Duration::from_millis(300), true).await;
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committed = Arc::new(std::sync::Mutex::new(None));
+        let (r, c) = (running.clone(), committed.clone());
+        // The server keeps working on it for 1.5 s after the caller gave up.
+        let first = store
+            .run(move |s| async move {
+                r.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                *c.lock().unwrap() = Some(s.begin_commit().is_ok());
+                r.store(false, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        let overlap = |running: Arc<std::sync::atomic::AtomicBool>| {
+            move |_| async move {
+                assert!(
+                    !running.load(Ordering::SeqCst),
+                    "overlaps the abandoned call"
+                );
+                Ok(())
+            }
+        };
+        let next = store.run(overlap(running.clone())).await;
+        assert!(matches!(next, Err(StoreError::Unavailable(_))), "{next:?}");
+        while committed.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            *committed.lock().unwrap(),
+            Some(false),
+            "committed after giving up"
+        );
+        store.run(overlap(running)).await.unwrap();
+    }
+
     #[test]
     fn write_concern_defaults_to_majority() {
         let wc = MongoOptions::default().write_concern();
