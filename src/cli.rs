@@ -346,9 +346,19 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
         batch: args.batch,
     };
     runtime()?.block_on(async move {
-        let store = crate::startup::open_store(&settings)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = crate::startup::open_store(&settings).await.map_err(|e| match e {
+            crate::startup::StartupError::Store(ref s)
+                if crate::store::embedded::is_in_use(s) =>
+            {
+                format!(
+                    "{e}.\nTo re-merge an embedded store: stop `pinv serve`, run `pinv remerge` \
+                     again, then start `pinv serve` (a restart is needed anyway for the server \
+                     to merge new events with the new rules). To re-merge beside running \
+                     servers, use the MongoDB store (PINV_STORE=mongodb://...)."
+                )
+            }
+            other => other.to_string(),
+        })?;
         eprintln!(
             "pinv remerge: rules {} (hash {}){}",
             settings.rules_dir.display(),

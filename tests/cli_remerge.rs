@@ -503,3 +503,46 @@ fn relationship_ids_and_package_roots_survive_a_remerge() {
         );
     }
 }
+
+/// The embedded store admits one process at a time (`pinv serve` holds it while it runs):
+/// `pinv remerge` beside it must not pretend otherwise. It stops before touching anything,
+/// says the store is in use and what to do, and the same command then works once the
+/// holder has stopped.
+#[test]
+fn remerge_beside_a_process_holding_the_embedded_store_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    seeded_store(&store_dir, 3, 2);
+    let rules = billing_first_rules(&dir.path().join("rules"));
+    let before = with_store(&store_dir, async |store| by_id(all(&*store).await));
+
+    // Held open here, as a running `pinv serve` holds it.
+    let held = EmbeddedStore::open(&store_dir).unwrap();
+    let refused = pinv(&["remerge"], &store_dir, &rules);
+    assert!(!refused.status.success(), "remerge ran beside the holder");
+    let message = stderr(&refused);
+    assert!(
+        message.contains("in use by another process"),
+        "the error says the store is in use: {message}"
+    );
+    assert!(
+        message.contains("stop `pinv serve`") && message.contains("MongoDB"),
+        "the error says what to do: {message}"
+    );
+    drop(held);
+    let after = with_store(&store_dir, async |store| by_id(all(&*store).await));
+    assert_eq!(after, before, "nothing was written");
+
+    // Once the holder has stopped, the same command re-merges.
+    let ran = pinv(&["remerge"], &store_dir, &rules);
+    assert_ok(&ran, "pinv remerge after the holder stopped");
+    let after = with_store(&store_dir, async |store| by_id(all(&*store).await));
+    let changed = after
+        .iter()
+        .filter(|(id, r)| before[*id].merged != r.merged)
+        .count();
+    assert_eq!(
+        changed, 3,
+        "the products with both sources changed by the new rules"
+    );
+}

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     IdentityConflict,
     /// The store cannot be reached; try again.
     StoreUnavailable,
+    /// A write was sent to the store but its outcome is unknown; retrying the same event is
+    /// safe.
+    CommitOutcomeUnknown,
     /// A bug or an unexpected store failure.
     Internal,
     /// A query parameter is invalid.
@@ -63,6 +66,7 @@ impl ErrorCode {
         Self::EventIdReused,
         Self::IdentityConflict,
         Self::StoreUnavailable,
+        Self::CommitOutcomeUnknown,
         Self::Internal,
         Self::BadQuery,
         Self::MethodNotAllowed,
@@ -117,6 +121,11 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "STORE_UNAVAILABLE",
                 "The store is unavailable; retry later",
+            ),
+            Self::CommitOutcomeUnknown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "COMMIT_OUTCOME_UNKNOWN",
+                "The write may or may not have been stored; retry the same event",
             ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -257,7 +266,10 @@ impl ResponseError for ApiError {
         if let Some(v) = &self.allow {
             res.insert_header((header::ALLOW, v.as_str()));
         }
-        if self.code == ErrorCode::StoreUnavailable {
+        if matches!(
+            self.code,
+            ErrorCode::StoreUnavailable | ErrorCode::CommitOutcomeUnknown
+        ) {
             res.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS)));
         }
         res.body(self.body().to_string())
@@ -272,6 +284,16 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) | StoreError::Conflict(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 Self::new(ErrorCode::StoreUnavailable, e.to_string())
+            }
+            StoreError::OutcomeUnknown(_) => {
+                tracing::warn!(error = %e, "commit outcome unknown");
+                Self::new(
+                    ErrorCode::CommitOutcomeUnknown,
+                    format!(
+                        "{e}; the event may be stored or not: send it again with the same \
+                         event id (a stored one is answered 200, a missing one is stored)"
+                    ),
+                )
             }
             StoreError::Corrupt(_) | StoreError::Other(_) => {
                 // The text may describe internals; log it, answer generically.
@@ -332,7 +354,10 @@ mod tests {
     #[test]
     fn only_server_side_codes_are_5xx() {
         for c in ErrorCode::ALL {
-            let server = matches!(c, ErrorCode::StoreUnavailable | ErrorCode::Internal);
+            let server = matches!(
+                c,
+                ErrorCode::StoreUnavailable | ErrorCode::CommitOutcomeUnknown | ErrorCode::Internal
+            );
             assert_eq!(c.status().is_server_error(), server, "{c}");
         }
     }
@@ -354,6 +379,16 @@ mod tests {
     #[test]
     fn store_unavailable_is_503_with_retry_after() {
         let e: ApiError = StoreError::Unavailable("down".into()).into();
+        let res = e.error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    }
+
+    #[test]
+    fn unknown_commit_outcome_is_503_with_retry_after_and_its_own_code() {
+        let e: ApiError = StoreError::OutcomeUnknown("no answer".into()).into();
+        assert_eq!(e.code.code(), "COMMIT_OUTCOME_UNKNOWN");
+        assert!(e.message.contains("same event id"), "{}", e.message);
         let res = e.error_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");

@@ -94,7 +94,7 @@ pub fn document() -> Value {
                         "409": error_response("Event id reused with another value, or identity conflict"),
                         "413": error_response("Body over the limit"),
                         "415": error_response("Not application/json"),
-                        "503": error_response("Store unavailable; see Retry-After")
+                        "503": error_response("STORE_UNAVAILABLE (nothing was written) or COMMIT_OUTCOME_UNKNOWN (send the same event again); see Retry-After")
                     }
                 },
                 "get": {

@@ -80,7 +80,8 @@ pub enum IngestError {
         /// The products concerned.
         products: Vec<PinvId>,
     },
-    /// The store failed: `503` when unavailable, `500` otherwise.
+    /// The store failed: `503` when unavailable or when a commit's outcome is unknown,
+    /// `500` otherwise.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -198,7 +199,27 @@ impl Service {
             return Ok((PostStatus::Unchanged, Replayed::Plan(Box::new(plan))));
         }
         let mut plan = plan;
-        store.commit(std::mem::take(&mut plan.write)).await?;
+        let ours = plan.write.processed.clone();
+        match store.commit(std::mem::take(&mut plan.write)).await {
+            Ok(()) => {}
+            Err(StoreError::OutcomeUnknown(why)) => {
+                // The commit was sent and no answer came. The processed event is part of the
+                // write set, so finding it stored (with this event's digest and products)
+                // proves the whole set was; anything else leaves the outcome unknown: a
+                // commit still running on the server may land after this read.
+                let found = match &ours {
+                    Some(p) => store.get_processed(&p.source, &p.event_id).await.ok(),
+                    None => None,
+                };
+                match (found, ours) {
+                    (Some(Some(stored)), Some(ours)) if stored == ours => {
+                        tracing::info!(%why, "commit outcome was unknown; read back: stored");
+                    }
+                    _ => return Err(StoreError::OutcomeUnknown(why).into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok((PostStatus::Created, Replayed::Plan(Box::new(plan))))
     }
 

@@ -746,12 +746,20 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The message of [`EmbeddedStore::open`] when another process holds the store (redb locks
+/// its file for one process: a running `pinv serve` holds it).
+pub const IN_USE: &str = "the store is in use by another process (the embedded store admits one \
+                          process at a time; a running `pinv serve` holds it)";
+
+/// Whether `error` says that another process holds the store (see [`IN_USE`]).
+pub fn is_in_use(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable(m) if m == IN_USE)
+}
+
 fn db_err(error: impl Into<redb::Error>) -> StoreError {
     match error.into() {
         redb::Error::Corrupted(message) => StoreError::Corrupt(message),
-        redb::Error::DatabaseAlreadyOpen => {
-            StoreError::Unavailable("the database is already open elsewhere".to_owned())
-        }
+        redb::Error::DatabaseAlreadyOpen => StoreError::Unavailable(IN_USE.to_owned()),
         other => StoreError::Other(other.to_string()),
     }
 }
@@ -761,6 +769,7 @@ fn same_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::OutcomeUnknown(m) => StoreError::OutcomeUnknown(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
         StoreError::Other(m) => StoreError::Other(m.clone()),
     }

@@ -25,6 +25,12 @@ pub enum StoreError {
     /// The store cannot be reached or timed out. Nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A commit was sent but no answer came back (a timeout, a dropped connection, an
+    /// unreadable reply): the write set may be stored whole or not at all. Only
+    /// [`Store::commit`] returns it; a write set that carries a processed event tells by
+    /// [`Store::get_processed`] once the store answers again.
+    #[error("commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

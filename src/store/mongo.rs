@@ -19,7 +19,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -45,6 +49,10 @@ const HISTORY: &str = "history";
 /// MongoDB's duplicate-key error code (E11000).
 const DUPLICATE_KEY: i32 = 11000;
 
+/// At most this many ids or documents in one command, so that the reply to every command
+/// comes within the timeout however many keys one write set claims (see [`MongoStore::run`]).
+const CHUNK: usize = 1000;
+
 /// How PINV talks to MongoDB, beyond what the URI says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MongoOptions {
@@ -53,8 +61,10 @@ pub struct MongoOptions {
     pub w: String,
     /// Whether writes wait for the on-disk journal; `None` leaves the server's default.
     pub journal: Option<bool>,
-    /// Bound on every store call: server selection, connecting, and the call as a whole.
-    /// A call that takes longer fails with [`StoreError::Unavailable`].
+    /// Bound on waiting for the server: server selection, connecting, and every stretch of a
+    /// call in which no reply comes. A call that waits longer fails with
+    /// [`StoreError::Unavailable`] (or [`StoreError::OutcomeUnknown`] once its commit was
+    /// sent); a large call whose replies keep coming is not cut short.
     pub timeout: Duration,
     /// Run one store call at a time. Only for wire-compatible test servers such as
     /// nx-27017, whose concurrent transactions share one SQLite transaction (no isolation,
@@ -86,12 +96,64 @@ impl MongoOptions {
 }
 
 /// A store in one MongoDB database.
+#[derive(Clone)]
 pub struct MongoStore {
     client: Client,
     db: Database,
     timeout: Duration,
-    /// Held for a whole call when [`MongoOptions::one_at_a_time`] is set.
-    gate: Option<tokio::sync::Mutex<()>>,
+    /// Held for a whole call when [`MongoOptions::one_at_a_time`] is set: by the task that
+    /// runs it, until the server has answered its last command (see [`MongoStore::run`]).
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The call this clone runs (each call runs on its own clone).
+    call: Arc<Call>,
+}
+
+/// What the caller of a store call and the task running it share.
+struct Call {
+    started: Instant,
+    /// Milliseconds from `started` to the latest reply of the server.
+    last_reply_ms: AtomicU64,
+    /// [`RUNNING`], [`COMMITTING`] or [`ABANDONED`].
+    phase: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const COMMITTING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Call {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_reply_ms: AtomicU64::new(0),
+            phase: AtomicU8::new(RUNNING),
+        }
+    }
+
+    fn replied(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_reply_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last_reply(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_reply_ms.load(Ordering::Relaxed))
+    }
+
+    /// The task is about to send what makes its writes durable. False when the caller has
+    /// already given up (and answered that nothing was written): the task must not commit.
+    fn begin_commit(&self) -> bool {
+        self.phase
+            .compare_exchange(RUNNING, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// The caller gives up waiting. True when the commit had not been sent (and now never
+    /// will be); false when it was, so the outcome is unknown.
+    fn abandon(&self) -> bool {
+        self.phase
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
 }
 
 impl MongoStore {
@@ -119,15 +181,18 @@ impl MongoStore {
             db: client.database(database),
             client,
             timeout: options.timeout,
-            gate: options.one_at_a_time.then(|| tokio::sync::Mutex::new(())),
+            gate: options
+                .one_at_a_time
+                .then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            call: Arc::new(Call::new()),
         };
-        store.bounded(store.init()).await?;
+        store.run(|s| async move { s.init().await }).await?;
         Ok(store)
     }
 
     /// Drops the whole database (tests and tools; PINV itself never calls this).
     pub async fn drop_database(&self) -> StoreResult<()> {
-        self.bounded(async { self.db.drop().await.map_err(classify) })
+        self.run(|s| async move { s.db.drop().await.map_err(classify) })
             .await
     }
 
@@ -186,29 +251,104 @@ impl MongoStore {
         self.coll(PRODUCTS)
     }
 
-    /// Runs `fut` within the configured timeout; the driver has no socket timeout, so a
-    /// server that accepts connections but never answers would otherwise hang the caller.
-    /// Waiting for the gate counts against the timeout too.
-    async fn bounded<T>(&self, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        bounded(self.timeout, async {
-            let _turn = match &self.gate {
-                Some(gate) => Some(gate.lock().await),
-                None => None,
-            };
-            fut.await
-        })
-        .await
+    /// Runs one store call on its own task and waits for it, at most `timeout` without a
+    /// reply from the server (the driver has no socket timeout, so a server that accepts
+    /// connections but never answers would otherwise hang the caller). The bound is on
+    /// waiting, not on the whole call: a call that sends many commands (a write set of
+    /// thousands of keys, chunked by [`CHUNK`]) takes as long as it needs while the server
+    /// keeps answering. Waiting for the gate counts against the timeout.
+    ///
+    /// A caller that gives up leaves the server still working on what it was sent. So with
+    /// the gate, the task keeps it until the server has answered (the next call must not
+    /// overlap the abandoned one on a server that does not isolate them), and a task whose
+    /// caller gave up before its commit was sent never sends it: "nothing was written"
+    /// then holds. Without the gate the task is dropped, which aborts an open transaction.
+    async fn run<T, F, Fut>(&self, call: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(MongoStore) -> Fut,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let turn = match &self.gate {
+            Some(gate) => match tokio::time::timeout(self.timeout, gate.clone().lock_owned()).await
+            {
+                Ok(turn) => Some(turn),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "an earlier call is still running on the MongoDB server after {:?} \
+                         (one call at a time)",
+                        self.timeout
+                    )))
+                }
+            },
+            None => None,
+        };
+        let state = Arc::new(Call::new());
+        let mut this = self.clone();
+        this.call = state.clone();
+        let fut = call(this);
+        let mut task = tokio::spawn(async move {
+            let result = fut.await;
+            drop(turn);
+            result
+        });
+        loop {
+            let deadline = state.last_reply() + self.timeout;
+            tokio::select! {
+                joined = &mut task => {
+                    return joined.unwrap_or_else(|e| {
+                        Err(StoreError::Other(format!("store call failed: {e}")))
+                    });
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if state.last_reply() + self.timeout > Instant::now() {
+                        continue; // a reply came meanwhile
+                    }
+                    let not_sent = state.abandon();
+                    if self.gate.is_none() {
+                        task.abort();
+                    }
+                    let silent = self.timeout;
+                    return Err(if not_sent {
+                        StoreError::Unavailable(format!(
+                            "MongoDB did not answer within {silent:?}"
+                        ))
+                    } else {
+                        StoreError::OutcomeUnknown(format!(
+                            "MongoDB did not answer the commit within {silent:?}"
+                        ))
+                    });
+                }
+            }
+        }
+    }
+
+    /// Marks a reply of the server: the caller's timeout counts from the latest one.
+    fn replied<T>(&self, result: T) -> T {
+        self.call.replied();
+        result
+    }
+
+    /// Enters the commit: an error after this point leaves the outcome unknown.
+    fn begin_commit(&self) -> StoreResult<()> {
+        if self.call.begin_commit() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the caller gave up before the commit".to_owned(),
+            ))
+        }
     }
 
     /// A write set that changes one product document and nothing else: compare-and-set.
     async fn commit_single(&self, write: &ProductWrite) -> StoreResult<()> {
         let doc = product_doc(&write.record)?;
+        self.begin_commit()?;
         match write.expected_revision {
             None => {
-                self.products()
-                    .insert_one(doc)
-                    .await
-                    .map_err(|e| classify_conflict(e, "product already exists"))?;
+                self.products().insert_one(doc).await.map_err(|e| {
+                    unknown_unless_refused(classify_conflict(e, "product already exists"))
+                })?;
             }
             Some(expected) => {
                 let filter =
@@ -217,7 +357,7 @@ impl MongoStore {
                     .products()
                     .replace_one(filter, doc)
                     .await
-                    .map_err(classify)?;
+                    .map_err(|e| unknown_unless_refused(classify(e)))?;
                 if result.matched_count != 1 {
                     return Err(revision_moved(write));
                 }
@@ -230,7 +370,14 @@ impl MongoStore {
         let mut session = self.client.start_session().await.map_err(classify)?;
         session.start_transaction().await.map_err(classify)?;
         match self.apply(&mut session, set).await {
-            Ok(()) => session.commit_transaction().await.map_err(classify),
+            Ok(()) => {
+                if let Err(e) = self.begin_commit() {
+                    let _ = session.abort_transaction().await;
+                    return Err(e);
+                }
+                let committed = session.commit_transaction().await;
+                self.replied(committed.map_err(|e| unknown_unless_refused(classify(e))))
+            }
             Err(e) => {
                 // Best effort: the server also aborts when the session goes away.
                 let _ = session.abort_transaction().await;
@@ -248,6 +395,7 @@ impl MongoStore {
                 .session(&mut *s)
                 .await
                 .map_err(|e| classify_conflict(e, "event already processed"))?;
+            self.call.replied();
         }
 
         if !set.claim_keys.is_empty() {
@@ -262,28 +410,35 @@ impl MongoStore {
                     }
                 }
             }
-            let ids: Vec<&str> = wanted.keys().map(|k| k.as_str()).collect();
-            let mut cursor = self
-                .coll(MATCH_KEYS)
-                .find(doc! { "_id": { "$in": ids } })
-                .session(&mut *s)
-                .await
-                .map_err(classify)?;
-            while let Some(found) = cursor.next(&mut *s).await {
-                let found = found.map_err(classify)?;
-                let key = str_field(&found, "_id")?;
-                let owner = id_field(&found, "product")?;
-                if let Some((k, want)) = wanted.remove_entry(&MatchKey::from_stored(key.clone())) {
-                    if want != owner {
-                        return Err(StoreError::Conflict(format!(
-                            "key {} is owned by {owner}",
-                            k.as_str()
-                        )));
+            let all: Vec<String> = wanted.keys().map(|k| k.as_str().to_owned()).collect();
+            for ids in all.chunks(CHUNK) {
+                let mut cursor = self
+                    .coll(MATCH_KEYS)
+                    .find(doc! { "_id": { "$in": ids } })
+                    .session(&mut *s)
+                    .await
+                    .map_err(classify)?;
+                self.call.replied();
+                while let Some(found) = cursor.next(&mut *s).await {
+                    let found = found.map_err(classify)?;
+                    let key = str_field(&found, "_id")?;
+                    let owner = id_field(&found, "product")?;
+                    if let Some((k, want)) =
+                        wanted.remove_entry(&MatchKey::from_stored(key.clone()))
+                    {
+                        if want != owner {
+                            return Err(StoreError::Conflict(format!(
+                                "key {} is owned by {owner}",
+                                k.as_str()
+                            )));
+                        }
                     }
                 }
+                self.call.replied();
             }
-            if !wanted.is_empty() {
-                let docs = wanted.iter().map(|(key, owner)| {
+            let wanted: Vec<_> = wanted.into_iter().collect();
+            for chunk in wanted.chunks(CHUNK) {
+                let docs = chunk.iter().map(|(key, owner)| {
                     doc! { "_id": key.as_str(), "product": owner.to_string() }
                 });
                 self.coll(MATCH_KEYS)
@@ -291,6 +446,7 @@ impl MongoStore {
                     .session(&mut *s)
                     .await
                     .map_err(|e| classify_conflict(e, "key claimed concurrently"))?;
+                self.call.replied();
             }
         }
 
@@ -303,6 +459,7 @@ impl MongoStore {
                         .session(&mut *s)
                         .await
                         .map_err(|e| classify_conflict(e, "product already exists"))?;
+                    self.call.replied();
                 }
                 Some(expected) => {
                     let filter =
@@ -313,6 +470,7 @@ impl MongoStore {
                         .session(&mut *s)
                         .await
                         .map_err(classify)?;
+                    self.call.replied();
                     if result.matched_count != 1 {
                         return Err(revision_moved(write));
                     }
@@ -331,6 +489,7 @@ impl MongoStore {
                 .session(&mut *s)
                 .await
                 .map_err(classify)?;
+            self.call.replied();
         }
 
         if !set.clear_waiters.is_empty() {
@@ -340,6 +499,7 @@ impl MongoStore {
                 .session(&mut *s)
                 .await
                 .map_err(classify)?;
+            self.call.replied();
         }
 
         if !set.history.is_empty() {
@@ -353,6 +513,7 @@ impl MongoStore {
                 .session(&mut *s)
                 .await
                 .map_err(|e| classify_conflict(e, "history entry already stored"))?;
+            self.call.replied();
         }
         Ok(())
     }
@@ -372,8 +533,8 @@ impl MongoStore {
         if let Some(projection) = projection {
             find = find.projection(projection);
         }
-        let cursor = find.await.map_err(classify)?;
-        cursor.try_collect().await.map_err(classify)
+        let cursor = self.replied(find.await.map_err(classify)?);
+        self.replied(cursor.try_collect().await.map_err(classify))
     }
 }
 
@@ -383,19 +544,21 @@ impl Store for MongoStore {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
-        self.bounded(async {
-            let ids: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
-            let docs = self
-                .find_all(MATCH_KEYS, doc! { "_id": { "$in": ids } }, None, None)
-                .await?;
-            docs.iter()
-                .map(|d| {
-                    Ok((
+        let ids: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        self.run(move |s| async move {
+            let mut out = BTreeMap::new();
+            for chunk in ids.chunks(CHUNK) {
+                let docs = s
+                    .find_all(MATCH_KEYS, doc! { "_id": { "$in": chunk } }, None, None)
+                    .await?;
+                for d in &docs {
+                    out.insert(
                         MatchKey::from_stored(str_field(d, "_id")?),
                         id_field(d, "product")?,
-                    ))
-                })
-                .collect()
+                    );
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -404,15 +567,18 @@ impl Store for MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.bounded(async {
+        let ids = ids.to_vec();
+        self.run(move |s| async move {
             let wanted: Vec<String> = ids.iter().map(PinvId::to_string).collect();
-            let docs = self
-                .find_all(PRODUCTS, doc! { "_id": { "$in": &wanted } }, None, None)
-                .await?;
             let mut found: BTreeMap<PinvId, ProductRecord> = BTreeMap::new();
-            for d in &docs {
-                let record = record_from_doc(d)?;
-                found.insert(record.id, record);
+            for chunk in wanted.chunks(CHUNK) {
+                let docs = s
+                    .find_all(PRODUCTS, doc! { "_id": { "$in": chunk } }, None, None)
+                    .await?;
+                for d in &docs {
+                    let record = record_from_doc(d)?;
+                    found.insert(record.id, record);
+                }
             }
             // In the order asked for, as callers pair results with their ids.
             Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
@@ -425,10 +591,11 @@ impl Store for MongoStore {
         source: &Source,
         event_id: &EventId,
     ) -> StoreResult<Option<ProcessedEvent>> {
-        self.bounded(async {
-            let found = self
+        let id = processed_id(source, event_id);
+        self.run(move |s| async move {
+            let found = s
                 .coll(PROCESSED)
-                .find_one(doc! { "_id": processed_id(source, event_id) })
+                .find_one(doc! { "_id": id })
                 .await
                 .map_err(classify)?;
             found
@@ -442,16 +609,18 @@ impl Store for MongoStore {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
-        self.bounded(async {
-            let wanted: Vec<&str> = keys.iter().map(MatchKey::as_str).collect();
-            let docs = self
-                .find_all(WAITERS, doc! { "key": { "$in": wanted } }, None, None)
-                .await?;
+        let wanted: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        self.run(move |s| async move {
             let mut out: BTreeMap<MatchKey, BTreeSet<PinvId>> = BTreeMap::new();
-            for d in &docs {
-                out.entry(MatchKey::from_stored(str_field(d, "key")?))
-                    .or_default()
-                    .insert(id_field(d, "product")?);
+            for chunk in wanted.chunks(CHUNK) {
+                let docs = s
+                    .find_all(WAITERS, doc! { "key": { "$in": chunk } }, None, None)
+                    .await?;
+                for d in &docs {
+                    out.entry(MatchKey::from_stored(str_field(d, "key")?))
+                        .or_default()
+                        .insert(id_field(d, "product")?);
+                }
             }
             Ok(out
                 .into_iter()
@@ -462,11 +631,12 @@ impl Store for MongoStore {
     }
 
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
-        self.bounded(async {
-            let docs = self
+        let root = root.to_string();
+        self.run(move |s| async move {
+            let docs = s
                 .find_all(
                     PRODUCTS,
-                    doc! { "package_root": root.to_string() },
+                    doc! { "package_root": root },
                     Some(doc! { "_id": 1 }),
                     Some(doc! { "_id": 1 }),
                 )
@@ -497,31 +667,33 @@ impl Store for MongoStore {
         if nothing {
             return Ok(());
         }
-        self.bounded(async {
+        self.run(move |s| async move {
             if only_one_product {
-                self.commit_single(&set.products[0]).await
+                s.commit_single(&set.products[0]).await
             } else {
-                self.commit_transaction(&set).await
+                s.commit_transaction(&set).await
             }
         })
         .await
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
-        self.bounded(async {
+        let query = query.clone();
+        self.run(move |s| async move {
             let filter = list_filter(&query.filters);
-            let total = self
-                .products()
-                .count_documents(filter.clone())
-                .await
-                .map_err(classify)?;
+            let total = s.replied(
+                s.products()
+                    .count_documents(filter.clone())
+                    .await
+                    .map_err(classify)?,
+            );
             if query.limit == 0 || query.offset >= total {
                 return Ok(ListPage {
                     items: Vec::new(),
                     total,
                 });
             }
-            let cursor = self
+            let cursor = s
                 .products()
                 .find(filter)
                 .sort(doc! { "_id": 1 })
@@ -541,11 +713,12 @@ impl Store for MongoStore {
     }
 
     async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
-        self.bounded(async {
-            let docs = self
+        let id = id.to_string();
+        self.run(move |s| async move {
+            let docs = s
                 .find_all(
                     HISTORY,
-                    doc! { "product": id.to_string() },
+                    doc! { "product": id },
                     Some(doc! { "revision": 1 }),
                     None,
                 )
@@ -566,12 +739,12 @@ impl Store for MongoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.bounded(async {
+        self.run(move |s| async move {
             let filter = match after {
                 Some(after) => doc! { "_id": { "$gt": after.to_string() } },
                 None => doc! {},
             };
-            let cursor = self
+            let cursor = s
                 .products()
                 .find(filter)
                 .sort(doc! { "_id": 1 })
@@ -585,9 +758,8 @@ impl Store for MongoStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.bounded(async {
-            self.db
-                .run_command(doc! { "ping": 1 })
+        self.run(|s| async move {
+            s.db.run_command(doc! { "ping": 1 })
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -790,8 +962,12 @@ fn classify(e: MongoError) -> StoreError {
         | ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::ServerSelection { .. }
         | ErrorKind::DnsResolve { .. }
-        | ErrorKind::Shutdown => return StoreError::Unavailable(msg),
-        ErrorKind::BsonDeserialization(_) => return StoreError::Corrupt(msg),
+        | ErrorKind::Shutdown
+        // A reply the driver cannot read (nx-27017 answers some failures without an error
+        // code) is the server failing, not PINV's data: stored documents are read by PINV
+        // itself, whose parse errors are `Corrupt`.
+        | ErrorKind::BsonDeserialization(_)
+        | ErrorKind::InvalidResponse { .. } => return StoreError::Unavailable(msg),
         _ => {}
     }
     if is_code(&e, CONFLICT_CODES) || e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
@@ -806,7 +982,24 @@ fn classify(e: MongoError) -> StoreError {
     {
         return StoreError::Unavailable(msg);
     }
+    // Any other error the server replied with is a failure of the store, which a retry
+    // may not meet: a `503`, not an internal error of PINV.
+    if matches!(
+        *e.kind,
+        ErrorKind::Command(_) | ErrorKind::Write(_) | ErrorKind::InsertMany(_)
+    ) {
+        return StoreError::Unavailable(msg);
+    }
     StoreError::Other(msg)
+}
+
+/// An error of the command that commits: only a refusal (a failed guard, a transaction the
+/// server aborted) says that nothing was written; anything else may have committed.
+fn unknown_unless_refused(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(msg) | StoreError::Other(msg) => StoreError::OutcomeUnknown(msg),
+        other => other,
+    }
 }
 
 /// Like [`classify`], naming the guard that a duplicate key broke.
@@ -881,6 +1074,142 @@ mod tests {
             ] }
         );
         assert_eq!(list_filter(&[]), doc! {});
+    }
+
+    fn server_error(code: i32) -> MongoError {
+        let reply: mongodb::error::CommandError = mongodb::bson::from_document(
+            doc! { "code": code, "codeName": "Whatever", "errmsg": "the server failed" },
+        )
+        .unwrap();
+        MongoError::from(ErrorKind::Command(reply))
+    }
+
+    #[test]
+    fn error_replies_of_the_server_are_store_failures_not_internal_errors() {
+        assert!(matches!(
+            classify(server_error(8000)),
+            StoreError::Unavailable(_)
+        ));
+        // nx-27017's reply to a failed commit has no error code: the driver cannot read it.
+        let unreadable = MongoError::from(
+            mongodb::bson::from_document::<mongodb::error::CommandError>(
+                doc! { "ok": 0, "errmsg": "no such savepoint: session_tx_1" },
+            )
+            .unwrap_err(),
+        );
+        assert!(matches!(classify(unreadable), StoreError::Unavailable(_)));
+        assert!(matches!(
+            classify(server_error(DUPLICATE_KEY)),
+            StoreError::Conflict(_)
+        ));
+    }
+
+    #[test]
+    fn a_failed_commit_is_unknown_unless_the_server_refused_it() {
+        let commit = |e| unknown_unless_refused(classify(e));
+        assert!(matches!(commit(server_error(112)), StoreError::Conflict(_)));
+        assert!(matches!(
+            commit(server_error(91)),
+            StoreError::OutcomeUnknown(_)
+        ));
+        assert!(matches!(
+            commit(server_error(8000)),
+            StoreError::OutcomeUnknown(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_before_its_commit_never_commits() {
+        let call = Call::new();
+        assert!(
+            call.abandon(),
+            "nothing sent yet: the caller may say nothing was written"
+        );
+        assert!(!call.begin_commit(), "the task must not commit after that");
+        let call = Call::new();
+        assert!(call.begin_commit());
+        assert!(!call.abandon(), "commit sent: the outcome is unknown");
+    }
+
+    /// A store whose client never connects (nothing listens on the discard port): enough to
+    /// exercise [`MongoStore::run`] with calls that stand in for the server's work.
+    async fn offline(timeout: Duration, one_at_a_time: bool) -> MongoStore {
+        let options = ClientOptions::parse("mongodb://127.0.0.1:9/")
+            .await
+            .unwrap();
+        let client = Client::with_options(options).unwrap();
+        MongoStore {
+            db: client.database("offline"),
+            client,
+            timeout,
+            gate: one_at_a_time.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            call: Arc::new(Call::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timeout_bounds_silence_not_the_length_of_a_call() {
+        let store = offline(Duration::from_millis(1000), false).await;
+        // A large call: 3 s in all, but the server answers every 50 ms.
+        let long = store
+            .run(|s| async move {
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    s.replied(());
+                }
+                Ok(60)
+            })
+            .await;
+        assert_eq!(long.unwrap(), 60);
+        let silent = store
+            .run(|_| std::future::pending::<StoreResult<()>>())
+            .await;
+        assert!(
+            matches!(silent, Err(StoreError::Unavailable(_))),
+            "{silent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_on_keeps_the_gate_until_it_ends_and_never_commits_after() {
+        let store = offline(Duration::from_millis(300), true).await;
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committed = Arc::new(std::sync::Mutex::new(None));
+        let (r, c) = (running.clone(), committed.clone());
+        // The server keeps working on it for 1.5 s after the caller gave up.
+        let first = store
+            .run(move |s| async move {
+                r.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                *c.lock().unwrap() = Some(s.begin_commit().is_ok());
+                r.store(false, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        let overlap = |running: Arc<std::sync::atomic::AtomicBool>| {
+            move |_| async move {
+                assert!(
+                    !running.load(Ordering::SeqCst),
+                    "overlaps the abandoned call"
+                );
+                Ok(())
+            }
+        };
+        let next = store.run(overlap(running.clone())).await;
+        assert!(matches!(next, Err(StoreError::Unavailable(_))), "{next:?}");
+        while committed.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            *committed.lock().unwrap(),
+            Some(false),
+            "committed after giving up"
+        );
+        store.run(overlap(running)).await.unwrap();
     }
 
     #[test]

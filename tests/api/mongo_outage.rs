@@ -58,6 +58,12 @@ fn reference(n: u32, part: &str) -> String {
 
 /// The ADI + ACCESS + PORT package `n`, one event.
 fn package(n: u32) -> Value {
+    package_with(n, "OrderLineID", reference)
+}
+
+/// The ADI + ACCESS + PORT package `n`, each part named by one external reference of
+/// `reference_type` (a `CircuitID` is a match key: the package then claims three keys).
+fn package_with(n: u32, reference_type: &str, reference: fn(u32, &str) -> String) -> Value {
     let part = |kind: &str, spec: &str, related: &[&str]| {
         json!({
             "@type": "AttProduct",
@@ -68,7 +74,7 @@ fn package(n: u32) -> Value {
             "externalReference": [{
                 "@type": "ExternalIdentifier",
                 "id": reference(n, kind),
-                "externalIdentifierType": "OrderLineID",
+                "externalIdentifierType": reference_type,
                 "owner": "TEST"
             }],
             "productRelationship": related.iter()
@@ -224,4 +230,141 @@ async fn store_outage_answers_503_and_the_app_recovers_by_itself() {
         }
     );
     app.stop().await;
+}
+
+/// The CircuitID of one part of package `n` of the freeze test.
+fn circuit(n: u32, part: &str) -> String {
+    format!("FREEZE-{n}-{part}")
+}
+
+/// Every product stored for package `n`'s CircuitIDs: `Some` when the three parts are there,
+/// each exactly once (one product per CircuitID) and each with a history; `None` when none
+/// is; panics on anything in between.
+async fn stored_circuit_package(app: &TestApp, n: u32) -> Option<Vec<Value>> {
+    let mut found = Vec::new();
+    for part in PARTS {
+        let res = app
+            .get_authorized(&format!(
+                "/products?externalReference.id={}",
+                circuit(n, part)
+            ))
+            .await;
+        assert_eq!(res.status().as_u16(), 200, "list after the freezes");
+        let list: Value = res.json().await.unwrap();
+        let list = list.as_array().expect("an array").clone();
+        assert!(
+            list.len() <= 1,
+            "package {n}, {part}: {} products for one CircuitID: {list:?}",
+            list.len()
+        );
+        for doc in &list {
+            let id = doc["id"].as_str().unwrap();
+            let res = app.get_authorized(&format!("/products/{id}/history")).await;
+            assert_eq!(res.status().as_u16(), 200, "history of {id}");
+            let history: Value = res.json().await.unwrap();
+            assert!(
+                !history.as_array().unwrap().is_empty(),
+                "package {n}, {part}: product {id} stored without history"
+            );
+        }
+        found.extend(list);
+    }
+    match found.len() {
+        3 => Some(found),
+        0 => None,
+        k => panic!("package {n} is half-written: {k} of 3 parts stored: {found:?}"),
+    }
+}
+
+/// The server freezes (SIGSTOP) for longer than the store timeout, again and again, while
+/// eight writers post packages. Whatever the timing, an answer must be true: a `201`/`200`
+/// is stored, a `503 STORE_UNAVAILABLE` ("nothing was written") is not, a
+/// `503 COMMIT_OUTCOME_UNKNOWN` is whole or absent, no package is ever half-written, and the
+/// clients' retries never make a second product for a CircuitID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_freezes_never_make_answers_lie_or_packages_half_written() {
+    const WRITERS: u32 = 8;
+    const FREEZES: u32 = 6;
+    const FROZEN: Duration = Duration::from_millis(1500);
+    let Some(bin) = std::env::var_os(NX_VAR).map(PathBuf::from) else {
+        not_run(format!(
+            "NOT RUN: server_freezes_never_make_answers_lie_or_packages_half_written needs \
+             {NX_VAR} (the nx-27017 executable); run ./scripts/test.sh"
+        ));
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db_file = dir.path().join("api-freeze.db");
+    let port = free_port();
+    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let server = Server::start(&bin, &db_file, port, dir.path());
+    let store = Arc::new(connect_when_up(&uri).await);
+    let app = Arc::new(spawn_app_with(test_settings(), store).await);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (app, stop) = (app.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = w * 10_000 + i;
+                i += 1;
+                let body = package_with(n, "CircuitID", circuit);
+                let res = app.post_products(&body, &[SOURCE]).await;
+                let status = res.status().as_u16();
+                let body: Value = res.json().await.unwrap_or(Value::Null);
+                let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+                outcomes.push((n, status, code));
+            }
+            outcomes
+        }));
+    }
+    for _ in 0..FREEZES {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        server.signal("STOP");
+        tokio::time::sleep(FROZEN).await;
+        server.signal("CONT");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for w in writers {
+        outcomes.extend(w.await.unwrap());
+    }
+
+    let mut tally: std::collections::BTreeMap<String, u32> = Default::default();
+    for (n, status, code) in &outcomes {
+        *tally.entry(format!("{status} {code}")).or_default() += 1;
+        let stored = stored_circuit_package(&app, *n).await;
+        match (status, code.as_str()) {
+            (200 | 201, _) => assert!(stored.is_some(), "package {n}: {status} but not stored"),
+            (503, "STORE_UNAVAILABLE") => assert!(
+                stored.is_none(),
+                "package {n}: 503 STORE_UNAVAILABLE (nothing was written) but stored"
+            ),
+            (503, "COMMIT_OUTCOME_UNKNOWN") => {}
+            _ => panic!("package {n}: unexpected answer {status} {code}"),
+        }
+        // The client's retry of the same event completes it, with one product per circuit.
+        let res = app
+            .post_products(&package_with(*n, "CircuitID", circuit), &[SOURCE])
+            .await;
+        let retry = res.status().as_u16();
+        assert!(
+            retry == 200 || retry == 201,
+            "retry of package {n}: {retry}"
+        );
+        assert!(stored_circuit_package(&app, *n).await.is_some());
+    }
+    println!(
+        "freeze: {} POSTs during {FREEZES} freezes: {tally:?}",
+        outcomes.len()
+    );
+    assert!(
+        tally.keys().any(|k| k.starts_with("503")),
+        "no POST met a freeze: the test did not test anything ({tally:?})"
+    );
+    drop(server);
 }

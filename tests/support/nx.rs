@@ -31,6 +31,18 @@ impl Server {
         Self { child }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`...) to the server: `STOP` freezes it with its
+    /// connections open, as a stalled or overloaded server looks to a client.
+    #[allow(dead_code)] // not every including test freezes its server
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
