@@ -116,6 +116,22 @@ impl Payload {
     }
 }
 
+/// The products of a body not yet parsed, as [`Payload::products`] would list them: `value`
+/// when it is an object, else each object element of a `value` array. Lets the schema
+/// check run on a body whose headers are wrong, so one answer reports both.
+pub fn raw_products(body: &Value) -> Vec<(String, &Value)> {
+    match body.get("value") {
+        Some(v @ Value::Object(_)) => vec![("/value".to_owned(), v)],
+        Some(Value::Array(vs)) => vs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_object())
+            .map(|(i, v)| (format!("/value/{i}"), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A parsed POST body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -559,6 +575,25 @@ mod tests {
             h.remove(name);
         }
         assert!(parse(body, &accepted()).is_ok());
+    }
+
+    #[test]
+    fn raw_products_are_the_object_products_of_value() {
+        let single = json!({"value": {"a": 1}});
+        assert_eq!(
+            raw_products(&single),
+            vec![("/value".to_owned(), &json!({"a": 1}))]
+        );
+        let package = json!({"value": [{"a": 1}, 2, {"b": 3}]});
+        assert_eq!(
+            raw_products(&package),
+            vec![
+                ("/value/0".to_owned(), &json!({"a": 1})),
+                ("/value/2".to_owned(), &json!({"b": 3}))
+            ]
+        );
+        assert!(raw_products(&json!({"value": "x"})).is_empty());
+        assert!(raw_products(&json!([1])).is_empty());
     }
 
     #[test]
