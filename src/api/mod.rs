@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod products;
+pub mod query;
 pub mod reads;
 pub mod schema;
 

@@ -21,7 +21,9 @@ fn id_param() -> Value {
 
 fn package_param() -> Value {
     json!({"name": "as-adi-package", "in": "query", "required": false,
-           "description": "Also return every other part of the ADI package",
+           "description": "Also return every other part of the ADI package; \
+                           given without a value (`?as-adi-package` or `?as-adi-package=`) it is true",
+           "allowEmptyValue": true,
            "schema": {"type": "boolean", "default": false}})
 }
 
@@ -102,7 +104,7 @@ pub fn document() -> Value {
                     "security": secured,
                     "parameters": [
                         {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated attributes to keep"},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
                     ],
                     "responses": {
