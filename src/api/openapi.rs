@@ -41,7 +41,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "Claim `sources` lists the sources the token may write for; `*` is every source."}},
+                "description": "One Authorization header. Claim `sources` lists the sources the token may write for; `*` is every source. `exp` is required; `exp` and `nbf` (NumericDates, fractions allowed) are checked with a clock-skew leeway (PINV_JWT_LEEWAY_SECONDS, 60 s by default); `iss` and `aud` (a string or an array) when configured; `alg: none` is never accepted."}},
             "schemas": {
                 "Product": {"$ref": "/schema/AttProduct_tmf637.schema.json"},
                 "Envelope": {"type": "object", "required": ["headers", "value"],
@@ -49,7 +49,7 @@ pub fn document() -> Value {
                         "headers": {"type": "object", "required": ["id", "source", "type", "time", "datacontenttype"],
                             "properties": {
                                 "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
-                                "time": {"type": "string", "description": "RFC 3339, a space instead of T allowed"},
+                                "time": {"type": "string", "description": "RFC 3339 with an offset, a space instead of T allowed; the instant in UTC must fall in years 0000-9999"},
                                 "datacontenttype": {"const": "application/json"}, "version": {"type": "string"},
                                 "traceparent": {"type": "string"}, "tracestate": {"type": "string"}}},
                         "value": {"oneOf": [{"$ref": "#/components/schemas/Product"},
