@@ -86,6 +86,10 @@ pub struct ConfigFlags {
     /// Required token audience [env: PINV_JWT_AUDIENCE].
     #[arg(long)]
     pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on a token's exp and nbf [env: PINV_JWT_LEEWAY_SECONDS]
+    /// (default 60).
+    #[arg(long)]
+    pub jwt_leeway_seconds: Option<String>,
     /// Largest request body in bytes [env: PINV_MAX_BODY_BYTES] (default 1048576).
     #[arg(long)]
     pub max_body_bytes: Option<String>,
@@ -106,6 +110,7 @@ impl ConfigFlags {
             jwt_algorithm: self.jwt_algorithm.clone(),
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
+            jwt_leeway_seconds: self.jwt_leeway_seconds.clone(),
             max_body_bytes: self.max_body_bytes.clone(),
         }
     }
@@ -563,6 +568,17 @@ mod tests {
         assert!(s.dev);
         assert_eq!(s.config.bind.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(s.config.store.as_deref(), Some("memory"));
+    }
+
+    #[test]
+    fn jwt_leeway_flag_reaches_the_settings() {
+        let cli = Cli::try_parse_from(["pinv", "serve", "--jwt-leeway-seconds", "7"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let raw = s.config.raw();
+        assert_eq!(raw.jwt_leeway_seconds.as_deref(), Some("7"));
+        assert_eq!(raw.parse().unwrap().jwt.leeway_seconds, 7);
     }
 
     #[test]

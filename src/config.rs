@@ -23,6 +23,10 @@ pub const DEFAULT_MONGODB_TIMEOUT: Duration = Duration::from_millis(5000);
 pub const DEFAULT_RULES_DIR: &str = "./merge-rules";
 /// Default `PINV_MAX_BODY_BYTES` (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+/// Default clock-skew leeway on a token's `exp` and `nbf`, in seconds.
+pub const DEFAULT_JWT_LEEWAY_SECONDS: u64 = 60;
+/// Largest accepted `PINV_JWT_LEEWAY_SECONDS` (a day).
+pub const MAX_JWT_LEEWAY_SECONDS: u64 = 86_400;
 
 /// Where products are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +169,7 @@ impl fmt::Debug for JwtKey {
 }
 
 /// Token validation settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtSettings {
     /// The verification key; `None` when nothing is configured (only `serve --dev` accepts that).
     pub key: Option<JwtKey>,
@@ -173,6 +177,20 @@ pub struct JwtSettings {
     pub issuer: Option<String>,
     /// Required `aud`, when configured.
     pub audience: Option<String>,
+    /// Seconds a token is still accepted after its `exp` and already before its `nbf`,
+    /// for clocks that disagree.
+    pub leeway_seconds: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            key: None,
+            issuer: None,
+            audience: None,
+            leeway_seconds: DEFAULT_JWT_LEEWAY_SECONDS,
+        }
+    }
 }
 
 /// Everything PINV is configured with.
@@ -217,6 +235,7 @@ impl Settings {
                 }),
                 issuer: None,
                 audience: None,
+                leeway_seconds: DEFAULT_JWT_LEEWAY_SECONDS,
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
@@ -269,6 +288,8 @@ pub struct RawSettings {
     pub jwt_issuer: Option<String>,
     /// `PINV_JWT_AUDIENCE` / `--jwt-audience`.
     pub jwt_audience: Option<String>,
+    /// `PINV_JWT_LEEWAY_SECONDS` / `--jwt-leeway-seconds`.
+    pub jwt_leeway_seconds: Option<String>,
     /// `PINV_MAX_BODY_BYTES` / `--max-body-bytes`.
     pub max_body_bytes: Option<String>,
 }
@@ -291,6 +312,7 @@ impl RawSettings {
             jwt_algorithm: get("PINV_JWT_ALGORITHM"),
             jwt_issuer: get("PINV_JWT_ISSUER"),
             jwt_audience: get("PINV_JWT_AUDIENCE"),
+            jwt_leeway_seconds: get("PINV_JWT_LEEWAY_SECONDS"),
             max_body_bytes: get("PINV_MAX_BODY_BYTES"),
         }
     }
@@ -315,6 +337,7 @@ impl RawSettings {
             jwt_algorithm: flags.jwt_algorithm.or(self.jwt_algorithm),
             jwt_issuer: flags.jwt_issuer.or(self.jwt_issuer),
             jwt_audience: flags.jwt_audience.or(self.jwt_audience),
+            jwt_leeway_seconds: flags.jwt_leeway_seconds.or(self.jwt_leeway_seconds),
             max_body_bytes: flags.max_body_bytes.or(self.max_body_bytes),
         }
     }
@@ -430,6 +453,23 @@ impl RawSettings {
             }
         };
 
+        let leeway_seconds = match &self.jwt_leeway_seconds {
+            None => DEFAULT_JWT_LEEWAY_SECONDS,
+            // A day is already far more skew than any clock should have; beyond it the
+            // setting is a mistake (or would make `exp` meaningless).
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(n) if n <= MAX_JWT_LEEWAY_SECONDS => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "PINV_JWT_LEEWAY_SECONDS",
+                        format!(
+                        "'{text}' is not a number of seconds from 0 to {MAX_JWT_LEEWAY_SECONDS}"
+                    ),
+                    ))
+                }
+            },
+        };
+
         let max_body_bytes = match self.max_body_bytes {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(text) => match text.trim().parse::<usize>() {
@@ -455,6 +495,7 @@ impl RawSettings {
                 key,
                 issuer: self.jwt_issuer,
                 audience: self.jwt_audience,
+                leeway_seconds,
             },
             max_body_bytes,
         })
@@ -588,8 +629,31 @@ mod tests {
                 }),
                 issuer: Some("idp".into()),
                 audience: Some("pinv".into()),
+                leeway_seconds: DEFAULT_JWT_LEEWAY_SECONDS,
             }
         );
+    }
+
+    #[test]
+    fn jwt_leeway_is_60_seconds_unless_set() {
+        assert_eq!(env(&[]).parse().unwrap().jwt.leeway_seconds, 60);
+        let s = env(&[("PINV_JWT_LEEWAY_SECONDS", "5")]).parse().unwrap();
+        assert_eq!(s.jwt.leeway_seconds, 5);
+        let flags = RawSettings {
+            jwt_leeway_seconds: Some("0".into()),
+            ..Default::default()
+        };
+        let s = env(&[("PINV_JWT_LEEWAY_SECONDS", "5")])
+            .overlay(flags)
+            .parse()
+            .unwrap();
+        assert_eq!(s.jwt.leeway_seconds, 0);
+        for bad in ["-1", "abc", "86401", "1.5"] {
+            let e = env(&[("PINV_JWT_LEEWAY_SECONDS", bad)])
+                .parse()
+                .unwrap_err();
+            assert_eq!(e.variable, "PINV_JWT_LEEWAY_SECONDS", "{bad}");
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::api::auth::{AuthConfigError, Authenticator};
-use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
 use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::app::service::Service;
@@ -117,18 +116,6 @@ impl Application {
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
                 .app_data(settings.clone())
-                // Extractor failures answer with the error JSON too.
-                .app_data(web::PathConfig::default().error_handler(|e, req| {
-                    ApiError::new(
-                        crate::api::error::ErrorCode::NotFound,
-                        format!("{}: {e}", req.path()),
-                    )
-                    .into()
-                }))
-                .app_data(
-                    web::QueryConfig::default()
-                        .error_handler(|e, _| ApiError::bad_query("(query string)", e).into()),
-                )
                 .configure(crate::api::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })

@@ -2,15 +2,20 @@
 //!
 //! [`Authenticator`] is built once from the settings; [`Claims`] is an extractor, so a
 //! handler that takes one cannot run without a valid token.
+//!
+//! `exp` and `nbf` are checked with a clock-skew leeway (`PINV_JWT_LEEWAY_SECONDS`, 60 s
+//! by default): a token is still accepted that many seconds after it expired, and already
+//! that many seconds before it becomes valid.
 
 use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::error::ApiError;
 use crate::config::{JwtKey, JwtSettings, PublicKeyAlgorithm};
@@ -83,6 +88,7 @@ impl Authenticator {
         };
         // Exactly one algorithm: a token cannot choose a weaker one (or `none`).
         let mut validation = Validation::new(algorithm);
+        validation.leeway = jwt.leeway_seconds;
         let mut required = vec!["exp"];
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -106,8 +112,35 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| ApiError::unauthorized(describe(e.kind())))
+            .map_err(|e| {
+                // `none` is not an algorithm jsonwebtoken knows, so it fails reading the
+                // header as if the token were garbled; say what really happened.
+                if declares_alg_none(token) {
+                    ApiError::unauthorized(
+                        "the token is unsigned (alg none), which is never accepted",
+                    )
+                } else {
+                    ApiError::unauthorized(describe(e.kind()))
+                }
+            })
     }
+}
+
+/// Whether the token's header says `"alg": "none"` (in any case).
+fn declares_alg_none(token: &str) -> bool {
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|h| {
+            h.get("alg")?
+                .as_str()
+                .map(|a| a.eq_ignore_ascii_case("none"))
+        })
+        .unwrap_or(false)
 }
 
 fn describe(kind: &ErrorKind) -> &'static str {
@@ -127,24 +160,66 @@ fn describe(kind: &ErrorKind) -> &'static str {
 }
 
 /// The claims PINV reads from a token.
+///
+/// Times are RFC 7519 NumericDates, which may have a fractional part; the whole seconds
+/// are kept (jsonwebtoken checks `exp` and `nbf` itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The sources the token may write for; `*` is every source.
     pub sources: Vec<String>,
     /// Expiry (seconds since the epoch).
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     /// Issued at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub iat: Option<u64>,
     /// Not before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nbf: Option<u64>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience, or several (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "pinv"`.
+    One(String),
+    /// `"aud": ["pinv", "other"]`.
+    Many(Vec<String>),
+}
+
+fn whole_seconds<E: serde::de::Error>(n: &serde_json::Number) -> Result<u64, E> {
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| E::custom(format!("{n} is not a NumericDate")))
+}
+
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    whole_seconds(&serde_json::Number::deserialize(d)?)
+}
+
+fn optional_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| whole_seconds(&n))
+        .transpose()
 }
 
 impl Claims {
@@ -171,7 +246,7 @@ pub fn mint_hs256(
         iat: Some(now),
         nbf: None,
         iss: issuer.map(str::to_owned),
-        aud: audience.map(str::to_owned),
+        aud: audience.map(|a| Audience::One(a.to_owned())),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -181,10 +256,14 @@ pub fn mint_hs256(
 }
 
 fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values
+        .next()
         .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+    // Two credentials are ambiguous: a proxy and the server could each read another one.
+    if values.next().is_some() {
+        return Err(ApiError::unauthorized("more than one Authorization header"));
+    }
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
@@ -229,8 +308,97 @@ mod tests {
             }),
             issuer: issuer.map(Into::into),
             audience: audience.map(Into::into),
+            ..Default::default()
         })
         .unwrap()
+    }
+
+    fn hs_json(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn audience_array_containing_the_configured_one_is_accepted() {
+        let auth = hs(None, Some("pinv"));
+        let t = hs_json(serde_json::json!({"sources": ["*"], "exp": now() + 60,
+            "aud": ["other", "pinv"]}));
+        let c = auth.verify(&t).unwrap();
+        assert_eq!(
+            c.aud,
+            Some(Audience::Many(vec!["other".into(), "pinv".into()]))
+        );
+        let t = hs_json(serde_json::json!({"sources": ["*"], "exp": now() + 60,
+            "aud": ["other", "another"]}));
+        let e = auth.verify(&t).unwrap_err();
+        assert!(e.message.contains("audience"), "{}", e.message);
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_accepted() {
+        let t = hs_json(serde_json::json!({"sources": ["*"],
+            "exp": now() as f64 + 3600.5, "nbf": now() as f64 - 10.25, "iat": now() as f64 - 10.75}));
+        let c = hs(None, None).verify(&t).unwrap();
+        assert_eq!(c.exp, now() + 3600);
+        assert!(c.nbf.is_some() && c.iat.is_some());
+        let expired = hs_json(serde_json::json!({"sources": ["*"], "exp": 1.5}));
+        assert!(hs(None, None).verify(&expired).is_err());
+    }
+
+    #[test]
+    fn alg_none_is_refused_saying_so() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        for alg in ["none", "None"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            let payload =
+                URL_SAFE_NO_PAD.encode(format!(r#"{{"sources":["*"],"exp":{}}}"#, now() + 60));
+            let e = hs(None, None)
+                .verify(&format!("{header}.{payload}."))
+                .unwrap_err();
+            assert!(e.message.contains("alg none"), "{}", e.message);
+        }
+        // A garbled token is not mistaken for one.
+        let e = hs(None, None).verify("x.y.z").unwrap_err();
+        assert!(!e.message.contains("alg none"), "{}", e.message);
+    }
+
+    #[test]
+    fn leeway_is_configurable() {
+        let t = hs_json(serde_json::json!({"sources": ["*"], "exp": now() - 30}));
+        let with = |leeway_seconds| {
+            Authenticator::from_settings(&JwtSettings {
+                key: Some(JwtKey::Hs256 {
+                    secret: SECRET.into(),
+                }),
+                leeway_seconds,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        assert!(with(crate::config::DEFAULT_JWT_LEEWAY_SECONDS)
+            .verify(&t)
+            .is_ok());
+        assert!(with(0).verify(&t).is_err());
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        use actix_web::test::TestRequest;
+        let t = mint_hs256(SECRET, &["*".into()], 60, None, None).unwrap();
+        let req = TestRequest::default()
+            .append_header((header::AUTHORIZATION, format!("Bearer {t}")))
+            .append_header((header::AUTHORIZATION, format!("Bearer {t}")))
+            .to_http_request();
+        let e = bearer_token(&req).unwrap_err();
+        assert!(e.message.contains("more than one"), "{}", e.message);
     }
 
     #[test]

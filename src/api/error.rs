@@ -276,6 +276,44 @@ impl ResponseError for ApiError {
     }
 }
 
+// actix-web's extractors answer their own errors as plain text; these conversions (wired in
+// `api::configure` through each extractor's config) give them the error JSON instead.
+
+impl From<actix_web::error::JsonPayloadError> for ApiError {
+    fn from(e: actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::{JsonPayloadError as J, PayloadError as P};
+        let code = match &e {
+            J::OverflowKnownLength { .. } | J::Overflow { .. } | J::Payload(P::Overflow) => {
+                ErrorCode::PayloadTooLarge
+            }
+            J::ContentType => ErrorCode::UnsupportedMediaType,
+            J::Deserialize(de) if de.is_data() => ErrorCode::ValidationFailed,
+            J::Serialize(_) => ErrorCode::Internal,
+            _ => ErrorCode::MalformedJson,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<actix_web::error::UrlencodedError> for ApiError {
+    fn from(e: actix_web::error::UrlencodedError) -> Self {
+        use actix_web::error::{PayloadError as P, UrlencodedError as U};
+        let code = match &e {
+            U::Overflow { .. } | U::Payload(P::Overflow) => ErrorCode::PayloadTooLarge,
+            U::ContentType => ErrorCode::UnsupportedMediaType,
+            U::Serialize(_) => ErrorCode::Internal,
+            _ => ErrorCode::ValidationFailed,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<actix_web::error::QueryPayloadError> for ApiError {
+    fn from(e: actix_web::error::QueryPayloadError) -> Self {
+        Self::bad_query("(query string)", e)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod products;
+pub mod query;
 pub mod reads;
 pub mod schema;
 
@@ -85,8 +86,10 @@ pub const ROUTES: &[RouteDef] = &[
 ];
 
 /// Registers every route of [`ROUTES`], answering `405` for other methods on a known path
-/// and `404` for unknown paths, both as error JSON.
+/// and `404` for unknown paths, both as error JSON, and makes every extractor's failure
+/// answer the error JSON too.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    extractor_errors(cfg);
     let mut by_path: BTreeMap<&'static str, Vec<&RouteDef>> = BTreeMap::new();
     for def in ROUTES {
         by_path.entry(def.path).or_default().push(def);
@@ -118,6 +121,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// Extractor failures as error JSON, for every extractor with an error hook (actix-web
+/// answers them as plain text otherwise). `web::Payload`, `Bytes` and `String` have none:
+/// handlers read bodies through `web::Payload`, whose errors they map themselves.
+fn extractor_errors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|e, req| {
+        ApiError::new(ErrorCode::NotFound, format!("{}: {e}", req.path())).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::from(e).into()))
+    .app_data(web::JsonConfig::default().error_handler(|e, _| ApiError::from(e).into()))
+    .app_data(web::FormConfig::default().error_handler(|e, _| ApiError::from(e).into()));
+}
+
 /// The fallback for paths no route matches.
 pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
@@ -129,4 +144,89 @@ pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError>
 /// Now, as the API writes timestamps: RFC 3339 UTC with milliseconds.
 pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test, App};
+    use serde_json::Value;
+
+    /// A route per extractor, behind the app's extractor configuration.
+    async fn probe(req: test::TestRequest) -> (u16, Value) {
+        #[derive(serde::Deserialize)]
+        struct Form {
+            _n: u32,
+        }
+        let app = test::init_service(
+            App::new()
+                .configure(extractor_errors)
+                .route("/path/{n}", web::get().to(|_: web::Path<u32>| async { "" }))
+                .route(
+                    "/query",
+                    web::get()
+                        .to(|_: web::Query<std::collections::HashMap<String, u32>>| async { "" }),
+                )
+                .route(
+                    "/json",
+                    web::post().to(|_: web::Json<Vec<u32>>| async { "" }),
+                )
+                .route("/form", web::post().to(|_: web::Form<Form>| async { "" })),
+        )
+        .await;
+        let res = test::call_service(&app, req.to_request()).await;
+        let status = res.status().as_u16();
+        let body = test::read_body(res).await;
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)));
+        (status, json)
+    }
+
+    #[actix_web::test]
+    async fn every_extractor_error_is_the_error_json() {
+        let post = |uri: &str, ct: &str, body: &'static str| {
+            test::TestRequest::post()
+                .uri(uri)
+                .insert_header(("content-type", ct))
+                .set_payload(body)
+        };
+        let cases = [
+            (test::TestRequest::get().uri("/path/x"), 404, "NOT_FOUND"),
+            (test::TestRequest::get().uri("/query?a=x"), 400, "BAD_QUERY"),
+            (
+                post("/json", "application/json", "[1,"),
+                400,
+                "MALFORMED_JSON",
+            ),
+            (
+                post("/json", "application/json", "{}"),
+                400,
+                "VALIDATION_FAILED",
+            ),
+            (
+                post("/json", "text/plain", "[1]"),
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
+            (
+                post("/form", "application/x-www-form-urlencoded", "_n=x"),
+                400,
+                "VALIDATION_FAILED",
+            ),
+            (
+                post("/form", "application/json", "_n=1"),
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
+        ];
+        for (req, status, code) in cases {
+            let (got, body) = probe(req).await;
+            assert_eq!(
+                (got, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{body}"
+            );
+            assert_eq!(body["status"], status);
+        }
+    }
 }

@@ -21,7 +21,9 @@ fn id_param() -> Value {
 
 fn package_param() -> Value {
     json!({"name": "as-adi-package", "in": "query", "required": false,
-           "description": "Also return every other part of the ADI package",
+           "description": "Also return every other part of the ADI package; \
+                           given without a value (`?as-adi-package` or `?as-adi-package=`) it is true",
+           "allowEmptyValue": true,
            "schema": {"type": "boolean", "default": false}})
 }
 
@@ -39,7 +41,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "Claim `sources` lists the sources the token may write for; `*` is every source."}},
+                "description": "One Authorization header. Claim `sources` lists the sources the token may write for; `*` is every source. `exp` is required; `exp` and `nbf` (NumericDates, fractions allowed) are checked with a clock-skew leeway (PINV_JWT_LEEWAY_SECONDS, 60 s by default); `iss` and `aud` (a string or an array) when configured; `alg: none` is never accepted."}},
             "schemas": {
                 "Product": {"$ref": "/schema/AttProduct_tmf637.schema.json"},
                 "Envelope": {"type": "object", "required": ["headers", "value"],
@@ -47,7 +49,7 @@ pub fn document() -> Value {
                         "headers": {"type": "object", "required": ["id", "source", "type", "time", "datacontenttype"],
                             "properties": {
                                 "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
-                                "time": {"type": "string", "description": "RFC 3339, a space instead of T allowed"},
+                                "time": {"type": "string", "description": "RFC 3339 with an offset, a space instead of T allowed; the instant in UTC must fall in years 0000-9999"},
                                 "datacontenttype": {"const": "application/json"}, "version": {"type": "string"},
                                 "traceparent": {"type": "string"}, "tracestate": {"type": "string"}}},
                         "value": {"oneOf": [{"$ref": "#/components/schemas/Product"},
@@ -102,7 +104,7 @@ pub fn document() -> Value {
                     "security": secured,
                     "parameters": [
                         {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated attributes to keep"},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
                     ],
                     "responses": {

@@ -19,7 +19,7 @@ use crate::core::Violation;
 /// The name of the package option.
 pub const AS_ADI_PACKAGE: &str = "as-adi-package";
 
-/// `POST /products[?as-adi-package=true|false]`.
+/// `POST /products[?as-adi-package[=true|false]]`.
 pub async fn post_products(
     claims: Claims,
     req: HttpRequest,
@@ -68,24 +68,13 @@ pub async fn post_products(
     })))
 }
 
-/// Reads `as-adi-package` from a query string; absent is `false`.
+/// Reads `as-adi-package` from a query string: absent is `false`; given without a value
+/// (`?as-adi-package` or `?as-adi-package=`) is `true`.
 pub fn as_adi_package(query: &str) -> Result<bool, ApiError> {
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|e| ApiError::bad_query("(query string)", e))?;
-    let mut value = false;
-    for (k, v) in pairs.iter().filter(|(k, _)| k == AS_ADI_PACKAGE) {
-        value = match v.as_str() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(ApiError::bad_query(
-                    k,
-                    format!("must be true or false, not '{v}'"),
-                ))
-            }
-        };
-    }
-    Ok(value)
+    Ok(
+        crate::api::query::flag(&crate::api::query::pairs(query)?, AS_ADI_PACKAGE)?
+            .unwrap_or(false),
+    )
 }
 
 /// `415` unless the body is `application/json` (a UTF-8 charset parameter is allowed).
@@ -200,10 +189,12 @@ mod tests {
     use actix_web::test::TestRequest;
 
     #[test]
-    fn as_adi_package_accepts_only_true_and_false() {
+    fn as_adi_package_accepts_true_false_and_no_value() {
         assert!(!as_adi_package("").unwrap());
         assert!(as_adi_package("as-adi-package=true").unwrap());
         assert!(!as_adi_package("as-adi-package=false").unwrap());
+        assert!(as_adi_package("as-adi-package=").unwrap());
+        assert!(as_adi_package("as-adi-package").unwrap());
         let e = as_adi_package("as-adi-package=yes").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadQuery);
     }

@@ -30,9 +30,7 @@ impl ListParams {
     /// Parses a query string: `fields`, `offset`, `limit`; every other parameter is an
     /// equality filter on a dotted path.
     pub fn parse(query_string: &str) -> Result<Self, ApiError> {
-        let pairs = web::Query::<Vec<(String, String)>>::from_query(query_string)
-            .map_err(|e| ApiError::bad_query("(query string)", e))?
-            .into_inner();
+        let pairs = crate::api::query::pairs(query_string)?;
         let mut query = ListQuery {
             filters: Vec::new(),
             offset: 0,
@@ -57,8 +55,14 @@ impl ListParams {
                     fields = Some(list);
                 }
                 "offset" => {
-                    query.offset = value.parse().map_err(|_| {
-                        ApiError::bad_query("offset", format!("'{value}' is not a number"))
+                    query.offset = value.parse().map_err(|e: std::num::ParseIntError| {
+                        let problem = match e.kind() {
+                            std::num::IntErrorKind::PosOverflow => {
+                                format!("'{value}' is too large (at most {})", u64::MAX)
+                            }
+                            _ => format!("'{value}' is not a whole number from 0"),
+                        };
+                        ApiError::bad_query("offset", problem)
                     })?;
                 }
                 "limit" => {
@@ -256,6 +260,20 @@ mod tests {
             let e = ListParams::parse(q).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadQuery, "{q}");
         }
+    }
+
+    #[test]
+    fn offset_beyond_u64_is_too_large_not_a_non_number() {
+        let e = ListParams::parse("offset=18446744073709551616").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadQuery);
+        assert!(e.message.contains("too large"), "{}", e.message);
+        assert_eq!(
+            ListParams::parse("offset=18446744073709551615")
+                .unwrap()
+                .query
+                .offset,
+            u64::MAX
+        );
     }
 
     #[test]

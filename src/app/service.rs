@@ -133,21 +133,26 @@ impl Service {
             return Err(IngestError::Invalid(structure));
         }
         let mut violations = self.schemas.validate_envelope(&body);
+        // Checked before the headers are parsed (which consumes the body), so that a request
+        // with bad headers hears about its product's problems in the same answer.
+        let product_violations: Vec<Violation> = envelope::raw_products(&body)
+            .into_iter()
+            .flat_map(|(pointer, product)| self.schemas.validate_product(product, &pointer))
+            .collect();
         let envelope = match envelope::parse(body, &self.rules.accepted_types) {
             Ok(envelope) => envelope,
             Err(parsed) => {
                 // The parser's message is the more precise one where both object.
                 violations.retain(|v| !parsed.iter().any(|p| p.pointer == v.pointer));
                 violations.extend(parsed);
+                violations.extend(product_violations);
                 return Err(IngestError::Invalid(violations));
             }
         };
         if !may_write(&envelope.headers.source) {
             return Err(IngestError::Forbidden(envelope.headers.source));
         }
-        for (pointer, product) in envelope.payload.products() {
-            violations.extend(self.schemas.validate_product(product, &pointer));
-        }
+        violations.extend(product_violations);
         if !violations.is_empty() {
             return Err(IngestError::Invalid(violations));
         }

@@ -6,7 +6,7 @@
 
 use std::ops::RangeInclusive;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
 use crate::core::schema::{excerpt, excerpt_str};
@@ -32,8 +32,20 @@ pub struct EventTime {
 
 impl EventTime {
     /// Parses an RFC 3339 date-time; a space may stand for the `T` (`2024-10-03 12:34:56.123Z`,
-    /// as AT&T sources send it). The offset is required; the instant is converted to UTC.
+    /// as AT&T sources send it). The offset is required; the instant is converted to UTC and
+    /// must fall in years 0000-9999 (see [`EventTime::in_range`]).
     pub fn parse(s: &str) -> Option<Self> {
+        Self::parse_any_year(s).filter(|t| Self::in_range(t.instant))
+    }
+
+    /// Whether an instant can be written back as RFC 3339 UTC: a time such as
+    /// `0000-01-01T00:00:00+10:18` is valid RFC 3339 text but its UTC instant falls in year
+    /// -1, which RFC 3339 cannot express (nor `9999-12-31T23:00:00-05:00`, in year 10000).
+    pub fn in_range(instant: DateTime<Utc>) -> bool {
+        (0..=9999).contains(&instant.year())
+    }
+
+    fn parse_any_year(s: &str) -> Option<Self> {
         // Byte 10 is where the date ends; it is ASCII when it is a space, so slicing is safe.
         let normalised = if s.as_bytes().get(10) == Some(&b' ') {
             std::borrow::Cow::Owned(format!("{}T{}", &s[..10], &s[11..]))
@@ -101,6 +113,22 @@ impl Payload {
                 .map(|(i, v)| (format!("/value/{i}"), v))
                 .collect(),
         }
+    }
+}
+
+/// The products of a body not yet parsed, as [`Payload::products`] would list them: `value`
+/// when it is an object, else each object element of a `value` array. Lets the schema
+/// check run on a body whose headers are wrong, so one answer reports both.
+pub fn raw_products(body: &Value) -> Vec<(String, &Value)> {
+    match body.get("value") {
+        Some(v @ Value::Object(_)) => vec![("/value".to_owned(), v)],
+        Some(Value::Array(vs)) => vs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_object())
+            .map(|(i, v)| (format!("/value/{i}"), v))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -324,7 +352,19 @@ fn parse_headers(
         }
     });
     let time = required(&raw, "time", out).and_then(|s| {
-        let parsed = EventTime::parse(s);
+        let parsed = EventTime::parse_any_year(s);
+        if let Some(t) = parsed.as_ref().filter(|t| !EventTime::in_range(t.instant)) {
+            out.push(Violation::new(
+                "/headers/time",
+                format!(
+                    "\"time\": {} is {} in UTC, outside years 0000-9999",
+                    excerpt(&Value::String(s.to_owned())),
+                    t.instant
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ),
+            ));
+            return None;
+        }
         if parsed.is_none() {
             out.push(Violation::new(
                 "/headers/time",
@@ -538,6 +578,25 @@ mod tests {
     }
 
     #[test]
+    fn raw_products_are_the_object_products_of_value() {
+        let single = json!({"value": {"a": 1}});
+        assert_eq!(
+            raw_products(&single),
+            vec![("/value".to_owned(), &json!({"a": 1}))]
+        );
+        let package = json!({"value": [{"a": 1}, 2, {"b": 3}]});
+        assert_eq!(
+            raw_products(&package),
+            vec![
+                ("/value/0".to_owned(), &json!({"a": 1})),
+                ("/value/2".to_owned(), &json!({"b": 3}))
+            ]
+        );
+        assert!(raw_products(&json!({"value": "x"})).is_empty());
+        assert!(raw_products(&json!([1])).is_empty());
+    }
+
+    #[test]
     fn bad_time_is_refused() {
         for bad in [
             "yesterday",
@@ -549,6 +608,29 @@ mod tests {
             let v = only_error(with_header("time", json!(bad)));
             assert_eq!(v.pointer, "/headers/time");
             assert!(v.message.contains("is not an RFC 3339 date-time"), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn time_outside_years_0000_to_9999_in_utc_is_refused() {
+        for bad in [
+            "0000-01-01T00:00:00+10:18",
+            "9999-12-31T23:00:00-05:00",
+            "0000-01-01 00:00:00.000+00:01",
+        ] {
+            let v = only_error(with_header("time", json!(bad)));
+            assert_eq!(v.pointer, "/headers/time");
+            assert!(v.message.contains("outside years 0000-9999"), "{v:?}");
+            assert!(EventTime::parse(bad).is_none(), "{bad}");
+        }
+        for edge in [
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:00:00-10:00",
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59.999+05:00",
+        ] {
+            let env = parse(with_header("time", json!(edge)), &accepted()).unwrap();
+            assert!(EventTime::in_range(env.headers.time.instant), "{edge}");
         }
     }
 

@@ -225,3 +225,88 @@ async fn public_routes_need_no_token() {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
     }
 }
+
+fn hs256_json(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `GET /products/{SOME_ID}` with this token: past authentication the empty store answers 404.
+async fn passes_authentication(app: &TestApp, token: &str) {
+    let res = app
+        .client
+        .get(app.url(&format!("/products/{SOME_ID}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn audience_array_containing_the_configured_audience_is_accepted() {
+    let app = issuer_audience_app().await;
+    let t = hs256_json(serde_json::json!({"sources": ["*"], "exp": now() + 3600,
+        "iss": "https://idp.example", "aud": ["other", "pinv"]}));
+    passes_authentication(&app, &t).await;
+    let t = hs256_json(serde_json::json!({"sources": ["*"], "exp": now() + 3600,
+        "iss": "https://idp.example", "aud": ["other", "another"]}));
+    assert_refused(&app, bearer(&t)).await;
+}
+
+#[tokio::test]
+async fn fractional_numeric_dates_are_accepted() {
+    let app = spawn_shell_app().await;
+    let t = hs256_json(serde_json::json!({"sources": ["*"], "exp": 1893456000.5,
+        "nbf": now() as f64 - 0.5, "iat": now() as f64 - 0.5}));
+    passes_authentication(&app, &t).await;
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_401() {
+    let app = spawn_shell_app().await;
+    let good = format!("Bearer {}", token(&["*"]));
+    for second in [good.clone(), "Bearer other".to_owned()] {
+        let res = app
+            .client
+            .get(app.url("/products"))
+            .header("Authorization", &good)
+            .header("Authorization", &second)
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(res, 401, "UNAUTHORIZED").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("more than one"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn alg_none_token_is_refused_saying_so() {
+    let app = spawn_shell_app().await;
+    let res = app
+        .client
+        .get(app.url("/products"))
+        .bearer_auth(alg_none(&claims(&["*"])))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(res, 401, "UNAUTHORIZED").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("alg none"), "{message}");
+}
+
+#[tokio::test]
+async fn jwt_leeway_is_configurable() {
+    let t = hs256_json(serde_json::json!({"sources": ["*"], "exp": now() - 30}));
+    let mut settings = test_settings();
+    settings.jwt.leeway_seconds = 0;
+    let strict = spawn_shell_app_with(settings, Arc::new(EmptyStore)).await;
+    assert_refused(&strict, bearer(&t)).await;
+    let default = spawn_shell_app_with(test_settings(), Arc::new(EmptyStore)).await;
+    passes_authentication(&default, &t).await;
+}

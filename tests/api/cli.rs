@@ -18,6 +18,7 @@ fn pinv() -> Command {
         "PINV_JWT_ALGORITHM",
         "PINV_JWT_ISSUER",
         "PINV_JWT_AUDIENCE",
+        "PINV_JWT_LEEWAY_SECONDS",
         "PINV_MAX_BODY_BYTES",
     ] {
         c.env_remove(var);

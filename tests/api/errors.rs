@@ -199,3 +199,35 @@ async fn a_panicking_handler_answers_500_json_and_the_server_stays_up() {
     assert_error(res, 500, "INTERNAL").await;
     assert_eq!(app.get("/health/live").await.status(), 200);
 }
+
+#[tokio::test]
+async fn offset_beyond_the_largest_number_is_400_too_large() {
+    let app = spawn_shell_app().await;
+    let res = app
+        .get_authorized("/products?offset=18446744073709551616")
+        .await;
+    let body = assert_error(res, 400, "BAD_QUERY").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'offset'") && message.contains("too large"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn bad_percent_encoding_in_the_query_is_400_naming_the_parameter() {
+    let app = spawn_shell_app().await;
+    for path in [
+        "/products?status=%ZZ",
+        "/products?status=%FF",
+        "/products/00000000-0000-4000-8000-000000000000?status=%ZZ",
+    ] {
+        let body = assert_error(app.get_authorized(path).await, 400, "BAD_QUERY").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("'status'"), "{path}: {message}");
+    }
+    let res = app
+        .post_products_query(&seed_request(), &["*"], "status=%ZZ")
+        .await;
+    assert_error(res, 400, "BAD_QUERY").await;
+}

@@ -308,3 +308,30 @@ async fn relationships_to_a_pinv_id_resolve_directly() {
     );
     assert_eq!(docs[1]["id"], acc);
 }
+
+/// The reference request is sent as `POST /products?as-adi-package=` (no value): a flag
+/// given without a value is true, on POST and GET alike.
+#[tokio::test]
+async fn as_adi_package_without_a_value_is_true() {
+    let app = spawn_app().await;
+    for (n, query) in ["as-adi-package=", "as-adi-package"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut req = crate::helpers::seed_request();
+        req["headers"]["id"] = json!(format!("flag-{n}"));
+        let res = app.post_products_query(&req, &["billing"], query).await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert!(status == 201 || status == 200, "{query}: {status} {body}");
+        let id = values(&body)[0]["id"].as_str().unwrap().to_owned();
+
+        let res = app.get_authorized(&format!("/products/{id}?{query}")).await;
+        assert_eq!(res.status().as_u16(), 200, "{query}");
+        let package: Value = res.json().await.unwrap();
+        assert!(
+            package["responseData"].is_array(),
+            "{query}: the package form, not the bare document: {package}"
+        );
+    }
+}

@@ -283,3 +283,47 @@ async fn dev_example_is_accepted() {
     let res = app.post_products(&pinv::cli::dev_example(), &["*"]).await;
     created(res).await;
 }
+
+#[tokio::test]
+async fn time_outside_years_0000_to_9999_in_utc_is_400() {
+    let app = spawn_app().await;
+    for time in ["0000-01-01T00:00:00+10:18", "9999-12-31T23:00:00-05:00"] {
+        let mut req = seed_request();
+        req["headers"]["time"] = json!(time);
+        let body = assert_error(
+            app.post_products(&req, &["billing"]).await,
+            400,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(
+            body["error"]["details"][0]["pointer"], "/headers/time",
+            "{body}"
+        );
+    }
+    // Nothing was stored.
+    let list: Value = app.get_authorized("/products").await.json().await.unwrap();
+    assert_eq!(list, json!([]));
+}
+
+#[tokio::test]
+async fn header_and_schema_violations_are_reported_together() {
+    let app = spawn_app().await;
+    let mut req = seed_request();
+    req["headers"]["time"] = json!("yesterday");
+    req["value"]["relatedParty"] = json!("not an array");
+    let body = assert_error(
+        app.post_products(&req, &["billing"]).await,
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let pointers: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pointer"].as_str().unwrap())
+        .collect();
+    assert!(pointers.contains(&"/headers/time"), "{pointers:?}");
+    assert!(pointers.contains(&"/value/relatedParty"), "{pointers:?}");
+}
