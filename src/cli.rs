@@ -1,18 +1,23 @@
-//! The `pinv` command line: `serve`, `token`, `check-rules`.
+//! The `pinv` command line: `serve`, `token`, `check-rules`, `remerge`, `generate`.
 //!
-//! Commands turn flags and environment into [`Settings`] and call into the library; every
-//! failure is printed as one message and a non-zero exit code.
+//! Each command flattens the setting groups of [`crate::config`] it uses, so its `--help`
+//! offers only those. A failed command prints its error with the chain of causes and exits
+//! non-zero.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::api::auth::{mint_hs256, ANY_SOURCE};
-use crate::config::{JwtKey, RawSettings, Settings, StoreSetting};
+use crate::config::{
+    checked, ignore_empty_env, JwtArgs, JwtKey, MongoSettings, RulesSettings, SettingsArgs,
+    StoreSetting, StoreSettings,
+};
 use crate::startup::Application;
 
 /// File (in the embedded store's directory) holding the secret `serve --dev` made.
@@ -31,12 +36,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments and `PINV_*` variables (an empty variable counts as
+    /// unset); on a usage error or a bad value, prints it and exits.
+    pub fn from_env_and_args() -> Self {
+        let matches = ignore_empty_env(Self::command()).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
-    /// Mint a token with the configured HS256 secret and print it.
+    /// Mint a token signed with the HS256 secret of PINV_JWT_SECRET and print it.
     Token(TokenArgs),
     /// Validate a merge-rules directory.
     CheckRules(CheckRulesArgs),
@@ -46,84 +60,6 @@ pub enum Command {
     Generate(GenerateArgs),
 }
 
-/// Flags that override `PINV_*` variables of the same meaning. There is deliberately no
-/// flag for the HS256 secret: command lines are visible to every local user.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ConfigFlags {
-    /// Address to listen on [env: PINV_BIND] (default 127.0.0.1:8080).
-    #[arg(long)]
-    pub bind: Option<String>,
-    /// Store: a directory, `memory`, or a MongoDB URI [env: PINV_STORE] (default ./pinv-data).
-    #[arg(long)]
-    pub store: Option<String>,
-    /// MongoDB database [env: PINV_MONGODB_DATABASE] (default pinv).
-    #[arg(long)]
-    pub mongodb_database: Option<String>,
-    /// MongoDB write concern: majority, a number of nodes, or a tag
-    /// [env: PINV_MONGODB_WRITE_CONCERN] (default majority).
-    #[arg(long)]
-    pub mongodb_write_concern: Option<String>,
-    /// Bound on every MongoDB call, in milliseconds [env: PINV_MONGODB_TIMEOUT_MS]
-    /// (default 5000).
-    #[arg(long)]
-    pub mongodb_timeout_ms: Option<String>,
-    /// One MongoDB call at a time, for test servers without transaction isolation such as
-    /// nx-27017 (never for MongoDB) [env: PINV_MONGODB_ONE_AT_A_TIME] (default false).
-    #[arg(long)]
-    pub mongodb_one_at_a_time: Option<String>,
-    /// Merge-rules directory [env: PINV_RULES_DIR] (default ./merge-rules).
-    #[arg(long)]
-    pub rules_dir: Option<String>,
-    /// PEM public key for RS256/ES256 tokens [env: PINV_JWT_PUBLIC_KEY_FILE].
-    #[arg(long)]
-    pub jwt_public_key_file: Option<String>,
-    /// RS256 or ES256, with --jwt-public-key-file [env: PINV_JWT_ALGORITHM].
-    #[arg(long)]
-    pub jwt_algorithm: Option<String>,
-    /// Required token issuer [env: PINV_JWT_ISSUER].
-    #[arg(long)]
-    pub jwt_issuer: Option<String>,
-    /// Required token audience [env: PINV_JWT_AUDIENCE].
-    #[arg(long)]
-    pub jwt_audience: Option<String>,
-    /// Seconds of clock skew allowed on a token's exp and nbf [env: PINV_JWT_LEEWAY_SECONDS]
-    /// (default 60).
-    #[arg(long)]
-    pub jwt_leeway_seconds: Option<String>,
-    /// Largest request body in bytes [env: PINV_MAX_BODY_BYTES] (default 1048576).
-    #[arg(long)]
-    pub max_body_bytes: Option<String>,
-}
-
-impl ConfigFlags {
-    fn raw(&self) -> RawSettings {
-        RawSettings {
-            bind: self.bind.clone(),
-            store: self.store.clone(),
-            mongodb_database: self.mongodb_database.clone(),
-            mongodb_write_concern: self.mongodb_write_concern.clone(),
-            mongodb_timeout_ms: self.mongodb_timeout_ms.clone(),
-            mongodb_one_at_a_time: self.mongodb_one_at_a_time.clone(),
-            rules_dir: self.rules_dir.clone(),
-            jwt_secret: None,
-            jwt_public_key_file: self.jwt_public_key_file.clone(),
-            jwt_algorithm: self.jwt_algorithm.clone(),
-            jwt_issuer: self.jwt_issuer.clone(),
-            jwt_audience: self.jwt_audience.clone(),
-            jwt_leeway_seconds: self.jwt_leeway_seconds.clone(),
-            max_body_bytes: self.max_body_bytes.clone(),
-        }
-    }
-
-    /// The environment overlaid with these flags, parsed.
-    pub fn settings(&self) -> Result<Settings, String> {
-        RawSettings::from_process_env()
-            .overlay(self.raw())
-            .parse()
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// `pinv serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -131,9 +67,9 @@ pub struct ServeArgs {
     /// directory and print a ready-to-paste curl line with a token.
     #[arg(long)]
     pub dev: bool,
-    /// Configuration.
+    /// Every setting.
     #[command(flatten)]
-    pub config: ConfigFlags,
+    pub settings: SettingsArgs,
 }
 
 /// `pinv token`.
@@ -143,18 +79,24 @@ pub struct TokenArgs {
     #[arg(long = "source", required = true)]
     pub sources: Vec<String>,
     /// Lifetime: a number with s, m, h or d (e.g. 30m, 1h, 7d).
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
-    /// Configuration (issuer, audience, and the store whose dev secret to fall back on).
+    #[arg(long, default_value = "1h", value_parser = checked(parse_ttl))]
+    pub ttl: u64,
+    /// The secret, issuer and audience.
     #[command(flatten)]
-    pub config: ConfigFlags,
+    pub jwt: JwtArgs,
+    /// The store whose `serve --dev` secret to fall back on.
+    #[command(flatten)]
+    pub store: StoreSettings,
 }
 
 /// `pinv check-rules`.
 #[derive(Debug, Args)]
 pub struct CheckRulesArgs {
-    /// The directory (default: PINV_RULES_DIR or ./merge-rules).
+    /// The directory (default: --rules-dir).
     pub dir: Option<PathBuf>,
+    /// The rules.
+    #[command(flatten)]
+    pub rules: RulesSettings,
 }
 
 /// `pinv remerge`.
@@ -163,18 +105,21 @@ pub struct RemergeArgs {
     /// Report what would change (per product and per field); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// The rules to apply (default: PINV_RULES_DIR or ./merge-rules).
-    #[arg(long = "rules")]
-    pub rules: Option<PathBuf>,
     /// Only products matching PATH=VALUE, as in GET /products (repeatable).
     #[arg(long = "filter", value_parser = parse_filter)]
     pub filters: Vec<(String, String)>,
     /// Products read and written per batch.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
-    /// Configuration (the store).
+    /// The rules to apply.
     #[command(flatten)]
-    pub config: ConfigFlags,
+    pub rules: RulesSettings,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The MongoDB connection, when the store is MongoDB.
+    #[command(flatten)]
+    pub mongodb: MongoSettings,
 }
 
 /// `pinv generate`.
@@ -189,9 +134,15 @@ pub struct GenerateArgs {
     /// Products per write.
     #[arg(long, default_value_t = 1000)]
     pub batch: u64,
-    /// Configuration (the store and the rules).
+    /// The rules the products are merged with.
     #[command(flatten)]
-    pub config: ConfigFlags,
+    pub rules: RulesSettings,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// The MongoDB connection, when the store is MongoDB.
+    #[command(flatten)]
+    pub mongodb: MongoSettings,
 }
 
 fn parse_filter(text: &str) -> Result<(String, String), String> {
@@ -212,19 +163,21 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("pinv: {message}");
+        Err(error) => {
+            // `{:?}` of anyhow is the message, then "Caused by:" and each cause.
+            eprintln!("Error: {error:?}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(args: ServeArgs) -> Result<(), String> {
-    let mut settings = args.config.settings()?;
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = args.settings.settings()?;
     crate::telemetry::init();
     let mut dev_secret = None;
     if args.dev && settings.jwt.key.is_none() {
-        let (secret, file) = dev_secret_for(&settings.store).map_err(|e| e.to_string())?;
+        let (secret, file) = dev_secret_for(&settings.store.location)
+            .context("cannot make or read the dev JWT secret")?;
         match &file {
             Some(f) => tracing::info!(file = %f.display(), "dev mode: using the dev JWT secret"),
             None => tracing::info!("dev mode: using a temporary JWT secret"),
@@ -236,15 +189,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if settings.jwt.key.is_none() {
         // Refuse before opening the store: there is nothing to serve without auth.
-        return Err(crate::api::auth::AuthConfigError::NoKey.to_string());
+        return Err(crate::api::auth::AuthConfigError::NoKey.into());
     }
     runtime()?.block_on(async move {
         let issuer = settings.jwt.issuer.clone();
         let audience = settings.jwt.audience.clone();
-        let bind = settings.bind;
-        let app = Application::build(settings)
-            .await
-            .map_err(|e| e.to_string())?;
+        let bind = settings.server.bind;
+        let app = Application::build(settings).await?;
         if let Some(secret) = dev_secret {
             let token = mint_hs256(
                 &secret,
@@ -253,7 +204,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 issuer.as_deref(),
                 audience.as_deref(),
             )
-            .map_err(|e| format!("cannot mint the dev token: {e}"))?;
+            .context("cannot mint the dev token")?;
             let host = if bind.ip().is_unspecified() {
                 "127.0.0.1".to_owned()
             } else if bind.is_ipv6() {
@@ -265,59 +216,48 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             println!("PINV dev mode. Try:\n\n{}\n", dev_curl_line(&url, &token));
             let _ = std::io::stdout().flush();
         }
-        app.run_until_stopped()
-            .await
-            .map_err(|e| format!("server error: {e}"))
+        app.run_until_stopped().await.context("server error")
     })
 }
 
-fn token(args: TokenArgs) -> Result<(), String> {
-    let settings = args.config.settings()?;
-    let ttl = parse_ttl(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let jwt = args.jwt.settings()?;
     for s in &args.sources {
         if s != ANY_SOURCE {
-            crate::core::Source::parse(s).map_err(|e| format!("--source '{s}': {e}"))?;
+            crate::core::Source::parse(s).with_context(|| format!("--source '{s}'"))?;
         }
     }
-    let secret = match &settings.jwt.key {
+    let secret = match &jwt.key {
         Some(JwtKey::Hs256 { secret }) => secret.clone(),
         Some(JwtKey::PublicKey { .. }) => {
-            return Err("tokens for RS256/ES256 are minted by your identity provider; `pinv token` needs PINV_JWT_SECRET".into())
+            bail!("tokens for RS256/ES256 are minted by your identity provider; `pinv token` needs PINV_JWT_SECRET")
         }
-        None => match &settings.store {
+        None => match &args.store.location {
             StoreSetting::Embedded(dir) if dir.join(DEV_SECRET_FILE).is_file() => {
                 eprintln!(
                     "pinv: PINV_JWT_SECRET is not set; using the dev secret of {}",
                     dir.display()
                 );
-                read_secret(&dir.join(DEV_SECRET_FILE)).map_err(|e| e.to_string())?
+                read_secret(&dir.join(DEV_SECRET_FILE)).context("cannot read the dev secret")?
             }
-            _ => return Err("PINV_JWT_SECRET is not set (and no `serve --dev` secret exists)".into()),
+            _ => bail!("PINV_JWT_SECRET is not set (and no `serve --dev` secret exists)"),
         },
     };
     let token = mint_hs256(
         &secret,
         &args.sources,
-        ttl,
-        settings.jwt.issuer.as_deref(),
-        settings.jwt.audience.as_deref(),
+        args.ttl,
+        jwt.issuer.as_deref(),
+        jwt.audience.as_deref(),
     )
-    .map_err(|e| format!("cannot mint the token: {e}"))?;
+    .context("cannot mint the token")?;
     println!("{token}");
     Ok(())
 }
 
-fn check_rules(args: CheckRulesArgs) -> Result<(), String> {
-    let dir = match args.dir {
-        Some(d) => d,
-        None => PathBuf::from(
-            std::env::var("PINV_RULES_DIR")
-                .ok()
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| crate::config::DEFAULT_RULES_DIR.to_owned()),
-        ),
-    };
-    let rules = crate::app::rules_loader::load_rules_dir(&dir).map_err(|e| e.to_string())?;
+fn check_rules(args: CheckRulesArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or(args.rules.dir);
+    let rules = crate::app::rules_loader::load_rules_dir(&dir)?;
     println!(
         "{}: valid merge rules ({} field rules, {} ranked sources, {} accepted event types, hash {})",
         dir.display(),
@@ -329,58 +269,54 @@ fn check_rules(args: CheckRulesArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .context("cannot start the async runtime")
 }
 
-fn remerge(args: RemergeArgs) -> Result<(), String> {
-    let mut settings = args.config.settings()?;
-    if let Some(dir) = args.rules {
-        settings.rules_dir = dir;
-    }
+fn remerge(args: RemergeArgs) -> anyhow::Result<()> {
+    let rules_dir = args.rules.dir;
     crate::telemetry::init();
     // Invalid rules stop the run before the store is even opened.
-    let rules =
-        crate::app::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+    let rules = crate::app::rules_loader::load_rules_dir(&rules_dir)?;
     let options = crate::app::remerge::RemergeOptions {
         dry_run: args.dry_run,
         filters: args.filters,
         batch: args.batch,
     };
     runtime()?.block_on(async move {
-        let store = crate::startup::open_store(&settings).await.map_err(|e| match e {
-            crate::startup::StartupError::Store(ref s)
+        let store = match crate::startup::open_store(&args.store, &args.mongodb).await {
+            Err(crate::startup::StartupError::Store(ref s))
                 if crate::store::embedded::is_in_use(s) =>
             {
-                format!(
-                    "{e}.\nTo re-merge an embedded store: stop `pinv serve`, run `pinv remerge` \
+                anyhow::bail!(
+                    "{s}.\nTo re-merge an embedded store: stop `pinv serve`, run `pinv remerge` \
                      again, then start `pinv serve` (a restart is needed anyway for the server \
                      to merge new events with the new rules). To re-merge beside running \
                      servers, use the MongoDB store (PINV_STORE=mongodb://...)."
                 )
             }
-            other => other.to_string(),
-        })?;
+            other => other?,
+        };
         eprintln!(
             "pinv remerge: rules {} (hash {}){}",
-            settings.rules_dir.display(),
+            rules_dir.display(),
             rules.hash,
             if options.dry_run { ", dry run" } else { "" }
         );
         let mut out = std::io::stdout();
         let summary = crate::app::remerge::run(store, Arc::new(rules), &options, &mut out)
             .await
-            .map_err(|e| format!("re-merge stopped: {e}; run it again to finish"))?;
+            .context("re-merge stopped; run it again to finish")?;
         let verb = if options.dry_run { "would change" } else { "changed" };
         for (field, n) in &summary.fields {
             println!("field {field}: {verb} in {n} products");
         }
         println!("run {}: {}", summary.run_id, summary.line());
         if summary.failed > 0 {
-            return Err(format!(
+            return Err(anyhow!(
                 "{} products kept changing under live writes and were left as they were; run it again",
                 summary.failed
             ));
@@ -389,14 +325,10 @@ fn remerge(args: RemergeArgs) -> Result<(), String> {
     })
 }
 
-fn generate(args: GenerateArgs) -> Result<(), String> {
-    let settings = args.config.settings()?;
-    let rules =
-        crate::app::rules_loader::load_rules_dir(&settings.rules_dir).map_err(|e| e.to_string())?;
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let rules = crate::app::rules_loader::load_rules_dir(&args.rules.dir)?;
     runtime()?.block_on(async move {
-        let store = crate::startup::open_store(&settings)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = crate::startup::open_store(&args.store, &args.mongodb).await?;
         let started = std::time::Instant::now();
         let bar = indicatif::ProgressBar::new(args.count);
         let written = crate::app::generate::generate(
@@ -408,7 +340,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             |n| bar.set_position(n),
         )
         .await
-        .map_err(|e| format!("generation stopped: {e}"))?;
+        .context("generation stopped")?;
         bar.finish_and_clear();
         println!(
             "generated {written} products in {:.1} s",
@@ -547,7 +479,7 @@ mod tests {
             panic!("not token")
         };
         assert_eq!(t.sources, vec!["a", "*"]);
-        assert_eq!(t.ttl, "1h");
+        assert_eq!(t.ttl, 3600);
     }
 
     #[test]
@@ -566,8 +498,161 @@ mod tests {
             panic!("not serve")
         };
         assert!(s.dev);
-        assert_eq!(s.config.bind.as_deref(), Some("0.0.0.0:1"));
-        assert_eq!(s.config.store.as_deref(), Some("memory"));
+        let settings = s.settings.settings().unwrap();
+        assert_eq!(settings.server.bind, "0.0.0.0:1".parse().unwrap());
+        assert_eq!(settings.store.location, StoreSetting::Memory);
+    }
+
+    /// The long flags (and their aliases) of a subcommand.
+    fn flags(command: &str) -> Vec<String> {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(command).unwrap();
+        sub.get_arguments()
+            .filter_map(|a| a.get_long().map(|l| (a, l)))
+            .flat_map(|(a, l)| {
+                std::iter::once(l)
+                    .chain(a.get_visible_aliases().unwrap_or_default())
+                    .map(|f| format!("--{f}"))
+            })
+            .collect()
+    }
+
+    /// The variables a subcommand reads.
+    fn variables(command: &str) -> Vec<String> {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(command).unwrap();
+        sub.get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn each_command_offers_only_the_settings_it_uses() {
+        let generate = flags("generate");
+        for f in ["--store", "--mongodb-timeout-ms", "--rules-dir", "--count"] {
+            assert!(generate.contains(&f.to_owned()), "generate lacks {f}");
+        }
+        for f in generate.iter().chain(&flags("remerge")) {
+            assert!(!f.starts_with("--bind") && !f.starts_with("--jwt"), "{f}");
+            assert!(f != "--max-body-bytes", "{f}");
+        }
+        assert!(!variables("remerge").contains(&"PINV_JWT_SECRET".to_owned()));
+        let token = flags("token");
+        assert!(
+            token.contains(&"--store".to_owned()) && token.contains(&"--jwt-issuer".to_owned())
+        );
+        assert!(
+            !token
+                .iter()
+                .any(|f| f.starts_with("--mongodb") || f == "--bind"),
+            "{token:?}"
+        );
+        assert!(variables("token").contains(&"PINV_JWT_SECRET".to_owned()));
+        assert_eq!(variables("check-rules"), ["PINV_RULES_DIR"]);
+        assert!(!flags("serve").iter().any(|f| f.contains("secret")));
+    }
+
+    #[test]
+    fn generate_help_offers_neither_bind_nor_jwt() {
+        let help = Cli::command()
+            .find_subcommand_mut("generate")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--store"), "{help}");
+        assert!(
+            !help.contains("--bind") && !help.contains("JWT") && !help.contains("jwt"),
+            "{help}"
+        );
+    }
+
+    const README: &str = include_str!("../README.md");
+
+    /// README's configuration table: variable and default (`—` for none).
+    fn readme_configuration() -> Vec<(String, String)> {
+        README
+            .lines()
+            .filter(|l| l.starts_with("| `PINV_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_owned(),
+                    cells[2].trim_matches('`').to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_configuration_table_matches_the_declared_settings() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let declared: Vec<(String, String)> = serve
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_string_lossy().into_owned();
+                let default = match a.get_default_values() {
+                    [] => "—".to_owned(),
+                    [d] => d.to_string_lossy().into_owned(),
+                    more => panic!("{env}: several defaults {more:?}"),
+                };
+                Some((env, default))
+            })
+            .collect();
+        let mut readme = readme_configuration();
+        let mut declared_sorted = declared.clone();
+        readme.sort();
+        declared_sorted.sort();
+        assert_eq!(
+            readme, declared_sorted,
+            "README.md's configuration table vs serve's settings"
+        );
+        // Every other command reads a subset of serve's settings.
+        for sub in cli.get_subcommands() {
+            for env in variables(sub.get_name()) {
+                assert!(declared.iter().any(|(e, _)| *e == env), "{env}");
+            }
+        }
+    }
+
+    #[test]
+    fn readme_command_table_matches_the_commands() {
+        let cli = Cli::command();
+        let rows: Vec<&str> = README
+            .lines()
+            .filter(|l| l.starts_with("| `pinv "))
+            .collect();
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name();
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r.starts_with(&format!("| `pinv {name} "))
+                        || r.starts_with(&format!("| `pinv {name}`"))
+                })
+                .unwrap_or_else(|| panic!("README.md has no row for `pinv {name}`"));
+            let usage = row.split('|').nth(1).unwrap();
+            let offered = flags(name);
+            for flag in usage.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+                // `--mongodb-...` stands for the flags with that prefix.
+                if let Some(prefix) = flag.strip_suffix('-').filter(|f| f.starts_with("--")) {
+                    assert!(
+                        offered.iter().any(|f| f.starts_with(prefix)),
+                        "README: `pinv {name}` has no {flag}..."
+                    );
+                } else if flag.starts_with("--") {
+                    assert!(
+                        offered.contains(&flag.to_owned()),
+                        "README: `pinv {name}` has no {flag}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            rows.len(),
+            cli.get_subcommands().count(),
+            "a README row per command"
+        );
     }
 
     #[test]
@@ -576,9 +661,8 @@ mod tests {
         let Command::Serve(s) = cli.command else {
             panic!("not serve")
         };
-        let raw = s.config.raw();
-        assert_eq!(raw.jwt_leeway_seconds.as_deref(), Some("7"));
-        assert_eq!(raw.parse().unwrap().jwt.leeway_seconds, 7);
+        assert_eq!(s.settings.settings().unwrap().jwt.leeway_seconds, 7);
+        assert!(Cli::try_parse_from(["pinv", "serve", "--jwt-leeway-seconds", "86401"]).is_err());
     }
 
     #[test]

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    pinv::cli::run(pinv::cli::Cli::parse())
+    pinv::cli::run(pinv::cli::Cli::from_env_and_args())
 }

@@ -15,7 +15,7 @@ use crate::api::auth::{AuthConfigError, Authenticator};
 use crate::api::metrics::Metrics;
 use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::app::service::Service;
-use crate::config::{Settings, StoreSetting};
+use crate::config::{MongoSettings, Settings, StoreSetting, StoreSettings};
 use crate::core::schema::Schemas;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
@@ -63,7 +63,7 @@ impl Application {
     /// first: a bad rules file should fail the start at once, not after a store timeout.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let (rules, schemas) = load_rules_and_schemas(&settings)?;
-        let store = open_store(&settings).await?;
+        let store = open_store(&settings.store, &settings.mongodb).await?;
         Self::build_with_service(
             settings,
             Service {
@@ -93,16 +93,16 @@ impl Application {
     /// Binds the listener and serves `service` (tests that need no rules use this).
     pub fn build_with_service(settings: Settings, service: Service) -> Result<Self, StartupError> {
         let authenticator = web::Data::new(Authenticator::from_settings(&settings.jwt)?);
-        let addr = settings.bind.to_string();
+        let addr = settings.server.bind.to_string();
         let bind_error = |source| StartupError::Bind {
             addr: addr.clone(),
             source,
         };
-        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let listener = TcpListener::bind(settings.server.bind).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
         tracing::info!(
             address = %listener.local_addr().map_err(bind_error)?,
-            store = %settings.store,
+            store = %settings.store.location,
             "listening"
         );
 
@@ -144,9 +144,9 @@ impl Application {
 fn load_rules_and_schemas(
     settings: &Settings,
 ) -> Result<(Arc<crate::core::rules::Rules>, Arc<Schemas>), StartupError> {
-    let rules = load_rules_dir(&settings.rules_dir)?;
+    let rules = load_rules_dir(&settings.rules.dir)?;
     tracing::info!(
-        rules_dir = %settings.rules_dir.display(),
+        rules_dir = %settings.rules.dir.display(),
         rules_hash = %rules.hash,
         "merge rules loaded"
     );
@@ -155,18 +155,21 @@ fn load_rules_and_schemas(
 }
 
 /// The MongoDB options `settings` configure.
-pub fn mongo_options(settings: &Settings) -> MongoOptions {
+pub fn mongo_options(settings: &MongoSettings) -> MongoOptions {
     MongoOptions {
-        w: settings.mongodb_write_concern.to_string(),
-        timeout: settings.mongodb_timeout,
-        one_at_a_time: settings.mongodb_one_at_a_time,
+        w: settings.write_concern.to_string(),
+        timeout: settings.timeout,
+        one_at_a_time: settings.one_at_a_time,
         ..MongoOptions::default()
     }
 }
 
-/// Opens the store `settings.store` names (the `mongodb_*` settings apply to MongoDB only).
-pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
-    match &settings.store {
+/// Opens the store `store` names (`mongodb` applies to MongoDB only).
+pub async fn open_store(
+    store: &StoreSettings,
+    mongodb: &MongoSettings,
+) -> Result<Arc<dyn Store>, StartupError> {
+    match &store.location {
         StoreSetting::Embedded(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -175,9 +178,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupEr
         }
         StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSetting::Mongo(uri) => {
-            let store =
-                MongoStore::connect(uri, &settings.mongodb_database, mongo_options(settings))
-                    .await?;
+            let store = MongoStore::connect(uri, &mongodb.database, mongo_options(mongodb)).await?;
             Ok(Arc::new(store))
         }
     }
@@ -190,36 +191,34 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-    fn with_store(store: StoreSetting) -> Settings {
-        Settings {
-            store,
-            ..Settings::for_tests("unused", SECRET)
-        }
+    async fn open(location: StoreSetting) -> Result<Arc<dyn Store>, StartupError> {
+        let settings = Settings::for_tests("unused", SECRET);
+        open_store(&StoreSettings { location }, &settings.mongodb).await
     }
 
     #[test]
     fn mongo_options_follow_the_settings() {
-        let mut settings = with_store(StoreSetting::Memory);
+        let mut settings = Settings::for_tests("unused", SECRET).mongodb;
         assert_eq!(mongo_options(&settings).w, "majority");
         assert_eq!(
             mongo_options(&settings).timeout,
             std::time::Duration::from_secs(5)
         );
         assert!(!mongo_options(&settings).one_at_a_time);
-        settings.mongodb_write_concern = WriteConcernSetting::Nodes(1);
-        settings.mongodb_timeout = std::time::Duration::from_millis(250);
-        settings.mongodb_one_at_a_time = true;
+        settings.write_concern = WriteConcernSetting::Nodes(1);
+        settings.timeout = std::time::Duration::from_millis(250);
+        settings.one_at_a_time = true;
         let options = mongo_options(&settings);
         assert_eq!(options.w, "1");
         assert_eq!(options.timeout, std::time::Duration::from_millis(250));
         assert!(options.one_at_a_time);
-        settings.mongodb_write_concern = WriteConcernSetting::Tag("twoDCs".into());
+        settings.write_concern = WriteConcernSetting::Tag("twoDCs".into());
         assert_eq!(mongo_options(&settings).w, "twoDCs");
     }
 
     #[tokio::test]
     async fn malformed_mongodb_uri_is_a_store_error() {
-        let e = open_store(&with_store(StoreSetting::Mongo("mongodb://".into())))
+        let e = open(StoreSetting::Mongo("mongodb://".into()))
             .await
             .err()
             .unwrap();
@@ -229,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn embedded_store_directory_is_created_and_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_store(&with_store(StoreSetting::Embedded(dir.path().join("a/b"))))
+        let store = open(StoreSetting::Embedded(dir.path().join("a/b")))
             .await
             .unwrap();
         store.ping().await.unwrap();
@@ -240,9 +239,9 @@ mod tests {
     async fn bind_error_names_the_variable() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut settings = Settings::for_tests("unused", SECRET);
-        settings.bind = taken.local_addr().unwrap();
+        settings.server.bind = taken.local_addr().unwrap();
         let service = Service {
-            store: open_store(&with_store(StoreSetting::Memory)).await.unwrap(),
+            store: open(StoreSetting::Memory).await.unwrap(),
             rules: Arc::new(
                 crate::app::rules_loader::load_rules_dir(std::path::Path::new(concat!(
                     env!("CARGO_MANIFEST_DIR"),

@@ -31,7 +31,7 @@ pub async fn post_products(
         as_adi_package: as_adi_package(req.query_string())?,
     };
     require_json(&req)?;
-    let bytes = read_body(&req, payload, settings.max_body_bytes).await?;
+    let bytes = read_body(&req, payload, settings.server.max_body_bytes).await?;
     let body = parse_json(&bytes)?;
     req.extensions_mut().insert(context_of(&body));
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod embedded;
 pub mod memory;

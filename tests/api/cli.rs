@@ -8,22 +8,16 @@ use crate::helpers::*;
 
 fn pinv() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pinv"));
-    for var in [
-        "PINV_BIND",
-        "PINV_STORE",
-        "PINV_MONGODB_DATABASE",
-        "PINV_RULES_DIR",
-        "PINV_JWT_SECRET",
-        "PINV_JWT_PUBLIC_KEY_FILE",
-        "PINV_JWT_ALGORITHM",
-        "PINV_JWT_ISSUER",
-        "PINV_JWT_AUDIENCE",
-        "PINV_JWT_LEEWAY_SECONDS",
-        "PINV_MAX_BODY_BYTES",
-    ] {
-        c.env_remove(var);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PINV_") {
+            c.env_remove(name);
+        }
     }
     c
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn decode(token: &str, secret: &str, aud: Option<&str>) -> Value {
@@ -119,6 +113,8 @@ fn unreachable_mongodb_stops_the_start_with_a_store_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the store"), "{err}");
+    // The error comes with its causes, one per line after "Caused by:".
+    assert!(err.contains("\n\nCaused by:\n"), "{err}");
 }
 
 #[test]
@@ -180,4 +176,76 @@ fn serve_with_invalid_rules_stops_with_the_rules_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn invalid_variable_stops_the_start_naming_the_variable_and_its_flag() {
+    let out = pinv()
+        .args(["serve", "--dev", "--store", "memory"])
+        .env("PINV_MONGODB_TIMEOUT_MS", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("PINV_MONGODB_TIMEOUT_MS (--mongodb-timeout-ms): 'soon' is not a positive number of milliseconds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn flag_wins_over_its_variable() {
+    let out = pinv()
+        .args(["token", "--source", "billing", "--jwt-issuer", "from-flag"])
+        .env("PINV_JWT_SECRET", SECRET)
+        .env("PINV_JWT_ISSUER", "from-env")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(decode(token.trim(), SECRET, None)["iss"], "from-flag");
+
+    // A valid flag hides an invalid variable, and an empty variable counts as unset: the
+    // start goes on to the next problem, the missing key.
+    let out = pinv()
+        .args(["serve", "--max-body-bytes", "10", "--store", "memory"])
+        .env("PINV_MAX_BODY_BYTES", "lots")
+        .env("PINV_BIND", "")
+        .env("PINV_RULES_DIR", rules_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no JWT key configured"), "{err}");
+    assert!(
+        !err.contains("PINV_MAX_BODY_BYTES") && !err.contains("PINV_BIND"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secret_is_refused_on_the_command_line() {
+    let out = pinv()
+        .args(["token", "--source", "billing", SECRET])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("PINV_JWT_SECRET only"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+}
+
+#[test]
+fn generate_help_offers_only_what_generate_uses() {
+    let out = pinv().args(["generate", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--store") && help.contains("--rules-dir"),
+        "{help}"
+    );
+    assert!(help.contains("PINV_MONGODB_TIMEOUT_MS"), "{help}");
+    for absent in ["--bind", "--jwt", "JWT", "--max-body-bytes"] {
+        assert!(!help.contains(absent), "{absent} in:\n{help}");
+    }
 }

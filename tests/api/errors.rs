@@ -66,7 +66,7 @@ async fn body_over_the_limit_is_413() {
 #[tokio::test]
 async fn configured_limit_applies() {
     let mut settings = test_settings();
-    settings.max_body_bytes = 100;
+    settings.server.max_body_bytes = 100;
     let app = spawn_shell_app_with(settings, Arc::new(EmptyStore)).await;
     let res = app
         .post_products(&json!({"pad": "y".repeat(200)}), &["*"])

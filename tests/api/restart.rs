@@ -10,7 +10,7 @@ use crate::helpers::*;
 async fn acknowledged_product_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings();
-    settings.store = StoreSetting::Embedded(dir.path().join("data"));
+    settings.store.location = StoreSetting::Embedded(dir.path().join("data"));
 
     let app = spawn_built(Application::build(settings.clone()).await.unwrap());
     let res = app.post_products(&seed_request(), &["billing"]).await;
