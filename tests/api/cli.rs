@@ -115,6 +115,9 @@ fn unreachable_mongodb_stops_the_start_with_a_store_error() {
     assert!(err.contains("cannot open the store"), "{err}");
     // The error comes with its causes, one per line after "Caused by:".
     assert!(err.contains("\n\nCaused by:\n"), "{err}");
+    // ...and each cause once: not in the headline too.
+    let headline = err.lines().find(|l| l.starts_with("Error: ")).unwrap();
+    assert_eq!(headline, "Error: cannot open the store", "{err}");
 }
 
 #[test]
