@@ -313,6 +313,9 @@ fn check_rules(args: CheckRulesArgs) -> Result<(), String> {
         ),
     };
     let rules = crate::app::rules_loader::load_rules_dir(&dir).map_err(|e| e.to_string())?;
+    for warning in rules.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{}: valid merge rules ({} field rules, {} ranked sources, {} accepted event types, hash {})",
         dir.display(),
