@@ -12,7 +12,7 @@ use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
 use crate::core::package;
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
-use crate::core::{EventId, PinvId, Source, Violation};
+use crate::core::{EventId, PinvId, Source, Violations};
 use crate::store::{Store, StoreError};
 
 /// What the write path needs: the store, the rules, the schemas.
@@ -64,9 +64,10 @@ pub struct PostOutcome {
 /// Why a POST was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The envelope or a document is invalid: `400`, one violation per problem.
+    /// The envelope or a document is invalid: `400`, one violation per problem (at most
+    /// [`crate::core::MAX_VIOLATIONS`] of them kept).
     #[error("the request is invalid")]
-    Invalid(Vec<Violation>),
+    Invalid(Violations),
     /// The token may not write for this source: `403`.
     #[error("the token may not write for source '{0}'")]
     Forbidden(Source),
@@ -145,7 +146,7 @@ impl Service {
             return Err(IngestError::Forbidden(envelope.headers.source));
         }
         for (pointer, product) in envelope.payload.products() {
-            violations.extend(self.schemas.validate_product(product, &pointer));
+            violations.append(self.schemas.validate_product(product, &pointer));
         }
         if !violations.is_empty() {
             return Err(IngestError::Invalid(violations));
