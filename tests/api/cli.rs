@@ -148,6 +148,39 @@ fn check_rules_accepts_the_repository_rules() {
 }
 
 #[test]
+fn check_rules_warns_about_addresses_merged_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(rules_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The shipped rules with the old default: contact media merged field by field.
+        let text = text.replacen(
+            "key = [\"contactType\"]\nelement_strategy = \"priority\"",
+            "key = [\"contactType\"]",
+            1,
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let out = pinv()
+        .args(["check-rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is not an error: {err}");
+    assert!(
+        err.contains("warning: 20-fields.toml: field \"relatedParty.partyOrPartyRole.contactMedium\".element_strategy"),
+        "{err}"
+    );
+    let shipped = pinv()
+        .args(["check-rules"])
+        .arg(rules_dir())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&shipped.stderr).contains("warning"));
+}
+
+#[test]
 fn check_rules_reports_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), "this is = = not toml").unwrap();
