@@ -89,6 +89,12 @@ pub struct ConfigFlags {
     /// Largest request body in bytes [env: PINV_MAX_BODY_BYTES] (default 1048576).
     #[arg(long)]
     pub max_body_bytes: Option<String>,
+    /// Seconds a request body has to arrive in full [env: PINV_BODY_TIMEOUT_SECS] (default 15).
+    #[arg(long)]
+    pub body_timeout_secs: Option<String>,
+    /// Bytes of request bodies handled at once [env: PINV_BODY_BUDGET_BYTES] (default 8388608).
+    #[arg(long)]
+    pub body_budget_bytes: Option<String>,
 }
 
 impl ConfigFlags {
@@ -107,6 +113,8 @@ impl ConfigFlags {
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
             max_body_bytes: self.max_body_bytes.clone(),
+            body_timeout_secs: self.body_timeout_secs.clone(),
+            body_budget_bytes: self.body_budget_bytes.clone(),
         }
     }
 

@@ -23,6 +23,10 @@ pub const DEFAULT_MONGODB_TIMEOUT: Duration = Duration::from_millis(5000);
 pub const DEFAULT_RULES_DIR: &str = "./merge-rules";
 /// Default `PINV_MAX_BODY_BYTES` (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+/// Default `PINV_BODY_TIMEOUT_SECS` (15 s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `PINV_BODY_BUDGET_BYTES` (8 MiB).
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 8 * 1_048_576;
 
 /// Where products are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +201,11 @@ pub struct Settings {
     pub jwt: JwtSettings,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Time a request body has to arrive in full once its headers are read.
+    pub body_timeout: Duration,
+    /// Bytes of request bodies handled at once (declared length, or `max_body_bytes` when
+    /// undeclared); requests beyond it wait.
+    pub body_budget_bytes: usize,
 }
 
 impl Settings {
@@ -219,6 +228,8 @@ impl Settings {
                 audience: None,
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
         }
     }
 }
@@ -271,6 +282,10 @@ pub struct RawSettings {
     pub jwt_audience: Option<String>,
     /// `PINV_MAX_BODY_BYTES` / `--max-body-bytes`.
     pub max_body_bytes: Option<String>,
+    /// `PINV_BODY_TIMEOUT_SECS` / `--body-timeout-secs`.
+    pub body_timeout_secs: Option<String>,
+    /// `PINV_BODY_BUDGET_BYTES` / `--body-budget-bytes`.
+    pub body_budget_bytes: Option<String>,
 }
 
 impl RawSettings {
@@ -292,6 +307,8 @@ impl RawSettings {
             jwt_issuer: get("PINV_JWT_ISSUER"),
             jwt_audience: get("PINV_JWT_AUDIENCE"),
             max_body_bytes: get("PINV_MAX_BODY_BYTES"),
+            body_timeout_secs: get("PINV_BODY_TIMEOUT_SECS"),
+            body_budget_bytes: get("PINV_BODY_BUDGET_BYTES"),
         }
     }
 
@@ -316,6 +333,8 @@ impl RawSettings {
             jwt_issuer: flags.jwt_issuer.or(self.jwt_issuer),
             jwt_audience: flags.jwt_audience.or(self.jwt_audience),
             max_body_bytes: flags.max_body_bytes.or(self.max_body_bytes),
+            body_timeout_secs: flags.body_timeout_secs.or(self.body_timeout_secs),
+            body_budget_bytes: flags.body_budget_bytes.or(self.body_budget_bytes),
         }
     }
 
@@ -443,6 +462,32 @@ impl RawSettings {
             },
         };
 
+        let body_timeout = match &self.body_timeout_secs {
+            None => DEFAULT_BODY_TIMEOUT,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::new(
+                        "PINV_BODY_TIMEOUT_SECS",
+                        format!("'{text}' is not a positive number of seconds"),
+                    ))
+                }
+            },
+        };
+
+        let body_budget_bytes = match &self.body_budget_bytes {
+            None => DEFAULT_BODY_BUDGET_BYTES.max(max_body_bytes),
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n >= max_body_bytes => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "PINV_BODY_BUDGET_BYTES",
+                        format!("'{text}' is not a number of bytes of at least PINV_MAX_BODY_BYTES ({max_body_bytes})"),
+                    ))
+                }
+            },
+        };
+
         Ok(Settings {
             bind,
             store,
@@ -457,6 +502,8 @@ impl RawSettings {
                 audience: self.jwt_audience,
             },
             max_body_bytes,
+            body_timeout,
+            body_budget_bytes,
         })
     }
 }
@@ -543,6 +590,35 @@ mod tests {
         }
         let s = env(&[("PINV_MAX_BODY_BYTES", "2048")]).parse().unwrap();
         assert_eq!(s.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn body_timeout_is_positive_seconds() {
+        assert_eq!(
+            env(&[]).parse().unwrap().body_timeout,
+            Duration::from_secs(15)
+        );
+        for v in ["0", "-1", "1.5", "x"] {
+            let e = env(&[("PINV_BODY_TIMEOUT_SECS", v)]).parse().unwrap_err();
+            assert_eq!(e.variable, "PINV_BODY_TIMEOUT_SECS", "{v}");
+        }
+        let s = env(&[("PINV_BODY_TIMEOUT_SECS", "3")]).parse().unwrap();
+        assert_eq!(s.body_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn body_budget_holds_at_least_one_largest_body() {
+        assert_eq!(env(&[]).parse().unwrap().body_budget_bytes, 8 * 1_048_576);
+        let big = env(&[("PINV_MAX_BODY_BYTES", "67108864")]).parse().unwrap();
+        assert_eq!(big.body_budget_bytes, 67_108_864);
+        for v in ["0", "1048575", "x"] {
+            let e = env(&[("PINV_BODY_BUDGET_BYTES", v)]).parse().unwrap_err();
+            assert_eq!(e.variable, "PINV_BODY_BUDGET_BYTES", "{v}");
+        }
+        let s = env(&[("PINV_BODY_BUDGET_BYTES", "2097152")])
+            .parse()
+            .unwrap();
+        assert_eq!(s.body_budget_bytes, 2_097_152);
     }
 
     #[test]

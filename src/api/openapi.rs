@@ -92,9 +92,10 @@ pub fn document() -> Value {
                         "401": error_response("Missing or invalid token"),
                         "403": error_response("The token may not write for the source"),
                         "409": error_response("Event id reused with another value, or identity conflict"),
+                        "408": error_response("The body did not arrive within the body timeout"),
                         "413": error_response("Body over the limit"),
                         "415": error_response("Not application/json"),
-                        "503": error_response("Store unavailable; see Retry-After")
+                        "503": error_response("Store unavailable, or too many large bodies at once (SERVER_BUSY); see Retry-After")
                     }
                 },
                 "get": {
