@@ -99,5 +99,85 @@ fn merge_vs_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, merge_vs_parse);
+/// A product with `n` of everything that grows with the body: relationships, CircuitIDs and
+/// characteristics, as `source` would post it.
+fn large_event(source: &str, n: usize) -> Value {
+    let rels: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"relationshipType": "bundles", "id": format!("X-{i}")}))
+        .collect();
+    let refs: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"@type": "ExternalIdentifier", "id": format!("{source}-C{i}"),
+                "externalIdentifierType": "CircuitID", "owner": "INSTAR"})
+        })
+        .collect();
+    let chars: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "value": format!("{source}{i}")}))
+        .collect();
+    serde_json::json!({
+        "headers": {"id": format!("{source}-1"), "source": source,
+            "type": "com.att.c360dataPrep.tmf637.post.v5",
+            "time": "2024-10-03T12:34:56Z", "datacontenttype": "application/json"},
+        "value": {"@type": "Product", "id": format!("{source}-L1"), "name": "ADI",
+            "productRelationship": rels, "externalReference": refs,
+            "productCharacteristic": chars}
+    })
+}
+
+/// Planning and merging a product whose arrays hold `n` elements each: the time per element
+/// must stay flat as `n` grows (it grew linearly, i.e. quadratic in total, before).
+fn large_documents(c: &mut Criterion) {
+    use criterion::{BenchmarkId, Throughput};
+    use pinv::core::ingest::{self, Snapshot};
+
+    let rules = pinv::app::rules_loader::load_rules_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
+    )
+    .expect("the shipped merge rules load");
+    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").expect("uuid");
+    let mut group = c.benchmark_group("large_document");
+    group.sample_size(10);
+    for n in [2_500, 5_000, 10_000, 20_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        let event = |source| {
+            let envelope =
+                pinv::core::envelope::parse(large_event(source, n), &rules.accepted_types)
+                    .expect("a valid envelope");
+            ingest::prepare(envelope, &rules).expect("a valid event")
+        };
+        let billing = event("billing");
+        group.bench_with_input(BenchmarkId::new("plan_new_product", n), &n, |b, _| {
+            b.iter(|| {
+                ingest::plan(
+                    black_box(&billing),
+                    &[None],
+                    &Snapshot::default(),
+                    &rules,
+                    chrono::Utc::now(),
+                    &mut || id,
+                )
+                .expect("a plan")
+            })
+        });
+        // Two sources with half of their characteristics and relationships in common.
+        let provisioning = event("provisioning");
+        let time = billing.headers.time.instant;
+        let contributions: Vec<Contribution> = [&billing, &provisioning]
+            .into_iter()
+            .map(|e| Contribution {
+                source: e.headers.source.clone(),
+                event_id: e.headers.id.clone(),
+                time,
+                received_at: time,
+                value: e.parts[0].value.clone(),
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("merge_two_sources", n), &n, |b, _| {
+            b.iter(|| merge(&id, black_box(&contributions), &Links::default(), &rules))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, merge_vs_parse, large_documents);
 criterion_main!(benches);

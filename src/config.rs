@@ -262,6 +262,15 @@ pub struct SettingsArgs {
 impl SettingsArgs {
     /// The settings, once the JWT settings agree with each other.
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        if self.server.body_budget_bytes < self.server.max_body_bytes {
+            return Err(ConfigError::new(
+                "PINV_BODY_BUDGET_BYTES",
+                format!(
+                    "{} is less than PINV_MAX_BODY_BYTES ({}): one largest body must fit",
+                    self.server.body_budget_bytes, self.server.max_body_bytes
+                ),
+            ));
+        }
         Ok(Settings {
             server: self.server,
             store: self.store,
@@ -281,6 +290,12 @@ pub struct ServerSettings {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PINV_MAX_BODY_BYTES", default_value = "1048576", value_parser = checked(parse_positive_usize))]
     pub max_body_bytes: usize,
+    /// Time a request body has to arrive in full once its headers are read, in seconds.
+    #[arg(id = "body_timeout", long = "body-timeout-secs", value_name = "SECS", env = "PINV_BODY_TIMEOUT_SECS", default_value = "15", value_parser = checked(parse_seconds))]
+    pub body_timeout: Duration,
+    /// Bytes of request bodies handled at once (at least --max-body-bytes).
+    #[arg(long, env = "PINV_BODY_BUDGET_BYTES", default_value = "8388608", value_parser = checked(parse_positive_usize))]
+    pub body_budget_bytes: usize,
 }
 
 /// Where products are stored.
@@ -601,6 +616,13 @@ fn parse_leeway(text: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("'{text}' is not a positive number of seconds")),
+    }
+}
+
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim() {
         "0" | "false" => Ok(false),
@@ -715,6 +737,19 @@ mod tests {
         }
         let s = parse(&["--max-body-bytes", "2048"]).unwrap();
         assert_eq!(s.server.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn body_budget_must_hold_one_largest_body() {
+        let e = parse(&["--max-body-bytes", "2048", "--body-budget-bytes", "1024"]).unwrap_err();
+        assert!(e.starts_with("PINV_BODY_BUDGET_BYTES: "), "{e}");
+        let s = parse(&["--max-body-bytes", "2048", "--body-budget-bytes", "2048"]).unwrap();
+        assert_eq!(s.server.body_budget_bytes, 2048);
+        let e = parse(&["--body-timeout-secs", "0"]).unwrap_err();
+        assert!(
+            e.contains("PINV_BODY_TIMEOUT_SECS (--body-timeout-secs): "),
+            "{e}"
+        );
     }
 
     #[test]

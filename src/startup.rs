@@ -12,6 +12,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::api::auth::{AuthConfigError, Authenticator};
+use crate::api::limits::BodyBudget;
 use crate::api::metrics::Metrics;
 use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::app::service::Service;
@@ -109,6 +110,7 @@ impl Application {
 
         let service = web::Data::new(service);
         let metrics = web::Data::new(Metrics::new());
+        let budget = web::Data::new(BodyBudget::new(settings.server.body_budget_bytes));
         let settings = web::Data::new(settings);
         let server = HttpServer::new(move || {
             App::new()
@@ -117,6 +119,7 @@ impl Application {
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
                 .app_data(settings.clone())
+                .app_data(budget.clone())
                 .configure(crate::api::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })

@@ -51,6 +51,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// No such route.
     RouteNotFound,
+    /// The body did not arrive in full within the configured time.
+    RequestTimeout,
+    /// Too many request bodies are being handled at once; try again.
+    ServerBusy,
 }
 
 impl ErrorCode {
@@ -71,6 +75,8 @@ impl ErrorCode {
         Self::BadQuery,
         Self::MethodNotAllowed,
         Self::RouteNotFound,
+        Self::RequestTimeout,
+        Self::ServerBusy,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -143,6 +149,16 @@ impl ErrorCode {
                 "The route does not accept this method",
             ),
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", "No such route"),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The body did not arrive in time",
+            ),
+            Self::ServerBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_BUSY",
+                "Too many large requests at once; retry later",
+            ),
         }
     }
 
@@ -268,9 +284,13 @@ impl ResponseError for ApiError {
         }
         if matches!(
             self.code,
-            ErrorCode::StoreUnavailable | ErrorCode::CommitOutcomeUnknown
+            ErrorCode::StoreUnavailable | ErrorCode::CommitOutcomeUnknown | ErrorCode::ServerBusy
         ) {
             res.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS)));
+        }
+        // The rest of a late body may still be on its way: the connection cannot be reused.
+        if self.code == ErrorCode::RequestTimeout {
+            res.force_close();
         }
         res.body(self.body().to_string())
     }
@@ -394,7 +414,10 @@ mod tests {
         for c in ErrorCode::ALL {
             let server = matches!(
                 c,
-                ErrorCode::StoreUnavailable | ErrorCode::CommitOutcomeUnknown | ErrorCode::Internal
+                ErrorCode::StoreUnavailable
+                    | ErrorCode::CommitOutcomeUnknown
+                    | ErrorCode::Internal
+                    | ErrorCode::ServerBusy
             );
             assert_eq!(c.status().is_server_error(), server, "{c}");
         }

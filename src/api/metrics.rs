@@ -13,6 +13,21 @@ use crate::api::error::{ApiError, ErrorCode};
 /// The label of requests that matched no route (raw paths would explode cardinality).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The label of requests whose method is not one of the standard ones: a client may send
+/// any token as a method, and one time series per made-up method would grow without bound.
+pub const OTHER_METHOD: &str = "OTHER";
+
+/// The `method` label: the method itself when it is a standard one, else [`OTHER_METHOD`].
+pub fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or(OTHER_METHOD)
+}
+
 /// The metrics PINV records.
 pub struct Metrics {
     registry: Registry,
@@ -66,10 +81,12 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
+    /// Records one answered request. Every label has a bounded set of values: the method
+    /// goes through [`method_label`], the route is a pattern or [`UNMATCHED_ROUTE`], and
+    /// the status is a three-digit number.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let status = status.to_string();
-        let labels = [method, route, status.as_str()];
+        let labels = [method_label(method), route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(seconds);
     }
@@ -123,5 +140,24 @@ mod tests {
         assert!(text.contains("pinv_http_request_duration_seconds_bucket"));
         assert!(text
             .contains(r#"pinv_post_outcomes_total{code="VALIDATION_FAILED",outcome="error"} 1"#));
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..1000 {
+            m.observe_request(&format!("M{i}"), UNMATCHED_ROUTE, 404, 0.001);
+        }
+        m.observe_request("DELETE", UNMATCHED_ROUTE, 404, 0.001);
+        let text = m.render().unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("pinv_http_requests_total{"))
+            .collect::<Vec<_>>();
+        assert_eq!(series.len(), 2, "{series:?}");
+        assert!(text.contains(
+            r#"pinv_http_requests_total{method="OTHER",route="unmatched",status="404"} 1000"#
+        ));
+        assert!(!text.contains("M999"));
     }
 }

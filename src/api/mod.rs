@@ -13,6 +13,7 @@ use crate::api::error::{ApiError, ErrorCode};
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

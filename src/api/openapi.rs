@@ -94,9 +94,10 @@ pub fn document() -> Value {
                         "401": error_response("Missing or invalid token"),
                         "403": error_response("The token may not write for the source"),
                         "409": error_response("Event id reused with another value, or identity conflict"),
+                        "408": error_response("The body did not arrive within the body timeout"),
                         "413": error_response("Body over the limit"),
                         "415": error_response("Not application/json"),
-                        "503": error_response("STORE_UNAVAILABLE (nothing was written) or COMMIT_OUTCOME_UNKNOWN (send the same event again); see Retry-After")
+                        "503": error_response("STORE_UNAVAILABLE (nothing was written), COMMIT_OUTCOME_UNKNOWN (send the same event again) or SERVER_BUSY (too many large bodies at once); see Retry-After")
                     }
                 },
                 "get": {

@@ -1,7 +1,10 @@
 //! `POST /products`: the write path's HTTP shell.
 //!
-//! Order of checks: token (401), query (400), content type (415), size (413), JSON (400),
+//! Order of checks: token (401), query (400), content type (415), size (413), a share of the
+//! body budget (503 `SERVER_BUSY` after waiting), the body within its time (408), JSON (400),
 //! then everything else is the service's business.
+
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -10,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::limits::{BodyBudget, BUDGET_WAIT};
 use crate::api::middleware::RequestContext;
 use crate::app::service::{PostOptions, PostStatus, Service};
 use crate::config::Settings;
@@ -26,13 +30,27 @@ pub async fn post_products(
     payload: web::Payload,
     service: web::Data<Service>,
     settings: web::Data<Settings>,
+    budget: web::Data<BodyBudget>,
 ) -> Result<HttpResponse, ApiError> {
     let options = PostOptions {
         as_adi_package: as_adi_package(req.query_string())?,
     };
     require_json(&req)?;
-    let bytes = read_body(&req, payload, settings.server.max_body_bytes).await?;
+    let max = settings.server.max_body_bytes;
+    let declared = declared_length(&req);
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    // Held until the answer is built: parsing and merging cost a multiple of the body.
+    let _reservation = budget
+        .reserve(
+            declared.unwrap_or(max),
+            BUDGET_WAIT.min(settings.server.body_timeout),
+        )
+        .await?;
+    let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
     let body = parse_json(&bytes)?;
+    drop(bytes);
     req.extensions_mut().insert(context_of(&body));
 
     let outcome = service
@@ -116,34 +134,47 @@ fn too_large(max: usize) -> ApiError {
     )
 }
 
-/// Reads the body, refusing it as soon as it exceeds `max` bytes (never buffers more).
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    max: usize,
-) -> Result<web::Bytes, ApiError> {
-    let declared = req
-        .headers()
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
-    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                ErrorCode::MalformedJson,
-                format!("the body could not be read: {e}"),
-            )
-        })?;
-        if buf.len() + chunk.len() > max {
-            return Err(too_large(max));
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Reads the body, refusing it as soon as it exceeds `max` bytes (never buffers more), and
+/// with `408` unless all of it arrives within `timeout`: a client trickling its body would
+/// otherwise hold a connection and its buffer for as long as it likes.
+async fn read_body(
+    mut payload: web::Payload,
+    declared: Option<usize>,
+    max: usize,
+    timeout: Duration,
+) -> Result<web::Bytes, ApiError> {
+    let read = async {
+        let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::MalformedJson,
+                    format!("the body could not be read: {e}"),
+                )
+            })?;
+            if buf.len() + chunk.len() > max {
+                return Err(too_large(max));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the body did not arrive in full within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+    })?
 }
 
 /// Parses JSON; the error names the line and column. serde_json's recursion limit (128)

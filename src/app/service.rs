@@ -101,7 +101,27 @@ impl Service {
         options: PostOptions,
         may_write: &(dyn Fn(&Source) -> bool + Sync),
     ) -> Result<PostOutcome, IngestError> {
-        let event = self.validate(body, may_write)?;
+        // Validation and planning take time in proportion to the body: they run on the
+        // blocking pool so that a large body does not stall the other requests of its worker.
+        // The verdict on the token is taken here, as `may_write` borrows from the caller.
+        let verdict = body
+            .pointer("/headers/source")
+            .and_then(Value::as_str)
+            .and_then(|s| Source::parse(s).ok())
+            .map(|s| {
+                let allowed = may_write(&s);
+                (s, allowed)
+            });
+        let this = self.clone();
+        let event = run_blocking(move || {
+            this.validate(body, &|s| {
+                verdict
+                    .as_ref()
+                    .is_some_and(|(source, allowed)| source == s && *allowed)
+            })
+        })
+        .await?;
+        let event = Arc::new(event);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -162,7 +182,7 @@ impl Service {
 
     /// Reads what the event touches, plans, commits. A conflict comes back as
     /// `StoreError::Conflict` for the caller to retry.
-    async fn try_post(&self, event: &Event) -> Result<(PostStatus, Replayed), IngestError> {
+    async fn try_post(&self, event: &Arc<Event>) -> Result<(PostStatus, Replayed), IngestError> {
         let store = &*self.store;
         let processed = store
             .get_processed(&event.headers.source, &event.headers.id)
@@ -192,14 +212,18 @@ impl Service {
             records,
             waiters,
         };
-        let plan = ingest::plan(
-            event,
-            &ids,
-            &snapshot,
-            &self.rules,
-            Utc::now(),
-            &mut PinvId::new_v4,
-        )
+        let (planned, rules) = (event.clone(), self.rules.clone());
+        let plan = run_blocking(move || {
+            ingest::plan(
+                &planned,
+                &ids,
+                &snapshot,
+                &rules,
+                Utc::now(),
+                &mut PinvId::new_v4,
+            )
+        })
+        .await
         .map_err(plan_error(event))?;
         if plan.write.products.is_empty() {
             return Ok((PostStatus::Unchanged, Replayed::Plan(Box::new(plan))));
@@ -316,6 +340,18 @@ fn plan_error(event: &Event) -> impl Fn(PlanError) -> IngestError + '_ {
 fn dedup_in_order(ids: &mut Vec<PinvId>) {
     let mut seen = BTreeSet::new();
     ids.retain(|id| seen.insert(*id));
+}
+
+/// Runs `f` on the blocking pool; a panic in `f` goes on in the caller, as if `f` had run
+/// there.
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(t) => t,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a blocking task was cancelled: {e}"),
+        },
+    }
 }
 
 /// A few bits of randomness for retry jitter, without a dependency for it.

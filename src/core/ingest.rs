@@ -408,11 +408,16 @@ pub fn plan(
         if w.original.is_none() {
             claimed.push((MatchKey::pinv(id), *id));
         }
-        for (key, _) in claimed.iter().filter(|(_, owner)| owner == id) {
-            if let Err(i) = w.record.match_keys.binary_search(key) {
-                w.record.match_keys.insert(i, key.clone());
-            }
-        }
+        // Appended then sorted once: a sorted insert per key made many keys quadratic.
+        let keys = &mut w.record.match_keys;
+        keys.extend(
+            claimed
+                .iter()
+                .filter(|(_, owner)| owner == id)
+                .map(|(key, _)| key.clone()),
+        );
+        keys.sort_unstable();
+        keys.dedup();
         if let Some(root) = package_root {
             w.record.package_root = Some(root);
         } else if part.role == Some(Role::Adi) {

@@ -231,3 +231,83 @@ async fn bad_percent_encoding_in_the_query_is_400_naming_the_parameter() {
         .await;
     assert_error(res, 400, "BAD_QUERY").await;
 }
+
+/// Sends the headers of a `POST /products` declaring `length` body bytes, then `sent` of
+/// them, and keeps the connection open.
+async fn start_slow_post(app: &TestApp, length: usize, sent: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /products HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        token(&["*"])
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// Reads what the server answers until it closes the connection (bounded, so a server
+/// that never answers fails the test instead of hanging it).
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers a slow body instead of waiting for it")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn body_that_does_not_arrive_in_time_is_408() {
+    let mut settings = test_settings();
+    settings.server.body_timeout = std::time::Duration::from_secs(1);
+    let app = spawn_shell_app_with(settings, Arc::new(EmptyStore)).await;
+    let mut stream = start_slow_post(&app, 200, b"{\"headers\": ").await;
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"REQUEST_TIMEOUT""#), "{answer}");
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_budget_are_503_server_busy_with_retry_after() {
+    let mut settings = test_settings();
+    settings.server.max_body_bytes = 10_000;
+    settings.server.body_budget_bytes = 10_000;
+    // The holder keeps its share for longer than a waiter waits for one.
+    settings.server.body_timeout = std::time::Duration::from_secs(10);
+    let app = spawn_shell_app_with(settings, Arc::new(EmptyStore)).await;
+    let holder = start_slow_post(&app, 10_000, b"{").await;
+    // The holder's headers may not have reached its handler yet: ask until they have (a
+    // server without a budget never answers 503).
+    let mut busy = None;
+    for _ in 0..50 {
+        let res = app
+            .post_products(&json!({"headers": {}, "value": {}}), &["*"])
+            .await;
+        if res.status() == 503 {
+            busy = Some(res);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let res = busy.expect("a body beyond the budget is refused");
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = assert_error(res, 503, "SERVER_BUSY").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at once"));
+    // With the holder gone, its share is back.
+    drop(holder);
+    let res = app
+        .post_products(&json!({"headers": {}, "value": {}}), &["*"])
+        .await;
+    assert_eq!(res.status(), 400);
+}

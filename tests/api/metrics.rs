@@ -59,3 +59,29 @@ async fn post_errors_are_counted_by_code() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn made_up_methods_share_one_label() {
+    let app = spawn_shell_app().await;
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/health/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
+    }
+    let text = metrics_text(&app).await;
+    assert!(
+        text.contains(
+            r#"pinv_http_requests_total{method="OTHER",route="/health/live",status="405"} 50"#
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("M49"),
+        "made-up methods must not become labels"
+    );
+}
