@@ -74,6 +74,8 @@ fn package_set(n: u128) -> (pinv::core::record::WriteSet, [PinvId; 2]) {
 struct Tally {
     ok: Vec<u128>,
     unavailable: Vec<u128>,
+    /// Sent as the server died: the commit may have landed (whole) or not.
+    unknown: Vec<u128>,
     slowest: Duration,
 }
 
@@ -89,7 +91,10 @@ async fn traffic(store: Arc<MongoStore>, first: u128, stop: Arc<AtomicBool>) -> 
         match outcome {
             Ok(()) => tally.ok.push(n),
             Err(StoreError::Unavailable(_)) => tally.unavailable.push(n),
-            Err(e) => panic!("write set {n} during the outage: expected Unavailable, got {e}"),
+            Err(StoreError::OutcomeUnknown(_)) => tally.unknown.push(n),
+            Err(e) => panic!(
+                "write set {n} during the outage: expected Unavailable or OutcomeUnknown, got {e}"
+            ),
         }
         n += 1;
     }
@@ -201,8 +206,8 @@ async fn outage_is_unavailable_all_or_nothing_and_recovers() {
         assert!(all_or_nothing(&store, *n).await, "set {n} was acknowledged");
     }
     let mut landed_anyway = 0;
-    for n in &tally.unavailable {
-        // Unavailable while the commit was in flight may still have landed, but whole.
+    for n in tally.unavailable.iter().chain(&tally.unknown) {
+        // A commit in flight at the kill may still have landed, but whole.
         if all_or_nothing(&store, *n).await {
             landed_anyway += 1;
         }
@@ -213,10 +218,11 @@ async fn outage_is_unavailable_all_or_nothing_and_recovers() {
         .expect("commit after recovery");
     assert!(all_or_nothing(&store, 10_000).await);
     println!(
-        "outage: {} sets ok, {} unavailable ({landed_anyway} of those landed whole), slowest \
-         call {:?}, recovered {:?} after the kill",
+        "outage: {} sets ok, {} unavailable, {} outcome unknown ({landed_anyway} of those \
+         landed whole), slowest call {:?}, recovered {:?} after the kill",
         tally.ok.len(),
         tally.unavailable.len(),
+        tally.unknown.len(),
         tally.slowest,
         recovered_after
     );
