@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Runs every test of PINV. README's test command; CI calls it through .ci/run.
 #
-# The MongoDB store tests need a wire-protocol server. This script installs nx-27017 (a
-# MongoDB wire-protocol server on SQLite, from PyPI) into ./.venv when missing, starts it on
-# a free loopback port with a fresh database directory, and exports for the tests:
+# The MongoDB store tests need a wire-protocol server, so plain `cargo test` ignores them
+# (`#[ignore = "..."]`). This script installs nx-27017 (a MongoDB wire-protocol server on
+# SQLite, from PyPI) into ./.venv when missing, starts it on a free loopback port with a
+# fresh database directory, and exports for the tests:
 #   PINV_TEST_MONGODB_URI             the server's URI
 #   PINV_TEST_MONGODB_ONE_AT_A_TIME   nx-27017's transactions are not isolated from each other
-#   PINV_TEST_NX_BIN                  the nx-27017 executable (tests/mongo_outage.rs starts its own)
-# Set PINV_TEST_MONGODB_URI yourself to test against a real MongoDB replica set instead.
-# With no arguments it then runs the black-box API suite again on the embedded and the
-# MongoDB store (PINV_TEST_API_STORE); arguments are passed to `cargo test` as they are.
+#   PINV_TEST_NX_BIN                  the nx-27017 executable (the outage tests start their own)
+# Set PINV_TEST_MONGODB_URI yourself to test against a real MongoDB replica set instead (no
+# server is started then).
+#
+# With no arguments: `cargo test` (the server tests are listed as ignored), then the ignored
+# tests that need this server (`-- --ignored`: tests/store_conformance_mongo.rs,
+# tests/remerge_mongo.rs, tests/mongo_outage.rs, the API suite's mongo_outage), then the
+# black-box API suite again on the embedded and the MongoDB store (PINV_TEST_API_STORE).
+# tests/api/mongo_instances.rs stays ignored: it needs a replica set (README, "Tests").
+# With arguments they are passed to `cargo test` as they are, with the server running, e.g.
+#   ./scripts/test.sh --test remerge_mongo -- --include-ignored
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NX_VERSION="0.8.1"
 VENV=".venv"
 NX_BIN="$PWD/$VENV/bin/nx-27017"
-
-if [[ -n "${PINV_TEST_MONGODB_URI:-}" ]]; then
-    echo "test.sh: using the MongoDB server at PINV_TEST_MONGODB_URI"
-    [[ -x "$NX_BIN" ]] && export PINV_TEST_NX_BIN="${PINV_TEST_NX_BIN:-$NX_BIN}"
-    exec cargo test --locked "$@"
-fi
 
 installed="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("nx-27017"))' 2>/dev/null || true)"
 if [[ ! -x "$NX_BIN" || "$installed" != "$NX_VERSION" ]]; then
@@ -41,45 +43,53 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A free loopback port: bind port 0, read it, release it.
-port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+if [[ -n "${PINV_TEST_MONGODB_URI:-}" ]]; then
+    echo "test.sh: using the MongoDB server at PINV_TEST_MONGODB_URI"
+else
+    # A free loopback port: bind port 0, read it, release it.
+    port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 
-"$NX_BIN" --data-dir "$workdir/data" --host 127.0.0.1 -p "$port" \
-    --pid-file "$workdir/nx.pid" --log-file "$workdir/nx.log" >"$workdir/nx.out" 2>&1 &
-nx_pid=$!
+    "$NX_BIN" --data-dir "$workdir/data" --host 127.0.0.1 -p "$port" \
+        --pid-file "$workdir/nx.pid" --log-file "$workdir/nx.log" >"$workdir/nx.out" 2>&1 &
+    nx_pid=$!
 
-# Wait until it answers a ping (not merely accepts TCP), at most 30 s.
-ready=""
-for _ in $(seq 1 150); do
-    if ! kill -0 "$nx_pid" 2>/dev/null; then
-        break
-    fi
-    if "$VENV/bin/python" - "$port" <<'EOF' 2>/dev/null; then
+    # Wait until it answers a ping (not merely accepts TCP), at most 30 s.
+    ready=""
+    for _ in $(seq 1 150); do
+        if ! kill -0 "$nx_pid" 2>/dev/null; then
+            break
+        fi
+        if "$VENV/bin/python" - "$port" <<'EOF' 2>/dev/null; then
 import sys
 from pymongo import MongoClient
 c = MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}/?directConnection=true",
                 serverSelectionTimeoutMS=500, connectTimeoutMS=500)
 c.admin.command("ping")
 EOF
-        ready=yes
-        break
+            ready=yes
+            break
+        fi
+        sleep 0.2
+    done
+    if [[ -z "$ready" ]]; then
+        echo "test.sh: FAILED: nx-27017 did not start on 127.0.0.1:$port; its output:" >&2
+        cat "$workdir/nx.out" "$workdir/nx.log" >&2 2>/dev/null || true
+        exit 1
     fi
-    sleep 0.2
-done
-if [[ -z "$ready" ]]; then
-    echo "test.sh: FAILED: nx-27017 did not start on 127.0.0.1:$port; its output:" >&2
-    cat "$workdir/nx.out" "$workdir/nx.log" >&2 2>/dev/null || true
-    exit 1
-fi
-echo "test.sh: nx-27017 $NX_VERSION is listening on 127.0.0.1:$port (pid $nx_pid)"
+    echo "test.sh: nx-27017 $NX_VERSION is listening on 127.0.0.1:$port (pid $nx_pid)"
 
-export PINV_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
-export PINV_TEST_MONGODB_ONE_AT_A_TIME=1
+    export PINV_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+    export PINV_TEST_MONGODB_ONE_AT_A_TIME=1
+fi
 export PINV_TEST_NX_BIN="$NX_BIN"
 
 status=0
 cargo test --locked "$@" || status=$?
 if [[ $# -eq 0 ]]; then
+    echo "test.sh: the tests that need a MongoDB server (ignored above)"
+    cargo test --locked --test store_conformance_mongo --test remerge_mongo \
+        --test mongo_outage -- --ignored || status=$?
+    cargo test --locked --test api mongo_outage:: -- --ignored || status=$?
     # The black-box API suite once more on each persistent store (it ran on the memory
     # store above). Their temp directories go with $workdir.
     for store in embedded mongodb; do

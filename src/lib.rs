@@ -11,3 +11,5 @@ pub mod core;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -12,9 +12,7 @@ use pinv::core::{EventId, MatchKey, PinvId, Source};
 use pinv::store::memory::MemoryStore;
 use pinv::store::{ListPage, ListQuery, Store, StoreResult};
 
-#[path = "support/rules.rs"]
-mod rules;
-use rules::{billing_names_first, shipped_rules};
+use pinv::testing::rules::{billing_names_first, shipped_rules};
 
 const BILLING_NAME: &str = "AT&T Dedicated Internet (ADI)";
 const PROVISIONING_NAME: &str = "ADI circuit";

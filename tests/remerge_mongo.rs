@@ -2,14 +2,12 @@
 //! store: the same products (same ids) are stored in both, re-merged with changed rules,
 //! and compared product by product.
 //!
-//! Needs a server: `PINV_TEST_MONGODB_URI=mongodb://127.0.0.1:PORT/?directConnection=true`
-//! (`./scripts/test.sh` starts nx-27017 and sets it). Without the variable the test returns
-//! at once with a NOT RUN notice; with it set and the server unreachable, it fails.
+//! Needs a server, so plain `cargo test` ignores it: `./scripts/test.sh` starts nx-27017, sets
+//! `PINV_TEST_MONGODB_URI` and runs it with `--include-ignored`. Run without the variable,
+//! or with the server unreachable, it fails.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pinv::app::generate;
 use pinv::app::remerge::{run, RemergeOptions, RemergeSummary};
@@ -17,25 +15,10 @@ use pinv::core::record::{HistoryEntry, ProductRecord, WriteSet};
 use pinv::core::rules::Rules;
 use pinv::core::PinvId;
 use pinv::store::embedded::EmbeddedStore;
-use pinv::store::mongo::{MongoOptions, MongoStore};
+use pinv::store::mongo::MongoStore;
 use pinv::store::Store;
-
-const URI_VAR: &str = "PINV_TEST_MONGODB_URI";
-/// Set when the test server is nx-27017 (see tests/store_conformance_mongo.rs).
-const ONE_AT_A_TIME_VAR: &str = "PINV_TEST_MONGODB_ONE_AT_A_TIME";
-
-fn test_options() -> MongoOptions {
-    MongoOptions {
-        w: "1".to_owned(),
-        timeout: Duration::from_secs(10),
-        one_at_a_time: std::env::var(ONE_AT_A_TIME_VAR).is_ok_and(|v| !v.is_empty() && v != "0"),
-        ..MongoOptions::default()
-    }
-}
-
-#[path = "support/rules.rs"]
-mod rules;
-use rules::{billing_names_first, shipped_rules};
+use pinv::testing::mongo::{options, uri, URI_VAR};
+use pinv::testing::rules::{billing_names_first, shipped_rules};
 
 /// `count` products; every third has billing's contribution only (and is not affected by
 /// the rule change). The ids are fixed here so both stores hold the same products.
@@ -95,20 +78,15 @@ async fn remerged(
 }
 
 #[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn remerge_over_mongodb_gives_the_same_documents_as_over_the_embedded_store() {
-    let Some(uri) = std::env::var(URI_VAR).ok().filter(|u| !u.trim().is_empty()) else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nNOTICE: NOT RUN: tests/remerge_mongo.rs needs {URI_VAR} (run ./scripts/test.sh)\n"
-        );
-        return;
-    };
+    let uri = uri();
     let shipped = shipped_rules();
     let records = products(40, &shipped);
     let rules = Arc::new(billing_names_first());
 
     let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
-    let mongo = MongoStore::connect(&uri, &database, test_options())
+    let mongo = MongoStore::connect(&uri, &database, options())
         .await
         .unwrap_or_else(|e| panic!("{URI_VAR} is set but MongoStore::connect({uri}) failed: {e}"));
     let mongo = Arc::new(mongo);

@@ -1,66 +1,39 @@
 //! Runs the store conformance suite against [`MongoStore`], plus MongoDB-only behaviours
-//! (exact round-trip of awkward TMF637 keys, error mapping, throughput).
+//! (exact round-trip of awkward TMF637 keys, error mapping).
 //!
-//! Needs a server: `PINV_TEST_MONGODB_URI=mongodb://127.0.0.1:PORT/?directConnection=true`
-//! (`./scripts/test.sh` starts nx-27017 and sets it). Without the variable every test here
-//! returns at once with a notice on stderr, and `mongodb_tests_not_run_notice` says so on
-//! the terminal; with it set and the server unreachable, the tests fail.
+//! The tests that need a server are ignored by plain `cargo test`. `./scripts/test.sh`
+//! starts nx-27017, sets `PINV_TEST_MONGODB_URI` and runs them with `--include-ignored`; run
+//! without the variable, or with the server unreachable, they fail. The error-mapping tests
+//! need no server and always run.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use pinv::core::{MatchKey, PinvId};
-use pinv::store::conformance::{create, id, key, processed, record, update, TestStore};
+use pinv::core::MatchKey;
+use pinv::store::conformance::{create, id, key, processed, record, TestStore};
 use pinv::store::mongo::{MongoOptions, MongoStore};
 use pinv::store::{ListQuery, Store, StoreError};
-
-const URI_VAR: &str = "PINV_TEST_MONGODB_URI";
-/// Set (to anything but `0`) when the test server is nx-27017, whose concurrent
-/// transactions are not isolated: the store then runs one call at a time.
-const ONE_AT_A_TIME_VAR: &str = "PINV_TEST_MONGODB_ONE_AT_A_TIME";
+use pinv::testing::mongo::{free_port, options as test_options, uri, URI_VAR};
 
 mod mongo {
     use super::fresh_store;
 
-    pinv::store_conformance_tests!(match fresh_store().await {
-        Some(store) => store,
-        None => return,
-    });
+    pinv::store_conformance_tests!(
+        #[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
+        fresh_store().await
+    );
 }
 
-/// The test server's URI, or `None` (after a notice naming `test`) when it is not set.
-fn test_uri(test: &str) -> Option<String> {
-    match std::env::var(URI_VAR) {
-        Ok(uri) if !uri.trim().is_empty() => Some(uri),
-        _ => {
-            eprintln!("NOT RUN: {test} needs {URI_VAR} (run ./scripts/test.sh)");
-            None
-        }
-    }
-}
-
-/// Options for tests: acknowledged by one node, as the test server is a single node.
-fn test_options() -> MongoOptions {
-    MongoOptions {
-        w: "1".to_owned(),
-        timeout: Duration::from_secs(10),
-        one_at_a_time: std::env::var(ONE_AT_A_TIME_VAR).is_ok_and(|v| !v.is_empty() && v != "0"),
-        ..MongoOptions::default()
-    }
-}
-
-/// A store on a new database `pinv_test_<uuid>`, dropped when the test ends; `None` when
-/// no test server is configured.
-async fn fresh_store() -> Option<TestStore> {
-    let uri = test_uri(std::thread::current().name().unwrap_or("a MongoDB test"))?;
+/// A store on a new database `pinv_test_<uuid>`, dropped when the test ends.
+async fn fresh_store() -> TestStore {
+    let uri = uri();
     let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
     let store = MongoStore::connect(&uri, &database, test_options())
         .await
         .unwrap_or_else(|e| panic!("{URI_VAR} is set but MongoStore::connect({uri}) failed: {e}"));
-    Some(TestStore::with_guard(store, DropDatabase { uri, database }))
+    TestStore::with_guard(store, DropDatabase { uri, database })
 }
 
 /// Drops a test database when the test ends. `Drop` cannot await, so a thread with its own
@@ -94,33 +67,16 @@ impl Drop for DropDatabase {
     }
 }
 
-/// Says plainly, outside the test harness's output capture, which tests did not run.
-#[test]
-fn mongodb_tests_not_run_notice() {
-    if std::env::var(URI_VAR).is_ok_and(|u| !u.trim().is_empty()) {
-        return;
-    }
-    let mut stderr = std::io::stderr();
-    let _ = writeln!(
-        stderr,
-        "\nNOTICE: the MongoDB store tests in tests/store_conformance_mongo.rs and \
-         tests/mongo_outage.rs did NOT run: {URI_VAR} is not set.\n\
-         Run them with ./scripts/test.sh (starts nx-27017), or point {URI_VAR} at a \
-         MongoDB replica set: {URI_VAR}=mongodb://HOST:PORT/?directConnection=true cargo test\n"
-    );
-}
-
-async fn store_or_skip() -> Option<(TestStore, Arc<dyn Store>)> {
-    let test_store = fresh_store().await?;
+async fn fresh() -> (TestStore, Arc<dyn Store>) {
+    let test_store = fresh_store().await;
     let store = Arc::clone(&test_store.store);
-    Some((test_store, store))
+    (test_store, store)
 }
 
 #[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn awkward_tmf_keys_round_trip_exactly() {
-    let Some((_guard, store)) = store_or_skip().await else {
-        return;
-    };
+    let (_guard, store) = fresh().await;
     let merged = json!({
         "@type": "Product",
         "@baseType": "Product",
@@ -158,11 +114,10 @@ async fn awkward_tmf_keys_round_trip_exactly() {
 }
 
 #[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
     // Matches `core::filter::matches`: a path splits on '.', so key "a.b" is never walked.
-    let Some((_guard, store)) = store_or_skip().await else {
-        return;
-    };
+    let (_guard, store) = fresh().await;
     store
         .commit(create(record(id(1), 1, json!({"a.b": "x"}))))
         .await
@@ -184,10 +139,9 @@ async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
 }
 
 #[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn duplicate_event_in_a_multi_product_set_is_a_conflict_not_an_error() {
-    let Some((_guard, store)) = store_or_skip().await else {
-        return;
-    };
+    let (_guard, store) = fresh().await;
     let mut first = create(record(id(1), 1, json!({})));
     first.processed = Some(processed("ev", vec![id(1)]));
     store.commit(first).await.expect("first");
@@ -215,10 +169,9 @@ async fn duplicate_event_in_a_multi_product_set_is_a_conflict_not_an_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn list_limit_zero_counts_without_items() {
-    let Some((_guard, store)) = store_or_skip().await else {
-        return;
-    };
+    let (_guard, store) = fresh().await;
     for n in 1..=3 {
         store
             .commit(create(record(id(n), 1, json!({"s": "on"}))))
@@ -247,14 +200,7 @@ async fn list_limit_zero_counts_without_items() {
 
 #[tokio::test]
 async fn connect_to_a_closed_port_is_unavailable_within_the_timeout() {
-    if test_uri("connect_to_a_closed_port_is_unavailable_within_the_timeout").is_none() {
-        return;
-    }
-    // A port nobody listens on: bind, read the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let options = MongoOptions {
         timeout: Duration::from_millis(500),
         ..test_options()
@@ -279,49 +225,6 @@ async fn connect_to_a_closed_port_is_unavailable_within_the_timeout() {
 
 #[tokio::test]
 async fn malformed_uri_is_refused() {
-    if test_uri("malformed_uri_is_refused").is_none() {
-        return;
-    }
     let outcome = MongoStore::connect("mongodb://", "pinv", test_options()).await;
     assert!(matches!(outcome, Err(StoreError::Other(_))));
-}
-
-/// Informational: sequential single-product write sets (create + update with history and
-/// a processed event, as the service writes them) through the configured server.
-#[tokio::test]
-async fn throughput_of_single_product_write_sets() {
-    let Some((_guard, store)) = store_or_skip().await else {
-        return;
-    };
-    const N: u64 = 200;
-    store
-        .commit(create(record(id(1), 1, json!({"n": 0}))))
-        .await
-        .expect("seed");
-
-    let started = Instant::now();
-    for n in 1..=N {
-        store
-            .commit(update(record(id(1), n + 1, json!({"n": n})), n))
-            .await
-            .expect("cas update");
-    }
-    let cas = started.elapsed();
-
-    let started = Instant::now();
-    for n in 1..=N {
-        let pid = PinvId::from_uuid(uuid::Uuid::from_u128(1000 + u128::from(n)));
-        let mut set = create(record(pid, 1, json!({"n": n, "status": "active"})));
-        set.claim_keys = vec![(key(&format!("k{n}")), pid), (MatchKey::pinv(&pid), pid)];
-        set.history = vec![pinv::store::conformance::history_entry(pid, 1)];
-        set.processed = Some(processed(&format!("ev-{n}"), vec![pid]));
-        store.commit(set).await.expect("transaction");
-    }
-    let txn = started.elapsed();
-    println!(
-        "MongoStore: {N} CAS updates in {cas:?} ({:.0}/s); {N} transactional creates \
-         (2 keys + history + event) in {txn:?} ({:.0}/s)",
-        N as f64 / cas.as_secs_f64(),
-        N as f64 / txn.as_secs_f64()
-    );
 }

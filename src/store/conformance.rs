@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The expression may also yield a [`TestStore`] to keep something alive as long as the
-//! store (a temporary directory, a database handle).
+//! store (a temporary directory, a database handle). An attribute before it goes on every
+//! test, e.g. `#[ignore = "needs a server"]` for a store that needs one.
 //!
 //! The helpers (`id`, `record`, `create`, ...) build small records for these tests.
 
@@ -61,11 +62,18 @@ impl<S: Store> From<S> for TestStore {
 }
 
 /// Expands to one `#[tokio::test]` per behaviour of this module, each on a fresh store
-/// made by `$make` (an expression yielding a [`Store`] or a [`TestStore`]).
+/// made by `$make` (an expression yielding a [`Store`] or a [`TestStore`]), with the
+/// attribute written before `$make`, if any, on each test.
 #[macro_export]
 macro_rules! store_conformance_tests {
+    (#[$attr:meta] $make:expr) => {
+        $crate::store_conformance_tests!(@all [$attr] $make);
+    };
     ($make:expr) => {
-        $crate::store_conformance_tests!(@single $make;
+        $crate::store_conformance_tests!(@all [] $make);
+    };
+    (@all $attrs:tt $make:expr) => {
+        $crate::store_conformance_tests!(@single $attrs $make;
             create_and_read_product,
             stale_revision_conflicts_and_writes_nothing,
             creating_an_existing_product_conflicts,
@@ -80,28 +88,32 @@ macro_rules! store_conformance_tests {
             scan_pages_cover_every_product_once,
             numbers_read_back_exactly_as_written
         );
-        $crate::store_conformance_tests!(@shared $make;
+        $crate::store_conformance_tests!(@shared $attrs $make;
             racing_key_claims_have_exactly_one_winner,
             concurrent_increments_lose_no_update
         );
     };
-    (@single $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[::tokio::test]
-            async fn $name() {
-                let test_store: $crate::store::conformance::TestStore = ($make).into();
-                $crate::store::conformance::$name(&*test_store.store).await;
-            }
-        )*
+    (@single $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
+        $( $crate::store_conformance_tests!(@single_test $attrs $make; $name); )*
     };
-    (@shared $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let test_store: $crate::store::conformance::TestStore = ($make).into();
-                $crate::store::conformance::$name(test_store.store.clone()).await;
-            }
-        )*
+    (@shared $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
+        $( $crate::store_conformance_tests!(@shared_test $attrs $make; $name); )*
+    };
+    (@single_test [$($attr:meta)?] $make:expr; $name:ident) => {
+        #[::tokio::test]
+        $(#[$attr])?
+        async fn $name() {
+            let test_store: $crate::store::conformance::TestStore = ($make).into();
+            $crate::store::conformance::$name(&*test_store.store).await;
+        }
+    };
+    (@shared_test [$($attr:meta)?] $make:expr; $name:ident) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])?
+        async fn $name() {
+            let test_store: $crate::store::conformance::TestStore = ($make).into();
+            $crate::store::conformance::$name(test_store.store.clone()).await;
+        }
     };
 }
 

@@ -93,16 +93,8 @@ pub async fn store_under_test() -> Arc<dyn Store> {
             )
         }
         "mongodb" => {
-            let uri = std::env::var("PINV_TEST_MONGODB_URI").expect(
-                "PINV_TEST_API_STORE=mongodb needs PINV_TEST_MONGODB_URI (run ./scripts/test.sh)",
-            );
-            let options = pinv::store::mongo::MongoOptions {
-                w: "1".to_owned(),
-                timeout: std::time::Duration::from_secs(10),
-                one_at_a_time: std::env::var("PINV_TEST_MONGODB_ONE_AT_A_TIME")
-                    .is_ok_and(|v| !v.is_empty() && v != "0"),
-                ..Default::default()
-            };
+            let uri = pinv::testing::mongo::uri();
+            let options = pinv::testing::mongo::options();
             let database = format!("pinv_api_{}", uuid::Uuid::new_v4().simple());
             let store = pinv::store::mongo::MongoStore::connect(&uri, &database, options)
                 .await
@@ -309,13 +301,6 @@ pub fn product_with_circuit(local_id: &str, circuit: &str, status: &str) -> Valu
             "owner": "INSTAR"
         }]
     })
-}
-
-/// Says on the terminal that a test did not run and why. Written to the process's stderr
-/// directly, not through `eprintln!`, which the test harness captures for passing tests.
-pub fn not_run(message: String) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "\n{message}\n");
 }
 
 /// True when `s` is a hyphenated UUID.

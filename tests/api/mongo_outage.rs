@@ -8,21 +8,19 @@
 //! app recovers by itself; the package posted during the outage is all there or all absent,
 //! and the one posted before is intact.
 //!
-//! Without `PINV_TEST_NX_BIN` the test prints `NOT RUN` and returns; with it set, a server
-//! that does not start is a failure.
+//! Plain `cargo test` ignores these tests; `./scripts/test.sh` installs nx-27017, sets
+//! `PINV_TEST_NX_BIN` and runs them with `--include-ignored`. Run without the variable, or
+//! with a server that does not start, they fail.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pinv::store::mongo::{MongoOptions, MongoStore};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, not_run, spawn_app_with, test_settings, TestApp};
+use crate::helpers::{assert_error, spawn_app_with, test_settings, TestApp};
 
-#[path = "../support/nx.rs"]
-mod nx;
-use nx::{free_port, Server, NX_VAR};
+use pinv::testing::mongo::{free_port, nx_bin, NxServer};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Slack over the store timeout for a request to come back (scheduling on a busy machine).
@@ -135,20 +133,15 @@ async fn ready_status(app: &TestApp) -> (u16, Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts its own nx-27017 server (PINV_TEST_NX_BIN): run ./scripts/test.sh"]
 async fn store_outage_answers_503_and_the_app_recovers_by_itself() {
-    let Some(bin) = std::env::var_os(NX_VAR).map(PathBuf::from) else {
-        not_run(format!(
-            "NOT RUN: store_outage_answers_503_and_the_app_recovers_by_itself needs {NX_VAR} \
-             (the nx-27017 executable); run ./scripts/test.sh"
-        ));
-        return;
-    };
+    let bin = nx_bin();
     let dir = tempfile::tempdir().expect("temporary directory");
     let db_file = dir.path().join("api-outage.db");
     let port = free_port();
     let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
 
-    let mut server = Server::start(&bin, &db_file, port, dir.path());
+    let mut server = NxServer::start(&bin, &db_file, port, dir.path());
     let store = Arc::new(connect_when_up(&uri).await);
     let app = spawn_app_with(test_settings(), store).await;
 
@@ -189,7 +182,7 @@ async fn store_outage_answers_503_and_the_app_recovers_by_itself() {
     assert!(took < TIMEOUT + SLACK, "second POST took {took:?}");
     assert_error(res, 503, "STORE_UNAVAILABLE").await;
 
-    let _server = Server::start(&bin, &db_file, port, dir.path());
+    let _server = NxServer::start(&bin, &db_file, port, dir.path());
     let deadline = Instant::now() + Duration::from_secs(30);
     while ready_status(&app).await.0 != 200 {
         assert!(
@@ -282,22 +275,17 @@ async fn stored_circuit_package(app: &TestApp, n: u32) -> Option<Vec<Value>> {
 /// `503 COMMIT_OUTCOME_UNKNOWN` is whole or absent, no package is ever half-written, and the
 /// clients' retries never make a second product for a CircuitID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts its own nx-27017 server (PINV_TEST_NX_BIN): run ./scripts/test.sh"]
 async fn server_freezes_never_make_answers_lie_or_packages_half_written() {
     const WRITERS: u32 = 8;
     const FREEZES: u32 = 6;
     const FROZEN: Duration = Duration::from_millis(1500);
-    let Some(bin) = std::env::var_os(NX_VAR).map(PathBuf::from) else {
-        not_run(format!(
-            "NOT RUN: server_freezes_never_make_answers_lie_or_packages_half_written needs \
-             {NX_VAR} (the nx-27017 executable); run ./scripts/test.sh"
-        ));
-        return;
-    };
+    let bin = nx_bin();
     let dir = tempfile::tempdir().expect("temporary directory");
     let db_file = dir.path().join("api-freeze.db");
     let port = free_port();
     let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-    let server = Server::start(&bin, &db_file, port, dir.path());
+    let server = NxServer::start(&bin, &db_file, port, dir.path());
     let store = Arc::new(connect_when_up(&uri).await);
     let app = Arc::new(spawn_app_with(test_settings(), store).await);
 

@@ -1,10 +1,10 @@
 //! The merge rules the re-merge tests switch between (`tests/remerge.rs`,
-//! `tests/remerge_mongo.rs`); included with `#[path]`.
+//! `tests/remerge_mongo.rs`).
 
 use std::path::Path;
 
-use pinv::app::rules_loader::load_rules_dir;
-use pinv::core::rules::Rules;
+use crate::app::rules_loader::load_rules_dir;
+use crate::core::rules::Rules;
 
 fn rules_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/merge-rules"))
