@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 
+use crate::api::admin::AdminRuns;
 use crate::api::auth::{AuthConfigError, Authenticator};
 use crate::api::metrics::Metrics;
 use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
@@ -108,6 +109,9 @@ impl Application {
 
         let service = web::Data::new(service);
         let metrics = web::Data::new(Metrics::new());
+        // Re-merge runs go to the runtime building the app (`pinv serve`'s main one), not to
+        // a request worker's.
+        let admin_runs = web::Data::new(AdminRuns::new(tokio::runtime::Handle::try_current().ok()));
         let settings = web::Data::new(settings);
         let server = HttpServer::new(move || {
             App::new()
@@ -115,6 +119,7 @@ impl Application {
                 .app_data(service.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
+                .app_data(admin_runs.clone())
                 .app_data(settings.clone())
                 .configure(crate::api::configure)
                 .default_service(web::to(crate::api::route_not_found))

@@ -51,6 +51,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// No such route.
     RouteNotFound,
+    /// The route needs a token with the admin claim.
+    AdminRequired,
+    /// A re-merge run is already running on this server.
+    RemergeRunning,
+    /// The server's loaded merge rules are not the ones the request expects.
+    RulesHashMismatch,
 }
 
 impl ErrorCode {
@@ -71,6 +77,9 @@ impl ErrorCode {
         Self::BadQuery,
         Self::MethodNotAllowed,
         Self::RouteNotFound,
+        Self::AdminRequired,
+        Self::RemergeRunning,
+        Self::RulesHashMismatch,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -143,6 +152,21 @@ impl ErrorCode {
                 "The route does not accept this method",
             ),
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", "No such route"),
+            Self::AdminRequired => (
+                StatusCode::FORBIDDEN,
+                "ADMIN_REQUIRED",
+                "The token lacks the pinv_admin claim this route needs",
+            ),
+            Self::RemergeRunning => (
+                StatusCode::CONFLICT,
+                "REMERGE_RUNNING",
+                "A re-merge is already running on this server",
+            ),
+            Self::RulesHashMismatch => (
+                StatusCode::CONFLICT,
+                "RULES_HASH_MISMATCH",
+                "The server's loaded merge rules are not the expected ones",
+            ),
         }
     }
 
