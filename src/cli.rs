@@ -456,11 +456,17 @@ async fn remerge_on_server(
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .context("cannot make the HTTP client")?;
-    let filter: serde_json::Map<String, Value> = options
-        .filters
-        .iter()
-        .map(|(p, v)| (p.clone(), Value::String(v.clone())))
-        .collect();
+    let mut filter = serde_json::Map::new();
+    for (path, value) in &options.filters {
+        // The route takes one value per path; two different ones would match nothing anyway.
+        if let Some(other) = filter.insert(path.clone(), Value::String(value.clone())) {
+            if other != *value {
+                bail!(
+                    "--filter {path}: given twice with different values, which matches no product"
+                );
+            }
+        }
+    }
     let body = json!({
         "dryRun": options.dry_run,
         "filter": filter,
