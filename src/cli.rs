@@ -276,6 +276,9 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 fn check_rules(args: CheckRulesArgs) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or(args.rules.dir);
     let rules = crate::app::rules_loader::load_rules_dir(&dir)?;
+    for warning in rules.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{}: valid merge rules ({} field rules, {} ranked sources, {} accepted event types, hash {})",
         dir.display(),

@@ -33,7 +33,8 @@ pub enum StartupError {
     #[error("the bundled JSON Schemas do not compile: {0}")]
     Schemas(String),
     /// The store could not be opened.
-    #[error("cannot open the store: {0}")]
+    // The cause is the source, not part of the message: the CLI prints the chain once.
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     /// The MongoDB store is configured but not built into this version.
     #[error(
@@ -44,7 +45,7 @@ pub enum StartupError {
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
     /// The address could not be bound.
-    #[error("PINV_BIND: cannot listen on {addr}: {source}")]
+    #[error("PINV_BIND: cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,

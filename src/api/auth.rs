@@ -89,9 +89,10 @@ impl Authenticator {
         // Exactly one algorithm: a token cannot choose a weaker one (or `none`).
         let mut validation = Validation::new(algorithm);
         validation.leeway = jwt.leeway_seconds;
-        let mut required = vec!["exp"];
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked in `verify`, on whole seconds (see `Claims`).
+        let mut required = vec![];
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         if let Some(iss) = &jwt.issuer {
             validation.set_issuer(&[iss]);
             required.push("iss");
@@ -110,7 +111,7 @@ impl Authenticator {
 
     /// Checks a token and returns its claims; the error is the `401` to answer.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 // `none` is not an algorithm jsonwebtoken knows, so it fails reading the
@@ -122,7 +123,21 @@ impl Authenticator {
                 } else {
                     ApiError::unauthorized(describe(e.kind()))
                 }
-            })
+            })?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.validation.leeway;
+        match (claims.exp, claims.nbf) {
+            (None, _) => Err(ApiError::unauthorized(describe(
+                &ErrorKind::MissingRequiredClaim("exp".into()),
+            ))),
+            (Some(exp), _) if exp.saturating_add(leeway) < now => Err(ApiError::unauthorized(
+                describe(&ErrorKind::ExpiredSignature),
+            )),
+            (_, Some(nbf)) if nbf > now.saturating_add(leeway) => Err(ApiError::unauthorized(
+                describe(&ErrorKind::ImmatureSignature),
+            )),
+            _ => Ok(claims),
+        }
     }
 }
 
@@ -162,14 +177,20 @@ fn describe(kind: &ErrorKind) -> &'static str {
 /// The claims PINV reads from a token.
 ///
 /// Times are RFC 7519 NumericDates, which may have a fractional part; the whole seconds
-/// are kept (jsonwebtoken checks `exp` and `nbf` itself).
+/// are kept, and [`Authenticator::verify`] checks `exp` and `nbf` on them itself
+/// (jsonwebtoken's own check does not read fractional times once serde_json keeps numbers
+/// exactly, `arbitrary_precision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The sources the token may write for; `*` is every source.
     pub sources: Vec<String>,
-    /// Expiry (seconds since the epoch).
-    #[serde(deserialize_with = "numeric_date")]
-    pub exp: u64,
+    /// Expiry (seconds since the epoch); required: a token without it is refused.
+    #[serde(
+        default,
+        deserialize_with = "optional_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exp: Option<u64>,
     /// Issued at.
     #[serde(
         default,
@@ -215,10 +236,6 @@ fn whole_seconds<E: serde::de::Error>(n: &serde_json::Number) -> Result<u64, E> 
         .ok_or_else(|| E::custom(format!("{n} is not a NumericDate")))
 }
 
-fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    whole_seconds(&serde_json::Number::deserialize(d)?)
-}
-
 fn optional_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Option::<serde_json::Number>::deserialize(d)?
         .map(|n| whole_seconds(&n))
@@ -258,7 +275,7 @@ pub fn mint_hs256_with(
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
         sources: sources.to_vec(),
-        exp: now + ttl_seconds,
+        exp: Some(now + ttl_seconds),
         iat: Some(now),
         nbf: None,
         iss: issuer.map(str::to_owned),
@@ -393,7 +410,7 @@ mod tests {
         let t = hs_json(serde_json::json!({"sources": ["*"],
             "exp": now() as f64 + 3600.5, "nbf": now() as f64 - 10.25, "iat": now() as f64 - 10.75}));
         let c = hs(None, None).verify(&t).unwrap();
-        assert_eq!(c.exp, now() + 3600);
+        assert_eq!(c.exp, Some(now() + 3600));
         assert!(c.nbf.is_some() && c.iat.is_some());
         let expired = hs_json(serde_json::json!({"sources": ["*"], "exp": 1.5}));
         assert!(hs(None, None).verify(&expired).is_err());
@@ -479,7 +496,7 @@ mod tests {
     fn star_allows_every_source() {
         let c = Claims {
             sources: vec!["*".into()],
-            exp: 0,
+            exp: Some(0),
             iat: None,
             nbf: None,
             iss: None,

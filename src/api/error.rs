@@ -370,11 +370,11 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Invalid(violations) => {
-                let message = match violations.len() {
+                let message = match violations.total() {
                     1 => format!("1 problem: {}", violations[0].message),
                     n => format!("{n} problems, see details"),
                 };
-                Self::new(ErrorCode::ValidationFailed, message).with_details(violations)
+                Self::new(ErrorCode::ValidationFailed, message).with_details(violations.into_vec())
             }
             IngestError::Forbidden(_) => Self::new(ErrorCode::ForbiddenSource, e.to_string()),
             IngestError::EventIdReused(..) => {
@@ -469,7 +469,7 @@ mod tests {
         let src = Source::parse("billing").unwrap();
         let cases: Vec<(IngestError, ErrorCode)> = vec![
             (
-                IngestError::Invalid(vec![Violation::new("/headers/id", "required")]),
+                IngestError::Invalid(vec![Violation::new("/headers/id", "required")].into()),
                 ErrorCode::ValidationFailed,
             ),
             (

@@ -93,7 +93,7 @@ pub fn document() -> Value {
                         "error": {"type": "object", "required": ["@type", "code", "reason", "message", "details"],
                             "properties": {"@type": {"const": "Error"}, "code": {"enum": codes},
                                 "reason": {"type": "string"}, "message": {"type": "string"},
-                                "details": {"type": "array", "items": {"type": "object",
+                                "details": {"type": "array", "maxItems": 101, "description": "At most 100 problems; when there were more, a last entry says how many were not shown", "items": {"type": "object",
                                     "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}}}
             }
         },
@@ -107,7 +107,7 @@ pub fn document() -> Value {
                     "responses": {
                         "201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
                         "200": {"description": "Nothing stored (repeated or stale event); current documents", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
-                        "400": error_response("Malformed JSON, envelope or schema violation, bad query"),
+                        "400": error_response("Malformed JSON, envelope or schema violation, a posted externalIdentifier, an identity limit exceeded (ids over 256 bytes, over 100 identity keys per product), bad query"),
                         "401": error_response("Missing or invalid token"),
                         "403": error_response("The token may not write for the source"),
                         "409": error_response("Event id reused with another value, or identity conflict"),

@@ -12,7 +12,7 @@ use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
 use crate::core::package;
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
-use crate::core::{EventId, PinvId, Source, Violation};
+use crate::core::{EventId, PinvId, Source, Violations};
 use crate::store::{Store, StoreError};
 
 /// What the write path needs: the store, the rules, the schemas.
@@ -64,9 +64,10 @@ pub struct PostOutcome {
 /// Why a POST was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The envelope or a document is invalid: `400`, one violation per problem.
+    /// The envelope or a document is invalid: `400`, one violation per problem (at most
+    /// [`crate::core::MAX_VIOLATIONS`] of them kept).
     #[error("the request is invalid")]
-    Invalid(Vec<Violation>),
+    Invalid(Violations),
     /// The token may not write for this source: `403`.
     #[error("the token may not write for source '{0}'")]
     Forbidden(Source),
@@ -135,24 +136,24 @@ impl Service {
         let mut violations = self.schemas.validate_envelope(&body);
         // Checked before the headers are parsed (which consumes the body), so that a request
         // with bad headers hears about its product's problems in the same answer.
-        let product_violations: Vec<Violation> = envelope::raw_products(&body)
-            .into_iter()
-            .flat_map(|(pointer, product)| self.schemas.validate_product(product, &pointer))
-            .collect();
+        let mut product_violations = Violations::new();
+        for (pointer, product) in envelope::raw_products(&body) {
+            product_violations.append(self.schemas.validate_product(product, &pointer));
+        }
         let envelope = match envelope::parse(body, &self.rules.accepted_types) {
             Ok(envelope) => envelope,
             Err(parsed) => {
                 // The parser's message is the more precise one where both object.
                 violations.retain(|v| !parsed.iter().any(|p| p.pointer == v.pointer));
                 violations.extend(parsed);
-                violations.extend(product_violations);
+                violations.append(product_violations);
                 return Err(IngestError::Invalid(violations));
             }
         };
         if !may_write(&envelope.headers.source) {
             return Err(IngestError::Forbidden(envelope.headers.source));
         }
-        violations.extend(product_violations);
+        violations.append(product_violations);
         if !violations.is_empty() {
             return Err(IngestError::Invalid(violations));
         }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 
 use crate::core::schema::{excerpt, excerpt_str};
-use crate::core::{pointer_token, EventId, Source, Violation};
+use crate::core::{pointer_token, EventId, Source, Violation, Violations};
 
 /// Deepest nesting accepted anywhere in a body (the body itself is depth 1).
 pub const MAX_DEPTH: usize = 64;
@@ -183,13 +183,14 @@ fn pointer_of(path: &[Step<'_>]) -> String {
 }
 
 /// Finds object keys that start with `$` or contain NUL, and nesting deeper than
-/// [`MAX_DEPTH`], anywhere in `body`; one violation per offending place.
+/// [`MAX_DEPTH`], anywhere in `body`; one violation per offending place, past
+/// [`crate::core::MAX_VIOLATIONS`] only counted.
 ///
 /// Depth counts containers: the body is depth 1, an object or array inside it depth 2. A
 /// container deeper than [`MAX_DEPTH`] is reported once and not entered, so the walk (an
 /// explicit stack, never recursion) holds at most [`MAX_DEPTH`] frames whatever it is given.
-pub fn check_structure(body: &Value) -> Vec<Violation> {
-    let mut out = Vec::new();
+pub fn check_structure(body: &Value) -> Violations {
+    let mut out = Violations::new();
     // `frames[i]` iterates the children of the container at depth i + 1;
     // `path[i]` is the step from that container to the child being visited.
     let mut frames: Vec<Children<'_>> = Children::of(body).into_iter().collect();
@@ -210,20 +211,24 @@ pub fn check_structure(body: &Value) -> Vec<Violation> {
                 None
             };
             if let Some(problem) = problem {
-                let shown = excerpt(&Value::String(key.to_owned()));
-                out.push(Violation::new(
-                    pointer_of(&path),
-                    format!("key {shown} {problem}; such keys are not allowed"),
-                ));
+                out.push_with(|| {
+                    let shown = excerpt(&Value::String(key.to_owned()));
+                    Violation::new(
+                        pointer_of(&path),
+                        format!("key {shown} {problem}; such keys are not allowed"),
+                    )
+                });
             }
         }
         if let Some(children) = Children::of(child) {
             let depth = frames.len() + 1;
             if depth > MAX_DEPTH {
-                out.push(Violation::new(
-                    pointer_of(&path),
-                    format!("nesting is deeper than {MAX_DEPTH} levels"),
-                ));
+                out.push_with(|| {
+                    Violation::new(
+                        pointer_of(&path),
+                        format!("nesting is deeper than {MAX_DEPTH} levels"),
+                    )
+                });
             } else {
                 frames.push(children);
             }
@@ -857,7 +862,7 @@ mod tests {
             let from_schema = schemas.validate_envelope(&body);
             let from_parse = errors(body.clone());
             assert!(!from_schema.is_empty(), "{body}");
-            for v in &from_schema {
+            for v in from_schema.iter() {
                 assert!(from_parse.contains(v), "{v:?} not in {from_parse:?}");
             }
         }
@@ -924,6 +929,20 @@ mod tests {
                 "/$set",
                 "key \"$set\" starts with '$'; such keys are not allowed"
             )]
+        );
+    }
+
+    #[test]
+    fn a_megabyte_of_dollar_keys_reports_a_bounded_list() {
+        let keys: Map<String, Value> = (0..90_000).map(|i| (format!("${i}"), json!(1))).collect();
+        let v = check_structure(&json!({"value": keys}));
+        assert_eq!(v.total(), 90_000);
+        let v = v.into_vec();
+        assert_eq!(v.len(), crate::core::MAX_VIOLATIONS + 1);
+        assert_eq!(v[0].pointer, "/value/$0");
+        assert_eq!(
+            v[100],
+            Violation::new("", "89900 more violations not shown")
         );
     }
 

@@ -3,7 +3,17 @@
 use serde_json::Value;
 
 use crate::core::rules::Rules;
-use crate::core::{MatchKey, PinvId, Source};
+use crate::core::{EventId, MatchKey, PinvId, Source, Violation, Violations};
+
+/// Longest id that may become part of a match key: a product's `id`, a
+/// `productRelationship` id, an identity-bearing `externalReference` id. The same bound as
+/// `headers.id`: a key is stored, indexed and compared on every POST that names it.
+pub const MAX_ID_LEN: usize = EventId::MAX_LEN;
+
+/// Most identity keys one product of a POST may carry: its `id`, its identity-bearing
+/// `externalReference` entries and its `productRelationship` ids together. Each is looked up,
+/// claimed or remembered in the store on every POST; a real product has a handful.
+pub const MAX_IDENTITY_KEYS: usize = 100;
 
 /// The keys a document gives its product: `local:<source>:<id>` when the document has
 /// a non-empty string `id`, and `ext:<type>:<id>` for each `externalReference` entry
@@ -45,6 +55,58 @@ pub fn lookup_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<Match
         keys.dedup();
     }
     keys
+}
+
+/// Reports ids longer than [`MAX_ID_LEN`] and more than [`MAX_IDENTITY_KEYS`] identity keys
+/// in `product`, whose pointer in the body is `pointer`.
+pub fn check_limits(pointer: &str, product: &Value, rules: &Rules, out: &mut Violations) {
+    let mut keys = 0usize;
+    let mut check = |at: String, id: &str| {
+        keys += 1;
+        if id.len() > MAX_ID_LEN {
+            out.push_with(|| {
+                Violation::new(
+                    at,
+                    format!(
+                        "the id is {} bytes long; ids that identify products may be at most \
+                         {MAX_ID_LEN} bytes",
+                        id.len()
+                    ),
+                )
+            });
+        }
+    };
+    if let Some(id) = non_empty_str(product.get("id")) {
+        check(format!("{pointer}/id"), id);
+    }
+    let array = |name: &str| product.get(name).and_then(Value::as_array);
+    for (i, r) in array("externalReference").into_iter().flatten().enumerate() {
+        let kind = r.get("externalIdentifierType").and_then(Value::as_str);
+        if let (Some(kind), Some(id)) = (kind, non_empty_str(r.get("id"))) {
+            if rules.identity_types.iter().any(|t| t == kind) {
+                check(format!("{pointer}/externalReference/{i}/id"), id);
+            }
+        }
+    }
+    for (i, r) in array("productRelationship")
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(id) = non_empty_str(r.get("id")) {
+            check(format!("{pointer}/productRelationship/{i}/id"), id);
+        }
+    }
+    if keys > MAX_IDENTITY_KEYS {
+        out.push(Violation::new(
+            pointer,
+            format!(
+                "the product has {keys} identity keys (its id, identity-bearing \
+                 externalReference ids and productRelationship ids); at most \
+                 {MAX_IDENTITY_KEYS} are allowed per product"
+            ),
+        ));
+    }
 }
 
 fn non_empty_str(v: Option<&Value>) -> Option<&str> {
@@ -175,6 +237,57 @@ mod tests {
             strs(&keys),
             ["ext:CircuitID:B", "ext:CircuitID:Z", "local:billing:a"]
         );
+    }
+
+    fn limit_violations(product: &Value) -> Vec<Violation> {
+        let mut out = Violations::new();
+        check_limits("/value/1", product, &circuit_rules(), &mut out);
+        out.into_vec()
+    }
+
+    #[test]
+    fn ids_that_identify_may_be_256_bytes_long() {
+        let ok = "x".repeat(MAX_ID_LEN);
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let doc = |id: &str| {
+            json!({
+                "id": id,
+                "externalReference": [
+                    {"externalIdentifierType": "SiteID", "id": "x".repeat(1000)},
+                    {"externalIdentifierType": "CircuitID", "id": id}
+                ],
+                "productRelationship": [{"relationshipType": "bundles", "id": id}]
+            })
+        };
+        assert_eq!(limit_violations(&doc(&ok)), vec![]);
+        let v = limit_violations(&doc(&long));
+        let pointers: Vec<&str> = v.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/value/1/id",
+                "/value/1/externalReference/1/id",
+                "/value/1/productRelationship/0/id"
+            ]
+        );
+        assert!(v[0].message.contains("at most 256 bytes"), "{v:?}");
+    }
+
+    #[test]
+    fn a_product_may_carry_at_most_100_identity_keys() {
+        let refs = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"externalIdentifierType": "CircuitID", "id": format!("C{i}")}))
+                .collect()
+        };
+        let ok = json!({"id": "a", "externalReference": refs(MAX_IDENTITY_KEYS - 1)});
+        assert_eq!(limit_violations(&ok), vec![]);
+        let many = json!({"id": "a", "externalReference": refs(15_000)});
+        let v = limit_violations(&many);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].pointer, "/value/1");
+        assert!(v[0].message.contains("15001 identity keys"), "{v:?}");
+        assert!(v[0].message.contains("at most 100"), "{v:?}");
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::core::record::{
     ProductWrite, WriteSet,
 };
 use crate::core::rules::{Role, Rules};
-use crate::core::{identity, MatchKey, PinvId, Violation};
+use crate::core::{identity, MatchKey, PinvId, Violation, Violations};
+
+/// The crosswalk of local ids in a merged document, written by PINV only.
+const EXTERNAL_IDENTIFIER: &str = "externalIdentifier";
 
 /// One product of a posted event.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,9 +79,12 @@ pub fn digest<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// Turns a parsed envelope into an event: roles, keys, package checks.
 ///
 /// Refuses a package whose roles do not form a valid package, a part with no key at all
-/// (it could never be found again, so every POST of it would make a new product), and two
-/// parts of one package sharing a key.
-pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Vec<Violation>> {
+/// (it could never be found again, so every POST of it would make a new product), two
+/// parts of one package sharing a key, a part over the identity limits
+/// ([`identity::check_limits`]), and a part that sends `externalIdentifier`: that array is
+/// PINV's crosswalk of every source's local id, so a source that could write it could
+/// claim another source's ids.
+pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
     let Envelope { headers, payload } = envelope;
     let (values, is_package) = match payload {
         Payload::Single(v) => (vec![v], false),
@@ -89,7 +95,7 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Vec<Violation
         true => digest(&values),
         false => digest(&values[0]),
     };
-    let mut violations = Vec::new();
+    let mut violations = Violations::new();
     let parts: Vec<Part> = values
         .into_iter()
         .enumerate()
@@ -99,6 +105,14 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Vec<Violation
             } else {
                 "/value".to_owned()
             };
+            if value.get(EXTERNAL_IDENTIFIER).is_some() {
+                violations.push(Violation::new(
+                    format!("{pointer}/{EXTERNAL_IDENTIFIER}"),
+                    "\"externalIdentifier\" is set by PINV (one entry per source's own id, \
+                     from each source's \"id\"); a source may not send it",
+                ));
+            }
+            identity::check_limits(&pointer, &value, rules, &mut violations);
             let keys = identity::match_keys(&headers.source, &value, rules);
             let lookup = identity::lookup_keys(&headers.source, &value, rules);
             let local_id = value
@@ -887,6 +901,40 @@ key = ["relationshipType", "id"]
             plan.changed_others.is_empty(),
             "the part's document did not change"
         );
+    }
+
+    #[test]
+    fn a_posted_external_identifier_is_refused_at_its_pointer() {
+        let headers = event("billing", "e1", "2024-10-05T00:00:00Z", json!({"id": "x"})).headers;
+        let forged =
+            json!([{"owner": "provisioning", "externalIdentifierType": "id", "id": "PROV-1"}]);
+        let mut single = json!({"id": "B-1"});
+        single["externalIdentifier"] = forged.clone();
+        let v = prepare(
+            Envelope {
+                headers: headers.clone(),
+                payload: Payload::Single(single),
+            },
+            &rules(),
+        )
+        .unwrap_err();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].pointer, "/value/externalIdentifier");
+        assert!(v[0].message.contains("is set by PINV"), "{v:?}");
+
+        let mut port = product("p", "PR-PORT-X", &[]);
+        port["externalIdentifier"] = forged;
+        let package = Envelope {
+            headers,
+            payload: Payload::Package(vec![
+                product("a", "PR-ADI-X", &[]),
+                port,
+                product("c", "PR-ACCESS-X", &[]),
+            ]),
+        };
+        let v = prepare(package, &rules()).unwrap_err();
+        let pointers: Vec<&str> = v.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/value/1/externalIdentifier"]);
     }
 
     #[test]

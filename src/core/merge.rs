@@ -760,6 +760,53 @@ mod tests {
         merged(contributions, rules).document.get(name).cloned()
     }
 
+    fn shipped_rules() -> Rules {
+        let file = |name: &str, text: &str| (name.to_owned(), text.to_owned());
+        Rules::from_files(&[
+            file(
+                "00-sources.toml",
+                include_str!("../../merge-rules/00-sources.toml"),
+            ),
+            file(
+                "10-identity-and-packages.toml",
+                include_str!("../../merge-rules/10-identity-and-packages.toml"),
+            ),
+            file(
+                "20-fields.toml",
+                include_str!("../../merge-rules/20-fields.toml"),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn shipped_rules_never_mix_two_sources_addresses() {
+        let customer = |street: &str, city: &str, post_code: &str| {
+            json!({"relatedParty": [{"role": "Customer", "partyOrPartyRole": {"contactMedium": [
+                {"contactType": "ServiceAddress", "street1": street, "city": city,
+                 "postCode": post_code}
+            ]}}],
+            "place": [{"role": "ServiceAddress", "street1": street, "city": city,
+                       "postCode": post_code}]})
+        };
+        let cs = [
+            contribution("billing", 1, customer("1 A ST", "DALLAS", "75201")),
+            contribution("provisioning", 2, customer("2 B AVE", "HONOLULU", "")),
+        ];
+        let doc = merged(&cs, &shipped_rules()).document;
+        // Provisioning ranks first: its address, whole, empty post code included.
+        let expected = json!({"contactType": "ServiceAddress", "street1": "2 B AVE",
+                              "city": "HONOLULU", "postCode": ""});
+        assert_eq!(
+            doc["relatedParty"][0]["partyOrPartyRole"]["contactMedium"],
+            json!([expected])
+        );
+        let mut place = expected;
+        place["role"] = json!("ServiceAddress");
+        place.as_object_mut().unwrap().remove("contactType");
+        assert_eq!(doc["place"], json!([place]));
+    }
+
     #[test]
     fn priority_takes_the_first_ranked_source_whatever_the_input_order() {
         let r = rules(&["billing", "provisioning"], vec![]);

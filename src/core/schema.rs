@@ -10,7 +10,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, ValidationError, Validator};
 use serde_json::Value;
 
-use crate::core::{pointer_token, Violation};
+use crate::core::{pointer_token, Violation, Violations};
 
 /// File name of the envelope schema.
 pub const ENVELOPE_FILE: &str = "envelope.schema.json";
@@ -28,10 +28,6 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../schemas/AttProduct_tmf637.schema.json"),
     ),
 ];
-
-/// Most violations one validation reports; a body can hold thousands of bad elements and the
-/// error response must stay bounded. When more are found, the last entry says how many more.
-pub const MAX_VIOLATIONS: usize = 100;
 
 /// Longest excerpt of an offending value quoted in a message.
 const MAX_EXCERPT: usize = 80;
@@ -63,13 +59,13 @@ impl Schemas {
     }
 
     /// Violations of the envelope schema by a whole body (pointers from the body root).
-    pub fn validate_envelope(&self, body: &Value) -> Vec<Violation> {
+    pub fn validate_envelope(&self, body: &Value) -> Violations {
         violations(&self.envelope, body, "")
     }
 
     /// Violations of the product schema by one product; `prefix` is the product's pointer
     /// in the body (e.g. `/value` or `/value/2`) and starts every reported pointer.
-    pub fn validate_product(&self, product: &Value, prefix: &str) -> Vec<Violation> {
+    pub fn validate_product(&self, product: &Value, prefix: &str) -> Violations {
         violations(&self.product, product, prefix)
     }
 }
@@ -89,25 +85,14 @@ fn compile_file(name: &str) -> Result<Validator, String> {
         .map_err(|e| format!("schema {name} does not compile: {e}"))
 }
 
-fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Vec<Violation> {
+fn violations(validator: &Validator, instance: &Value, prefix: &str) -> Violations {
+    let mut out = Violations::new();
     // The common case is a valid document; `is_valid` short-circuits without building errors.
     if validator.is_valid(instance) {
-        return Vec::new();
+        return out;
     }
-    let mut out = Vec::new();
-    let mut more = 0usize;
     for error in validator.iter_errors(instance) {
-        if out.len() < MAX_VIOLATIONS {
-            out.push(to_violation(&error, prefix));
-        } else {
-            more += 1;
-        }
-    }
-    if more > 0 {
-        out.push(Violation::new(
-            prefix,
-            format!("{more} more schema violations not shown"),
-        ));
+        out.push_with(|| to_violation(&error, prefix));
     }
     out
 }
@@ -221,6 +206,8 @@ pub(crate) fn excerpt_str(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    use crate::core::MAX_VIOLATIONS;
 
     const SEED: &str = include_str!("../../docs/examples/seed-adi-request.json");
 
@@ -376,6 +363,35 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_u64_are_integers_and_fractions_are_not() {
+        let with_priority = |text: &str| -> Value {
+            serde_json::from_str(&format!(
+                r#"{{"productPrice": [{{"priceAlteration": [{{"priority": {text}}}]}}]}}"#
+            ))
+            .unwrap()
+        };
+        for ok in [
+            "1",
+            "123456789012345678901234567890",
+            "-9223372036854775809",
+        ] {
+            assert_eq!(
+                schemas().validate_product(&with_priority(ok), "/value"),
+                vec![],
+                "{ok}"
+            );
+        }
+        for bad in ["1.5", "0.10000000000000000001", "\"1\""] {
+            let v = schemas().validate_product(&with_priority(bad), "/value");
+            assert_eq!(v.len(), 1, "{bad}: {v:?}");
+            assert_eq!(
+                v[0].pointer,
+                "/value/productPrice/0/priceAlteration/0/priority"
+            );
+        }
+    }
+
+    #[test]
     fn every_error_is_reported() {
         let product = json!({"status": "bogus", "relatedParty": "x"});
         let v = schemas().validate_product(&product, "/value");
@@ -388,11 +404,10 @@ mod tests {
     fn violations_are_capped_with_a_count_of_the_rest() {
         let chars: Vec<Value> = (0..150).map(|_| json!({})).collect();
         let v = schemas().validate_product(&json!({ "productCharacteristic": chars }), "/value");
+        assert_eq!(v.total(), 150);
+        let v = v.into_vec();
         assert_eq!(v.len(), MAX_VIOLATIONS + 1);
-        assert_eq!(
-            v[MAX_VIOLATIONS].message,
-            "50 more schema violations not shown"
-        );
+        assert_eq!(v[MAX_VIOLATIONS].message, "50 more violations not shown");
     }
 
     #[test]

@@ -77,7 +77,8 @@ macro_rules! store_conformance_tests {
             package_members_follow_the_package_root,
             list_filters_pages_and_orders_by_id,
             history_is_oldest_first_per_product,
-            scan_pages_cover_every_product_once
+            scan_pages_cover_every_product_once,
+            numbers_read_back_exactly_as_written
         );
         $crate::store_conformance_tests!(@shared $make;
             racing_key_claims_have_exactly_one_winner,
@@ -640,6 +641,75 @@ pub async fn history_is_oldest_first_per_product(store: &dyn Store) {
     );
     assert_eq!(store.history(&id(2)).await.expect("history").len(), 1);
     assert!(store.history(&id(3)).await.expect("history").is_empty());
+}
+
+/// Numbers no `f64` or `u64` holds exactly. A store must give them back as written
+/// (not as `1.2345678901234568e+29`), in records, contributions and history patches.
+pub const EXACT_NUMBERS: &str = r#"{"big": 123456789012345678901234567890, "u64plus": 18446744073709551616,
+  "i64minus": -9223372036854775809, "tiny": 1e-400, "negzero": -0, "decimal": 0.10000000000000000001,
+  "list": [1.0, 1e2, 2.50]}"#;
+
+/// Numbers read back exactly as written: the merged document, a contribution, a history
+/// patch; and a list filter finds a product by a number's exact text.
+pub async fn numbers_read_back_exactly_as_written(store: &dyn Store) {
+    let numbers: Value = serde_json::from_str(EXACT_NUMBERS).expect("test JSON");
+    let text = |v: &Value| serde_json::to_string(v).expect("a Value serialises");
+    let mut rec = record(id(1), 1, numbers.clone());
+    rec.contributions = vec![crate::core::record::Contribution {
+        source: source("billing"),
+        event_id: event_id("ev-1"),
+        time: Utc
+            .timestamp_opt(1_700_000_000, 0)
+            .single()
+            .unwrap_or_default(),
+        received_at: Utc
+            .timestamp_opt(1_700_000_000, 0)
+            .single()
+            .unwrap_or_default(),
+        value: numbers.clone(),
+    }];
+    let mut set = create(rec);
+    let mut entry = history_entry(id(1), 1);
+    entry.patch = json!([{"op": "add", "path": "/n", "value": numbers["big"].clone()}]);
+    set.history = vec![entry];
+    commit_ok(store, set, "a product with big numbers").await;
+
+    let read = get_one(store, id(1)).await.expect("the product exists");
+    for (what, got) in [
+        ("merged", &read.merged),
+        ("contribution", &read.contributions[0].value),
+    ] {
+        for (name, expected) in numbers.as_object().expect("an object") {
+            assert_eq!(
+                text(&got[name]),
+                text(expected),
+                "{what}.{name} must read back as written"
+            );
+        }
+    }
+    assert_eq!(text(&read.merged["big"]), "123456789012345678901234567890");
+    // serde_json writes an exponent's sign (`1e2` as `1e+2`): the same number, exactly.
+    assert_eq!(text(&read.merged["list"]), "[1.0,1e+2,2.50]");
+    let history = store.history(&id(1)).await.expect("history");
+    assert_eq!(
+        text(&history[0].patch[0]["value"]),
+        "123456789012345678901234567890"
+    );
+    let found = store
+        .list(&ListQuery {
+            filters: vec![(
+                "big".to_owned(),
+                "123456789012345678901234567890".to_owned(),
+            )],
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        found.total, 1,
+        "a filter on the exact number finds the product"
+    );
 }
 
 /// Paging through `scan` visits every product exactly once, in id order.

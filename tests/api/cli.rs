@@ -137,6 +137,9 @@ fn unreachable_mongodb_stops_the_start_with_a_store_error() {
     assert!(err.contains("cannot open the store"), "{err}");
     // The error comes with its causes, one per line after "Caused by:".
     assert!(err.contains("\n\nCaused by:\n"), "{err}");
+    // ...and each cause once: not in the headline too.
+    let headline = err.lines().find(|l| l.starts_with("Error: ")).unwrap();
+    assert_eq!(headline, "Error: cannot open the store", "{err}");
 }
 
 #[test]
@@ -164,6 +167,39 @@ fn check_rules_accepts_the_repository_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid merge rules"));
+}
+
+#[test]
+fn check_rules_warns_about_addresses_merged_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(rules_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The shipped rules with the old default: contact media merged field by field.
+        let text = text.replacen(
+            "key = [\"contactType\"]\nelement_strategy = \"priority\"",
+            "key = [\"contactType\"]",
+            1,
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let out = pinv()
+        .args(["check-rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is not an error: {err}");
+    assert!(
+        err.contains("warning: 20-fields.toml: field \"relatedParty.partyOrPartyRole.contactMedium\".element_strategy"),
+        "{err}"
+    );
+    let shipped = pinv()
+        .args(["check-rules"])
+        .arg(rules_dir())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&shipped.stderr).contains("warning"));
 }
 
 #[test]

@@ -44,6 +44,12 @@ pub enum ElementStrategy {
     Oldest,
 }
 
+/// Array fields whose elements each describe one thing (a postal address, a contact
+/// medium, a place). Merged field by field, matched elements of two sources make one that
+/// neither sent (one source's street with another's post code), so their `union` rules
+/// should take each element whole (`element_strategy` other than `merge`).
+pub const WHOLE_ELEMENT_FIELDS: &[&str] = &["contactMedium", "place"];
+
 /// The rule for one field path (`status`, `productSpecification.name`, `relatedParty.partyOrPartyRole`).
 ///
 /// Paths are dotted attribute names; arrays are transparent, so `relatedParty.role`
@@ -188,6 +194,28 @@ impl Rules {
             .map(|(role, _)| *role)
     }
 
+    /// Valid rules that are probably wrong, for `pinv check-rules` to print: each `union`
+    /// of a [`WHOLE_ELEMENT_FIELDS`] field whose matched elements are merged field by field.
+    /// Not errors: merging is right when every source sends disjoint parts of the element.
+    pub fn warnings(&self) -> Vec<RuleProblem> {
+        self.fields
+            .values()
+            .filter(|r| r.strategy == Strategy::Union && r.element_strategy == ElementStrategy::Merge)
+            .filter(|r| {
+                let last = r.path.rsplit('.').next().unwrap_or_default();
+                WHOLE_ELEMENT_FIELDS.contains(&last)
+            })
+            .map(|r| RuleProblem {
+                file: r.declared_in.clone(),
+                field: format!("field \"{}\".element_strategy", r.path),
+                problem: "matched elements are merged field by field (the default, \"merge\"), so \
+                          one element can mix two sources' addresses; use \"priority\", \"recency\" \
+                          or \"oldest\" to take each element whole from one source"
+                    .to_owned(),
+            })
+            .collect()
+    }
+
     /// Whether `headers.type` is one of the accepted event types.
     pub fn accepts_type(&self, event_type: &str) -> bool {
         self.accepted_types.iter().any(|t| t == event_type)
@@ -265,6 +293,37 @@ DD = ["PR-DD-*"]
     }
 
     #[test]
+    fn field_by_field_merging_of_addresses_is_warned_about() {
+        let r = with_base(
+            "[[field]]\npath = \"relatedParty.partyOrPartyRole.contactMedium\"\nstrategy = \"union\"\nkey = [\"contactType\"]\n\
+             [[field]]\npath = \"place\"\nstrategy = \"union\"\nkey = [\"role\"]\nelement_strategy = \"recency\"\n\
+             [[field]]\npath = \"productCharacteristic\"\nstrategy = \"union\"\nkey = [\"name\"]\n",
+        )
+        .unwrap();
+        let w = r.warnings();
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_problem(
+            &w[0],
+            "10-test.toml",
+            "field \"relatedParty.partyOrPartyRole.contactMedium\".element_strategy",
+            "merged field by field",
+        );
+    }
+
+    #[test]
+    fn shipped_rules_take_addresses_whole() {
+        let r = Rules::from_files(&shipped()).unwrap();
+        assert_eq!(r.warnings(), vec![]);
+        for path in ["relatedParty.partyOrPartyRole.contactMedium", "place"] {
+            assert_eq!(
+                r.fields[path].element_strategy,
+                ElementStrategy::Priority,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn shipped_defaults_parse_with_expected_values() {
         let r = Rules::from_files(&shipped()).unwrap();
         assert_eq!(
@@ -313,7 +372,10 @@ DD = ["PR-DD-*"]
             let rule = &r.fields[path];
             assert_eq!(rule.strategy, Strategy::Union, "{path}");
             assert_eq!(rule.key, key, "{path}");
-            assert_eq!(rule.element_strategy, ElementStrategy::Merge, "{path}");
+            // Addresses come whole from one source (shipped_rules_take_addresses_whole).
+            if !WHOLE_ELEMENT_FIELDS.contains(&path.rsplit('.').next().unwrap_or_default()) {
+                assert_eq!(rule.element_strategy, ElementStrategy::Merge, "{path}");
+            }
             assert!(!rule.keep_empty, "{path}");
         }
         assert_eq!(
