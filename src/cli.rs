@@ -13,10 +13,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::api::auth::{mint_hs256, ANY_SOURCE};
+use crate::api::auth::{mint_hs256, mint_hs256_with, ANY_SOURCE};
 use crate::config::{
-    checked, ignore_empty_env, JwtArgs, JwtKey, MongoSettings, RulesSettings, SettingsArgs,
-    StoreSetting, StoreSettings,
+    checked, ignore_empty_env, JwtArgs, JwtKey, JwtSettings, MongoSettings, RulesSettings,
+    SettingsArgs, StoreSetting, StoreSettings,
 };
 use crate::startup::Application;
 
@@ -76,8 +76,11 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// A source the token may write for (repeatable); `*` is every source.
-    #[arg(long = "source", required = true)]
+    #[arg(long = "source", required_unless_present = "admin")]
     pub sources: Vec<String>,
+    /// Add the claim `"pinv_admin": true`, which the /admin routes need.
+    #[arg(long)]
+    pub admin: bool,
     /// Lifetime: a number with s, m, h or d (e.g. 30m, 1h, 7d).
     #[arg(long, default_value = "1h", value_parser = checked(parse_ttl))]
     pub ttl: u64,
@@ -111,6 +114,10 @@ pub struct RemergeArgs {
     /// Products read and written per batch.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// The running `pinv serve` (http://HOST:PORT) to have re-merge instead: used when given,
+    /// and when the embedded store is in use (then by default the address of PINV_BIND).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
     /// The rules to apply.
     #[command(flatten)]
     pub rules: RulesSettings,
@@ -120,6 +127,10 @@ pub struct RemergeArgs {
     /// The MongoDB connection, when the store is MongoDB.
     #[command(flatten)]
     pub mongodb: MongoSettings,
+    /// The secret, issuer and audience of the admin token minted to drive a server
+    /// (unless PINV_ADMIN_TOKEN gives one).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 }
 
 /// `pinv generate`.
@@ -205,19 +216,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 audience.as_deref(),
             )
             .context("cannot mint the dev token")?;
-            let host = if bind.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else if bind.is_ipv6() {
-                format!("[{}]", bind.ip())
-            } else {
-                bind.ip().to_string()
-            };
-            let url = format!("http://{host}:{}/products", app.port());
+            let url = format!(
+                "{}/products",
+                local_url(std::net::SocketAddr::new(bind.ip(), app.port()))
+            );
             println!("PINV dev mode. Try:\n\n{}\n", dev_curl_line(&url, &token));
             let _ = std::io::stdout().flush();
         }
         app.run_until_stopped().await.context("server error")
     })
+}
+
+/// The HS256 secret tokens are minted with: PINV_JWT_SECRET, else the `serve --dev`
+/// secret of the embedded store's directory; `None` when there is neither.
+fn minting_secret(jwt: &JwtSettings, store: &StoreSetting) -> anyhow::Result<Option<String>> {
+    match &jwt.key {
+        Some(JwtKey::Hs256 { secret }) => Ok(Some(secret.clone())),
+        Some(JwtKey::PublicKey { .. }) => {
+            bail!("tokens for RS256/ES256 are minted by your identity provider; `pinv token` needs PINV_JWT_SECRET")
+        }
+        None => match store {
+            StoreSetting::Embedded(dir) if dir.join(DEV_SECRET_FILE).is_file() => {
+                eprintln!(
+                    "pinv: PINV_JWT_SECRET is not set; using the dev secret of {}",
+                    dir.display()
+                );
+                let secret = read_secret(&dir.join(DEV_SECRET_FILE))
+                    .context("cannot read the dev secret")?;
+                Ok(Some(secret))
+            }
+            _ => Ok(None),
+        },
+    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -227,28 +257,16 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             crate::core::Source::parse(s).with_context(|| format!("--source '{s}'"))?;
         }
     }
-    let secret = match &jwt.key {
-        Some(JwtKey::Hs256 { secret }) => secret.clone(),
-        Some(JwtKey::PublicKey { .. }) => {
-            bail!("tokens for RS256/ES256 are minted by your identity provider; `pinv token` needs PINV_JWT_SECRET")
-        }
-        None => match &args.store.location {
-            StoreSetting::Embedded(dir) if dir.join(DEV_SECRET_FILE).is_file() => {
-                eprintln!(
-                    "pinv: PINV_JWT_SECRET is not set; using the dev secret of {}",
-                    dir.display()
-                );
-                read_secret(&dir.join(DEV_SECRET_FILE)).context("cannot read the dev secret")?
-            }
-            _ => bail!("PINV_JWT_SECRET is not set (and no `serve --dev` secret exists)"),
-        },
+    let Some(secret) = minting_secret(&jwt, &args.store.location)? else {
+        bail!("PINV_JWT_SECRET is not set (and no `serve --dev` secret exists)")
     };
-    let token = mint_hs256(
+    let token = mint_hs256_with(
         &secret,
         &args.sources,
         args.ttl,
         jwt.issuer.as_deref(),
         jwt.audience.as_deref(),
+        args.admin,
     )
     .context("cannot mint the token")?;
     println!("{token}");
@@ -289,43 +307,288 @@ fn remerge(args: RemergeArgs) -> anyhow::Result<()> {
         filters: args.filters,
         batch: args.batch,
     };
+    let jwt = args.jwt;
+    let store_setting = args.store;
     runtime()?.block_on(async move {
-        let store = match crate::startup::open_store(&args.store, &args.mongodb).await {
-            Err(crate::startup::StartupError::Store(ref s))
-                if crate::store::embedded::is_in_use(s) =>
-            {
-                anyhow::bail!(
-                    "{s}.\nTo re-merge an embedded store: stop `pinv serve`, run `pinv remerge` \
-                     again, then start `pinv serve` (a restart is needed anyway for the server \
-                     to merge new events with the new rules). To re-merge beside running \
-                     servers, use the MongoDB store (PINV_STORE=mongodb://...)."
-                )
-            }
-            other => other?,
+        let server = match args.server {
+            Some(url) => Some(url),
+            None => match crate::startup::open_store(&store_setting, &args.mongodb).await {
+                Ok(store) => {
+                    eprintln!(
+                        "pinv remerge: rules {} (hash {}){}",
+                        rules_dir.display(),
+                        rules.hash,
+                        if options.dry_run { ", dry run" } else { "" }
+                    );
+                    let mut out = std::io::stdout();
+                    let summary =
+                        crate::app::remerge::run(store, Arc::new(rules), &options, &mut out)
+                            .await
+                            .context("re-merge stopped; run it again to finish")?;
+                    return print_remerge_summary(&summary, options.dry_run);
+                }
+                // A running `pinv serve` holds the embedded store: it re-merges instead.
+                Err(crate::startup::StartupError::Store(ref s))
+                    if crate::store::embedded::is_in_use(s) =>
+                {
+                    eprintln!("pinv remerge: {s}; asking the running server to re-merge");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
+        let url = match server {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => local_url(bind_from_env()?),
+        };
+        let token = admin_token(jwt, &store_setting.location)?;
         eprintln!(
-            "pinv remerge: rules {} (hash {}){}",
+            "pinv remerge: rules {} (hash {}){}, run by the server at {url}",
             rules_dir.display(),
             rules.hash,
             if options.dry_run { ", dry run" } else { "" }
         );
-        let mut out = std::io::stdout();
-        let summary = crate::app::remerge::run(store, Arc::new(rules), &options, &mut out)
-            .await
-            .context("re-merge stopped; run it again to finish")?;
-        let verb = if options.dry_run { "would change" } else { "changed" };
-        for (field, n) in &summary.fields {
-            println!("field {field}: {verb} in {n} products");
-        }
-        println!("run {}: {}", summary.run_id, summary.line());
-        if summary.failed > 0 {
-            return Err(anyhow!(
-                "{} products kept changing under live writes and were left as they were; run it again",
-                summary.failed
-            ));
-        }
-        Ok(())
+        let summary = remerge_on_server(&url, &token, &rules.hash, &options).await?;
+        print_remerge_summary(&summary, options.dry_run)
     })
+}
+
+/// The summary lines of a run, local or on a server; an error when products failed.
+fn print_remerge_summary(
+    summary: &crate::app::remerge::RemergeSummary,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let verb = if dry_run { "would change" } else { "changed" };
+    for (field, n) in &summary.fields {
+        println!("field {field}: {verb} in {n} products");
+    }
+    println!("run {}: {}", summary.run_id, summary.line());
+    if summary.failed > 0 {
+        return Err(anyhow!(
+            "{} products kept changing under live writes and were left as they were; run it again",
+            summary.failed
+        ));
+    }
+    Ok(())
+}
+
+/// `http://HOST:PORT` of a server listening on `bind`, as a local client reaches it.
+fn local_url(bind: std::net::SocketAddr) -> String {
+    let host = if bind.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if bind.is_ipv6() {
+        format!("[{}]", bind.ip())
+    } else {
+        bind.ip().to_string()
+    };
+    format!("http://{host}:{}", bind.port())
+}
+
+/// The address `pinv serve` listens on by the same environment (PINV_BIND, or its default).
+fn bind_from_env() -> anyhow::Result<std::net::SocketAddr> {
+    let text = std::env::var("PINV_BIND")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+    text.trim().parse().map_err(|_| {
+        anyhow!(
+            "PINV_BIND: '{text}' is not an address such as {DEFAULT_BIND}; or give --server URL"
+        )
+    })
+}
+
+/// `pinv serve`'s default address.
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// How long the token `pinv remerge` mints to drive a server lives: a long run is followed
+/// with it until the end.
+const REMERGE_TOKEN_TTL_SECONDS: u64 = 24 * 3600;
+
+/// The admin token to drive a server with: PINV_ADMIN_TOKEN, else one minted (admin claim,
+/// no source) with the secret `pinv token` would use.
+fn admin_token(jwt: JwtArgs, store: &StoreSetting) -> anyhow::Result<String> {
+    if let Some(token) = std::env::var("PINV_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let jwt = jwt.settings()?;
+    let secret = minting_secret(&jwt, store)
+        .context("set PINV_ADMIN_TOKEN to an admin token from your identity provider")?
+        .ok_or_else(|| {
+            anyhow!(
+                "driving the server needs an admin token: set PINV_JWT_SECRET as the server has \
+                 it, or PINV_ADMIN_TOKEN to a token with \"pinv_admin\": true (`pinv token --admin`)"
+            )
+        })?;
+    mint_hs256_with(
+        &secret,
+        &[],
+        REMERGE_TOKEN_TTL_SECONDS,
+        jwt.issuer.as_deref(),
+        jwt.audience.as_deref(),
+        true,
+    )
+    .context("cannot mint the admin token")
+}
+
+/// The error a server answered: its code and message.
+async fn server_error(res: reqwest::Response) -> (u16, String, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+    (status, code, message)
+}
+
+/// Has the server at `url` re-merge with its loaded rules (which must have `rules_hash`),
+/// prints progress every few seconds and returns the summary.
+async fn remerge_on_server(
+    url: &str,
+    token: &str,
+    rules_hash: &str,
+    options: &crate::app::remerge::RemergeOptions,
+) -> anyhow::Result<crate::app::remerge::RemergeSummary> {
+    const POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    const PRINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("cannot make the HTTP client")?;
+    let mut filter = serde_json::Map::new();
+    for (path, value) in &options.filters {
+        // The route takes one value per path; two different ones would match nothing anyway.
+        if let Some(other) = filter.insert(path.clone(), Value::String(value.clone())) {
+            if other != *value {
+                bail!(
+                    "--filter {path}: given twice with different values, which matches no product"
+                );
+            }
+        }
+    }
+    let body = json!({
+        "dryRun": options.dry_run,
+        "filter": filter,
+        "batch": options.batch,
+        "rulesHash": rules_hash,
+    });
+    let res = client
+        .post(format!("{url}/admin/remerge"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "no PINV server answers at {url}. If `pinv serve` listens elsewhere, give \
+                 --server URL (or the PINV_BIND it was started with); if no server runs, stop \
+                 the process holding the store and run `pinv remerge` again"
+            )
+        })?;
+    if res.status() != reqwest::StatusCode::ACCEPTED {
+        let (status, code, message) = server_error(res).await;
+        match code.as_str() {
+            "RULES_HASH_MISMATCH" => bail!(
+                "the server at {url} merges with other rules than {rules_hash}: {message}.\n\
+                 Restart `pinv serve` so it loads the new rules, then run `pinv remerge` again."
+            ),
+            "UNAUTHORIZED" | "ADMIN_REQUIRED" => bail!(
+                "the server at {url} refused the admin token ({code}: {message}); give \
+                 PINV_JWT_SECRET (and PINV_JWT_ISSUER/PINV_JWT_AUDIENCE) as the server has them, \
+                 or PINV_ADMIN_TOKEN"
+            ),
+            "ROUTE_NOT_FOUND" => {
+                bail!("the server at {url} has no /admin/remerge route (an older pinv?): {message}")
+            }
+            _ => bail!(
+                "the server at {url} did not start the re-merge: HTTP {status} {code}: {message}"
+            ),
+        }
+    }
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned);
+    let mut run: Value = res
+        .json()
+        .await
+        .context("the server's answer is not JSON")?;
+    let id = run["id"].as_str().unwrap_or_default().to_owned();
+    let run_url = format!(
+        "{url}{}",
+        location.unwrap_or_else(|| format!("/admin/remerge/{id}"))
+    );
+    eprintln!("pinv remerge: run {id} started on the server; following {run_url}");
+    if options.dry_run {
+        eprintln!("pinv remerge: a dry run on the server counts changes; it lists no product");
+    }
+    let started = std::time::Instant::now();
+    let mut printed = std::time::Instant::now();
+    while run["status"] == "running" {
+        tokio::time::sleep(POLL_EVERY).await;
+        let lost = |e: &dyn std::fmt::Display| {
+            anyhow!(
+                "lost the server while following run {id}: {e}. If it stopped, the run was \
+                 interrupted: each product is either old or re-merged; run `pinv remerge` again \
+                 to finish"
+            )
+        };
+        let res = client
+            .get(&run_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| lost(&e))?;
+        if !res.status().is_success() {
+            let (status, code, message) = server_error(res).await;
+            return Err(lost(&format!("HTTP {status} {code}: {message}")));
+        }
+        run = res.json().await.map_err(|e| lost(&e))?;
+        if printed.elapsed() >= PRINT_EVERY {
+            printed = std::time::Instant::now();
+            let read = run["progress"]["read"].as_u64().unwrap_or(0);
+            let rate = read as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "remerge: {read}/{} products read, {rate:.0}/s, {}",
+                run["progress"]["total"].as_u64().unwrap_or(0),
+                summary_of(&id, &run).line()
+            );
+        }
+    }
+    if run["status"] != "finished" {
+        bail!(
+            "run {id} failed on the server: {}",
+            run["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(summary_of(&id, &run))
+}
+
+/// The summary in a server's run answer.
+fn summary_of(id: &str, run: &Value) -> crate::app::remerge::RemergeSummary {
+    let s = &run["summary"];
+    let n = |name: &str| s[name].as_u64().unwrap_or(0);
+    crate::app::remerge::RemergeSummary {
+        run_id: id.to_owned(),
+        scanned: n("scanned"),
+        changed: n("changed"),
+        unchanged: n("unchanged"),
+        conflicts_retried: n("conflictsRetried"),
+        failed: n("failed"),
+        fields: s["fields"]
+            .as_object()
+            .map(|f| {
+                f.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
@@ -486,6 +749,28 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_needs_no_source() {
+        let cli = Cli::try_parse_from(["pinv", "token", "--admin"]).unwrap();
+        let Command::Token(t) = cli.command else {
+            panic!("not token")
+        };
+        assert!(t.admin && t.sources.is_empty());
+    }
+
+    #[test]
+    fn local_url_reaches_the_bound_address() {
+        assert_eq!(
+            local_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(local_url("[::1]:80".parse().unwrap()), "http://[::1]:80");
+        assert_eq!(
+            local_url("10.1.2.3:8080".parse().unwrap()),
+            "http://10.1.2.3:8080"
+        );
+    }
+
+    #[test]
     fn serve_flags_are_read() {
         let cli = Cli::try_parse_from([
             "pinv",
@@ -536,10 +821,13 @@ mod tests {
             assert!(generate.contains(&f.to_owned()), "generate lacks {f}");
         }
         for f in generate.iter().chain(&flags("remerge")) {
-            assert!(!f.starts_with("--bind") && !f.starts_with("--jwt"), "{f}");
+            assert!(!f.starts_with("--bind"), "{f}");
             assert!(f != "--max-body-bytes", "{f}");
         }
-        assert!(!variables("remerge").contains(&"PINV_JWT_SECRET".to_owned()));
+        assert!(!generate.iter().any(|f| f.starts_with("--jwt")));
+        // remerge mints an admin token to drive a running server.
+        assert!(variables("remerge").contains(&"PINV_JWT_SECRET".to_owned()));
+        assert!(flags("remerge").contains(&"--server".to_owned()));
         let token = flags("token");
         assert!(
             token.contains(&"--store".to_owned()) && token.contains(&"--jwt-issuer".to_owned())

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 
+use crate::api::admin::AdminRuns;
 use crate::api::auth::{AuthConfigError, Authenticator};
 use crate::api::limits::BodyBudget;
 use crate::api::metrics::Metrics;
@@ -111,6 +112,9 @@ impl Application {
         let service = web::Data::new(service);
         let metrics = web::Data::new(Metrics::new());
         let budget = web::Data::new(BodyBudget::new(settings.server.body_budget_bytes));
+        // Re-merge runs go to the runtime building the app (`pinv serve`'s main one), not to
+        // a request worker's.
+        let admin_runs = web::Data::new(AdminRuns::new(tokio::runtime::Handle::try_current().ok()));
         let settings = web::Data::new(settings);
         let server = HttpServer::new(move || {
             App::new()
@@ -118,6 +122,7 @@ impl Application {
                 .app_data(service.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
+                .app_data(admin_runs.clone())
                 .app_data(settings.clone())
                 .app_data(budget.clone())
                 .configure(crate::api::configure)

@@ -504,10 +504,190 @@ fn relationship_ids_and_package_roots_survive_a_remerge() {
     }
 }
 
-/// The embedded store admits one process at a time (`pinv serve` holds it while it runs):
-/// `pinv remerge` beside it must not pretend otherwise. It stops before touching anything,
-/// says the store is in use and what to do, and the same command then works once the
-/// holder has stopped.
+const SECRET: &str = "cli-remerge-test-secret-0123456789abcdef";
+
+/// A port nobody listens on (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `pinv serve` process, stopped when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts `pinv serve` on `store` with `rules` and waits until it answers.
+    fn start(store: &Path, rules: &Path, port: u16) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pinv"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PINV_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .arg("serve")
+            .env("PINV_STORE", store)
+            .env("PINV_RULES_DIR", rules)
+            .env("PINV_BIND", format!("127.0.0.1:{port}"))
+            .env("PINV_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("pinv serve starts");
+        let mut server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // The deadline only guards against a server that never comes up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while http_get(&format!("{}/health/ready", server.url)).map(|(s, _)| s) != Some(200) {
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "pinv serve exited"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pinv serve never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET with a token for every source: status and JSON body, `None` when nothing answers.
+fn http_get(url: &str) -> Option<(u16, Value)> {
+    let token = pinv::api::auth::mint_hs256(SECRET, &["*".into()], 600, None, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let res = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        let status = res.status().as_u16();
+        Some((status, res.json().await.unwrap_or(Value::Null)))
+    })
+}
+
+/// Runs `pinv` as [`pinv`] does, with the server's address and secret.
+fn pinv_beside(args: &[&str], store: &Path, rules: &Path, port: u16) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pinv"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PINV_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .env("PINV_STORE", store)
+        .env("PINV_RULES_DIR", rules)
+        .env("PINV_BIND", format!("127.0.0.1:{port}"))
+        .env("PINV_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn");
+    command.output().expect("the pinv binary runs")
+}
+
+/// Beside a running `pinv serve`, which holds the embedded store, `pinv remerge` has the
+/// server re-merge with the rules it loaded, and refuses when those are not the rules it
+/// was given.
+#[test]
+fn remerge_beside_a_running_server_has_the_server_re_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    // Stored under the shipped rules (A)...
+    seeded_store(&store_dir, 3, 2);
+    let before = with_store(&store_dir, async |store| by_id(all(&*store).await));
+    // ...served with billing first for the name (B).
+    let rules_b = billing_first_rules(&dir.path().join("rules"));
+    let hash_b = load_rules_dir(&rules_b).unwrap().hash;
+    let port = free_port();
+    let server = Server::start(&store_dir, &rules_b, port);
+
+    // Rules A are not the server's: refused, with what to do.
+    let refused = pinv_beside(&["remerge"], &store_dir, &shipped_rules_dir(), port);
+    assert!(!refused.status.success(), "remerge with other rules ran");
+    let message = stderr(&refused);
+    assert!(
+        message.contains("Restart `pinv serve` so it loads the new rules")
+            && message.contains(&hash_b),
+        "{message}"
+    );
+
+    let dry = pinv_beside(&["remerge", "--dry-run"], &store_dir, &rules_b, port);
+    assert_ok(&dry, "pinv remerge --dry-run beside the server");
+    assert!(
+        stdout(&dry).contains("field name: would change in 3 products"),
+        "{}",
+        stdout(&dry)
+    );
+
+    let ran = pinv_beside(&["remerge"], &store_dir, &rules_b, port);
+    assert_ok(&ran, "pinv remerge beside the server");
+    assert!(
+        stderr(&ran).contains(&format!("run by the server at {}", server.url)),
+        "{}",
+        stderr(&ran)
+    );
+    let summary = stdout(&ran);
+    assert!(
+        summary.contains("field name: changed in 3 products"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("scanned 5, changed 3, unchanged 2, conflicts retried 0, failed 0"),
+        "{summary}"
+    );
+    let run_id = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split(':').next())
+        .expect("a run line")
+        .to_owned();
+
+    let mut changed = 0;
+    for (id, old) in &before {
+        let (status, doc) = http_get(&format!("{}/products/{id}", server.url)).unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(doc["name"], BILLING_NAME, "{id}");
+        let (_, history) = http_get(&format!("{}/products/{id}/history", server.url)).unwrap();
+        // Products written here directly (billing alone) have no history.
+        let last = history.as_array().unwrap().last().cloned();
+        let last = last.unwrap_or(Value::Null);
+        if old.merged["name"] != BILLING_NAME {
+            changed += 1;
+            assert_eq!(last["event"]["source"], "pinv-remerge", "{last}");
+            assert_eq!(last["event"]["id"], run_id.as_str(), "{last}");
+            assert_eq!(last["rulesHash"], hash_b.as_str(), "{last}");
+        } else {
+            assert_ne!(last["event"]["source"], "pinv-remerge", "{last}");
+        }
+    }
+    assert_eq!(changed, 3);
+    drop(server);
+}
+
+/// With the embedded store held by another process and no server answering, `pinv
+/// remerge` touches nothing and says what to do; once the holder has stopped, the same
+/// command re-merges.
 #[test]
 fn remerge_beside_a_process_holding_the_embedded_store_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -516,9 +696,10 @@ fn remerge_beside_a_process_holding_the_embedded_store_says_what_to_do() {
     let rules = billing_first_rules(&dir.path().join("rules"));
     let before = with_store(&store_dir, async |store| by_id(all(&*store).await));
 
-    // Held open here, as a running `pinv serve` holds it.
+    // Held open here, as a running `pinv serve` holds it, but nothing listens.
     let held = EmbeddedStore::open(&store_dir).unwrap();
-    let refused = pinv(&["remerge"], &store_dir, &rules);
+    let port = free_port();
+    let refused = pinv_beside(&["remerge"], &store_dir, &rules, port);
     assert!(!refused.status.success(), "remerge ran beside the holder");
     let message = stderr(&refused);
     assert!(
@@ -526,7 +707,10 @@ fn remerge_beside_a_process_holding_the_embedded_store_says_what_to_do() {
         "the error says the store is in use: {message}"
     );
     assert!(
-        message.contains("stop `pinv serve`") && message.contains("MongoDB"),
+        message.contains(&format!(
+            "no PINV server answers at http://127.0.0.1:{port}"
+        )) && message.contains("--server URL")
+            && message.contains("stop the process holding the store"),
         "the error says what to do: {message}"
     );
     drop(held);

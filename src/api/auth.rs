@@ -17,7 +17,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::config::{JwtKey, JwtSettings, PublicKeyAlgorithm};
 use crate::core::Source;
 
@@ -211,6 +211,9 @@ pub struct Claims {
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
+    /// `"pinv_admin": true` allows the admin routes (`/admin/...`); absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinv_admin: bool,
 }
 
 /// The `aud` claim: one audience, or several (RFC 7519 §4.1.3).
@@ -256,6 +259,19 @@ pub fn mint_hs256(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    mint_hs256_with(secret, sources, ttl_seconds, issuer, audience, false)
+}
+
+/// Mints an HS256 token, with the admin claim when `admin` (`pinv token --admin`,
+/// `pinv remerge` beside a server).
+pub fn mint_hs256_with(
+    secret: &str,
+    sources: &[String],
+    ttl_seconds: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+    admin: bool,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
         sources: sources.to_vec(),
@@ -264,6 +280,7 @@ pub fn mint_hs256(
         nbf: None,
         iss: issuer.map(str::to_owned),
         aud: audience.map(|a| Audience::One(a.to_owned())),
+        pinv_admin: admin,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -311,10 +328,39 @@ impl FromRequest for Claims {
     }
 }
 
+/// The claims of a token that carries `"pinv_admin": true`: a handler that takes one
+/// cannot run for anybody else (`401` without a valid token, `403 ADMIN_REQUIRED` with a
+/// token that lacks the claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin(pub Claims);
+
+impl Admin {
+    /// Checks the admin claim of already verified claims.
+    pub fn check(claims: Claims) -> Result<Self, ApiError> {
+        if claims.pinv_admin {
+            Ok(Self(claims))
+        } else {
+            Err(ApiError::new(
+                ErrorCode::AdminRequired,
+                "this route needs a token with the claim \"pinv_admin\": true (`pinv token --admin`)",
+            ))
+        }
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let claims = Claims::from_request(req, payload).into_inner();
+        ready(claims.and_then(Self::check))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::error::ErrorCode;
 
     const SECRET: &str = "test-secret-test-secret-test-secret!";
 
@@ -428,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_token_with_the_admin_claim_is_admin() {
+        let auth = hs(None, None);
+        let plain = mint_hs256(SECRET, &["*".into()], 60, None, None).unwrap();
+        let claims = auth.verify(&plain).unwrap();
+        assert!(!claims.pinv_admin);
+        assert_eq!(
+            Admin::check(claims).unwrap_err().code,
+            ErrorCode::AdminRequired
+        );
+        let admin = mint_hs256_with(SECRET, &[], 60, None, None, true).unwrap();
+        let claims = auth.verify(&admin).unwrap();
+        assert!(Admin::check(claims).unwrap().0.pinv_admin);
+        // The claim must be the JSON `true`, not a truthy string.
+        let text =
+            hs_json(serde_json::json!({"sources": [], "exp": now() + 60, "pinv_admin": "true"}));
+        assert!(auth.verify(&text).is_err());
+    }
+
+    #[test]
     fn star_allows_every_source() {
         let c = Claims {
             sources: vec!["*".into()],
@@ -436,6 +501,7 @@ mod tests {
             nbf: None,
             iss: None,
             aud: None,
+            pinv_admin: false,
         };
         assert!(c.may_write(&Source::parse("anything").unwrap()));
     }

@@ -55,6 +55,12 @@ pub enum ErrorCode {
     RequestTimeout,
     /// Too many request bodies are being handled at once; try again.
     ServerBusy,
+    /// The route needs a token with the admin claim.
+    AdminRequired,
+    /// A re-merge run is already running on this server.
+    RemergeRunning,
+    /// The server's loaded merge rules are not the ones the request expects.
+    RulesHashMismatch,
 }
 
 impl ErrorCode {
@@ -77,6 +83,9 @@ impl ErrorCode {
         Self::RouteNotFound,
         Self::RequestTimeout,
         Self::ServerBusy,
+        Self::AdminRequired,
+        Self::RemergeRunning,
+        Self::RulesHashMismatch,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -158,6 +167,21 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER_BUSY",
                 "Too many large requests at once; retry later",
+            ),
+            Self::AdminRequired => (
+                StatusCode::FORBIDDEN,
+                "ADMIN_REQUIRED",
+                "The token lacks the pinv_admin claim this route needs",
+            ),
+            Self::RemergeRunning => (
+                StatusCode::CONFLICT,
+                "REMERGE_RUNNING",
+                "A re-merge is already running on this server",
+            ),
+            Self::RulesHashMismatch => (
+                StatusCode::CONFLICT,
+                "RULES_HASH_MISMATCH",
+                "The server's loaded merge rules are not the expected ones",
             ),
         }
     }

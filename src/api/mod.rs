@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::api::error::{ApiError, ErrorCode};
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -58,6 +59,16 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/products/{id}/history",
         route: || web::get().to(reads::get_history),
+    },
+    RouteDef {
+        method: Method::POST,
+        path: "/admin/remerge",
+        route: || web::post().to(admin::post_remerge),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/admin/remerge/{id}",
+        route: || web::get().to(admin::get_remerge),
     },
     RouteDef {
         method: Method::GET,

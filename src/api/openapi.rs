@@ -41,7 +41,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "One Authorization header. Claim `sources` lists the sources the token may write for; `*` is every source. `exp` is required; `exp` and `nbf` (NumericDates, fractions allowed) are checked with a clock-skew leeway (PINV_JWT_LEEWAY_SECONDS, 60 s by default); `iss` and `aud` (a string or an array) when configured; `alg: none` is never accepted."}},
+                "description": "One Authorization header. Claim `sources` lists the sources the token may write for; `*` is every source. Claim `pinv_admin: true` allows the /admin routes. `exp` is required; `exp` and `nbf` (NumericDates, fractions allowed) are checked with a clock-skew leeway (PINV_JWT_LEEWAY_SECONDS, 60 s by default); `iss` and `aud` (a string or an array) when configured; `alg: none` is never accepted."}},
             "schemas": {
                 "Product": {"$ref": "/schema/AttProduct_tmf637.schema.json"},
                 "Envelope": {"type": "object", "required": ["headers", "value"],
@@ -71,6 +71,23 @@ pub fn document() -> Value {
                         "event": {"type": "object", "properties": {"source": {"type": "string"}, "id": {"type": "string"}}},
                         "rulesHash": {"type": "string", "description": "Content hash of the merge rules that made this change"},
                         "patch": {"type": "array", "description": "RFC 6902 operations", "items": {"type": "object"}}}},
+                "RemergeRequest": {"type": "object", "additionalProperties": false,
+                    "properties": {
+                        "dryRun": {"type": "boolean", "default": false, "description": "Count what would change; write nothing"},
+                        "filter": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Only products matching every dotted path = value, as GET /products filters"},
+                        "batch": {"type": "integer", "minimum": 1, "maximum": crate::api::admin::MAX_BATCH, "default": crate::api::admin::DEFAULT_BATCH},
+                        "rulesHash": {"type": "string", "description": "Start only if the server's loaded rules have this hash (else 409 RULES_HASH_MISMATCH)"}}},
+                "RemergeRun": {"type": "object", "required": ["id", "status", "dryRun", "filter", "rulesHash", "startedAt", "finishedAt", "progress", "summary", "error"],
+                    "properties": {"id": {"type": "string"}, "status": {"enum": ["running", "finished", "failed"]},
+                        "dryRun": {"type": "boolean"}, "filter": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "rulesHash": {"type": "string", "description": "Hash of the rules the server loaded at start, which the run applies"},
+                        "startedAt": {"type": "string", "format": "date-time"}, "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+                        "progress": {"type": "object", "properties": {"read": {"type": "integer"}, "total": {"type": ["integer", "null"]}}},
+                        "summary": {"type": "object", "description": "Totals so far; final once finished",
+                            "properties": {"scanned": {"type": "integer"}, "changed": {"type": "integer"}, "unchanged": {"type": "integer"},
+                                "conflictsRetried": {"type": "integer"}, "failed": {"type": "integer"},
+                                "fields": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "Per top-level attribute, in how many products it changed"}}},
+                        "error": {"type": ["string", "null"]}}},
                 "ErrorResponse": {"type": "object", "required": ["status", "timestamp", "error"],
                     "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
                         "error": {"type": "object", "required": ["@type", "code", "reason", "message", "details"],
@@ -154,6 +171,36 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/admin/remerge": {
+                "post": {
+                    "summary": "Start a re-merge of the stored products with the rules the server loaded at start (admin token); one run at a time",
+                    "security": secured,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemergeRequest"}}}},
+                    "responses": {
+                        "202": {"description": "Started; follow it at Location",
+                            "headers": {"Location": {"schema": {"type": "string"}, "description": "/admin/remerge/{id}"}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemergeRun"}}}},
+                        "400": error_response("Malformed JSON or invalid body"),
+                        "401": error_response("Missing or invalid token"),
+                        "403": error_response("ADMIN_REQUIRED: the token lacks \"pinv_admin\": true"),
+                        "409": error_response("REMERGE_RUNNING (a run is still running) or RULES_HASH_MISMATCH (the server's loaded rules are not the expected ones)"),
+                        "415": error_response("Not application/json")
+                    }
+                }
+            },
+            "/admin/remerge/{id}": {
+                "get": {
+                    "summary": "A re-merge run: progress while running, the summary once finished (runs are kept in memory; a restart forgets them)",
+                    "security": secured,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "description": "Run id", "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The run", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemergeRun"}}}},
+                        "401": error_response("Missing or invalid token"),
+                        "403": error_response("ADMIN_REQUIRED: the token lacks \"pinv_admin\": true"),
+                        "404": error_response("Unknown run (or forgotten by a restart)")
+                    }
+                }
+            },
             "/schema/{file}": {
                 "get": {
                     "summary": "A bundled JSON Schema file",
@@ -186,12 +233,13 @@ mod tests {
     // tests/api/openapi.rs.
 
     #[test]
-    fn products_routes_require_the_bearer_scheme() {
+    fn products_and_admin_routes_require_the_bearer_scheme() {
         let doc = document();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
                 let secured = op.get("security").is_some();
-                assert_eq!(secured, path.starts_with("/products"), "{method} {path}");
+                let needs_token = path.starts_with("/products") || path.starts_with("/admin/");
+                assert_eq!(secured, needs_token, "{method} {path}");
             }
         }
     }

@@ -87,28 +87,53 @@ impl RemergeSummary {
     }
 }
 
+/// Follows a run as it goes (the command line draws progress on stderr; the server's admin
+/// route keeps it for `GET /admin/remerge/{id}`).
+pub trait RemergeObserver: Send + Sync {
+    /// The run starts over `total` stored products (filters are applied as they are read).
+    fn started(&self, total: u64);
+    /// `read` more products were read; `summary` holds the totals so far.
+    fn advanced(&self, read: u64, summary: &RemergeSummary);
+    /// The run is done.
+    fn finished(&self, summary: &RemergeSummary);
+}
+
 /// Runs a re-merge. `out` receives, in a dry run, one line per changed product; progress
 /// goes to stderr (a bar on a terminal, periodic lines otherwise).
-///
-/// Three stages overlap: while a batch is merged, the next one is already being read, and
-/// the previous one's write set is still being committed (at most one of each in flight,
-/// so memory stays bounded by three batches).
 pub async fn run(
     store: Arc<dyn Store>,
     rules: Arc<Rules>,
     options: &RemergeOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<RemergeSummary, StoreError> {
+    let progress = StderrProgress(std::sync::OnceLock::new());
+    let run_id = uuid::Uuid::new_v4().to_string();
+    run_observed(store, rules, options, run_id, out, &progress).await
+}
+
+/// Runs a re-merge whose history entries carry `run_id`, telling `observer` how it goes.
+///
+/// Three stages overlap: while a batch is merged, the next one is already being read, and
+/// the previous one's write set is still being committed (at most one of each in flight,
+/// so memory stays bounded by three batches).
+pub async fn run_observed(
+    store: Arc<dyn Store>,
+    rules: Arc<Rules>,
+    options: &RemergeOptions,
+    run_id: String,
+    out: &mut (dyn Write + Send),
+    progress: &dyn RemergeObserver,
+) -> Result<RemergeSummary, StoreError> {
     let run = EventRef {
         source: REMERGE_SOURCE.to_owned(),
-        id: uuid::Uuid::new_v4().to_string(),
+        id: run_id,
     };
     let mut summary = RemergeSummary {
         run_id: run.id.clone(),
         ..Default::default()
     };
     let total = store.count().await?;
-    let progress = Progress::new(total);
+    progress.started(total);
     let batch = options.batch.max(1);
     let mut next_scan = Some(spawn_scan(&store, None, batch));
     let mut writing: Option<tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>> = None;
@@ -146,12 +171,12 @@ pub async fn run(
                 write_batch(&*store, &rules, &run, changes).await
             }));
         }
-        progress.advance(read, &summary);
+        progress.advanced(read, &summary);
     }
     if let Some(previous) = writing.take() {
         summary.absorb(join_write(previous).await?);
     }
-    progress.finish(&summary);
+    progress.finished(&summary);
     Ok(summary)
 }
 
@@ -301,6 +326,27 @@ async fn remerge_one(
     }
     tracing::warn!(%id, "product kept changing during the re-merge; left as it was");
     Ok(Outcome::Failed)
+}
+
+/// The command line's observer: [`Progress`] once the total is known.
+struct StderrProgress(std::sync::OnceLock<Progress>);
+
+impl RemergeObserver for StderrProgress {
+    fn started(&self, total: u64) {
+        let _ = self.0.set(Progress::new(total));
+    }
+
+    fn advanced(&self, read: u64, summary: &RemergeSummary) {
+        if let Some(p) = self.0.get() {
+            p.advance(read, summary);
+        }
+    }
+
+    fn finished(&self, summary: &RemergeSummary) {
+        if let Some(p) = self.0.get() {
+            p.finish(summary);
+        }
+    }
 }
 
 /// A bar on a terminal, a line every few seconds otherwise.

@@ -63,6 +63,28 @@ fn token_command_mints_a_token_that_verifies_with_the_secret() {
 }
 
 #[test]
+fn token_command_with_admin_adds_the_admin_claim() {
+    let out = pinv()
+        .args(["token", "--admin"])
+        .env("PINV_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = decode(token.trim(), SECRET, None);
+    assert_eq!(claims["pinv_admin"], true);
+    assert_eq!(claims["sources"], serde_json::json!([]));
+    // Without --admin the claim is absent.
+    let out = pinv()
+        .args(["token", "--source", "billing"])
+        .env("PINV_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let plain = decode(String::from_utf8(out.stdout).unwrap().trim(), SECRET, None);
+    assert!(plain.get("pinv_admin").is_none(), "{plain}");
+}
+
+#[test]
 fn token_command_without_a_secret_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = pinv()

@@ -180,6 +180,9 @@ pub struct TestClaims {
     /// Audience.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The admin claim, written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinv_admin: bool,
 }
 
 /// Seconds since the epoch.
@@ -195,7 +198,19 @@ pub fn claims(sources: &[&str]) -> TestClaims {
         nbf: None,
         iss: None,
         aud: None,
+        pinv_admin: false,
     }
+}
+
+/// An HS256 token with [`SECRET`] and `"pinv_admin": true` (and no source).
+pub fn admin_token() -> String {
+    hs256(
+        &TestClaims {
+            pinv_admin: true,
+            ..claims(&[])
+        },
+        SECRET,
+    )
 }
 
 /// An HS256 token with [`SECRET`].
