@@ -2,21 +2,79 @@
 //!
 //! A unit test checks that it documents exactly the routes of [`crate::api::ROUTES`].
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::api::error::ErrorCode;
+use crate::api::error::{ErrorCode, RETRY_AFTER_SECONDS};
+use crate::api::reads::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::app::service::Service;
+use crate::core::envelope::PACKAGE_SIZE;
+use crate::core::schema;
 
-fn error_response(description: &str) -> Value {
+/// An error answer; `headers` are the response headers it carries.
+fn error_response(description: &str, headers: Value) -> Value {
     json!({
         "description": description,
+        "headers": headers,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     })
 }
 
+fn unauthorized() -> Value {
+    error_response(
+        "Missing or invalid token (UNAUTHORIZED)",
+        json!({"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}}),
+    )
+}
+
+fn method_not_allowed() -> Value {
+    error_response(
+        "The path does not take this method (METHOD_NOT_ALLOWED)",
+        json!({"Allow": {"$ref": "#/components/headers/Allow"}}),
+    )
+}
+
+fn unavailable(description: &str) -> Value {
+    error_response(
+        description,
+        json!({"Retry-After": {"$ref": "#/components/headers/Retry-After"}}),
+    )
+}
+
+fn admin_required() -> Value {
+    error_response(
+        "The token lacks \"pinv_admin\": true (ADMIN_REQUIRED)",
+        json!({}),
+    )
+}
+
+fn internal() -> Value {
+    error_response("A bug or an unexpected store failure (INTERNAL)", json!({}))
+}
+
+/// The error answers every `/products` read can give besides its own.
+fn read_errors() -> Value {
+    json!({
+        "400": error_response("Bad query (BAD_QUERY)", json!({})),
+        "401": unauthorized(),
+        "405": method_not_allowed(),
+        "500": internal(),
+        "503": unavailable("The store is unavailable (STORE_UNAVAILABLE); see Retry-After"),
+    })
+}
+
+/// `responses` with `extra` added to `base`.
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
 fn id_param() -> Value {
-    json!({"name": "id", "in": "path", "required": true, "description": "PINV id (UUID)",
-           "schema": {"type": "string", "format": "uuid"}})
+    json!({"name": "id", "in": "path", "required": true,
+           "description": "PINV id (UUID); anything else is an unknown product (404)",
+           "schema": {"type": "string"}})
 }
 
 fn package_param() -> Value {
@@ -24,11 +82,32 @@ fn package_param() -> Value {
            "description": "Also return every other part of the ADI package; \
                            given without a value (`?as-adi-package` or `?as-adi-package=`) it is true",
            "allowEmptyValue": true,
-           "schema": {"type": "boolean", "default": false}})
+           "schema": {"type": "string", "enum": ["true", "false", ""], "default": "false"}})
 }
 
-/// The OpenAPI document.
-pub fn document() -> Value {
+/// The envelope schema file as served at `/schema/envelope.schema.json`, embedded (so the
+/// document is self-contained) without the keywords that only make sense at a file's root.
+fn envelope_schema() -> Value {
+    let text = schema::file(schema::ENVELOPE_FILE).expect("the envelope schema is bundled");
+    let mut envelope: Value = serde_json::from_str(text).expect("the envelope schema is JSON");
+    if let Some(root) = envelope.as_object_mut() {
+        root.remove("$schema");
+        root.remove("$id");
+    }
+    envelope
+}
+
+/// `fields=`: at least one name once split at commas and trimmed; the class is the
+/// whitespace `str::trim` removes (Rust's, which differs from a regex's `\s`).
+const FIELDS_PATTERN: &str = r"^[,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][\s\S]*$";
+
+/// The OpenAPI document. `accepted_types` are the event types of the loaded merge rules
+/// (`None` when the app runs without them: the envelope then says only "a non-empty string").
+pub fn document(accepted_types: Option<&[String]>) -> Value {
+    let mut types = json!({});
+    if let Some(accepted) = accepted_types {
+        types = json!({"enum": accepted});
+    }
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
     let secured = json!([{"bearer": []}]);
     json!({
@@ -40,20 +119,23 @@ pub fn document() -> Value {
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
         "components": {
+            "headers": {
+                "WWW-Authenticate": {"description": "Why the token was refused (RFC 6750)", "schema": {"type": "string"}},
+                "Allow": {"description": "The methods the path takes", "schema": {"type": "string"}},
+                "traceparent": {"description": "The request's W3C traceparent header if valid, else the event's", "schema": {"type": "string"}},
+                "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "const": RETRY_AFTER_SECONDS}}
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "One Authorization header. Claim `sources` lists the sources the token may write for; `*` is every source. Claim `pinv_admin: true` allows the /admin routes. `exp` is required; `exp` and `nbf` (NumericDates, fractions allowed) are checked with a clock-skew leeway (PINV_JWT_LEEWAY_SECONDS, 60 s by default); `iss` and `aud` (a string or an array) when configured; `alg: none` is never accepted."}},
             "schemas": {
                 "Product": {"$ref": "/schema/AttProduct_tmf637.schema.json"},
-                "Envelope": {"type": "object", "required": ["headers", "value"],
-                    "properties": {
-                        "headers": {"type": "object", "required": ["id", "source", "type", "time", "datacontenttype"],
-                            "properties": {
-                                "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
-                                "time": {"type": "string", "description": "RFC 3339 with an offset, a space instead of T allowed; the instant in UTC must fall in years 0000-9999"},
-                                "datacontenttype": {"const": "application/json"}, "version": {"type": "string"},
-                                "traceparent": {"type": "string"}, "tracestate": {"type": "string"}}},
+                "Envelope": {"allOf": [
+                    envelope_schema(),
+                    {"properties": {
+                        "headers": {"properties": {"type": types}},
                         "value": {"oneOf": [{"$ref": "#/components/schemas/Product"},
-                            {"type": "array", "minItems": 3, "maxItems": 4, "items": {"$ref": "#/components/schemas/Product"}}]}}},
+                            {"type": "array", "minItems": PACKAGE_SIZE.start(), "maxItems": PACKAGE_SIZE.end(),
+                             "items": {"$ref": "#/components/schemas/Product"}}]}}}]},
                 "PostResponse": {"type": "object", "required": ["status", "timestamp", "responseData"],
                     "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
                         "responseData": {"type": "array", "items": {"type": "object",
@@ -105,33 +187,39 @@ pub fn document() -> Value {
                     "parameters": [package_param()],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}},
                     "responses": {
-                        "201": {"description": "Stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
-                        "200": {"description": "Nothing stored (repeated or stale event); current documents", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
-                        "400": error_response("Malformed JSON, envelope or schema violation, a posted externalIdentifier, an identity limit exceeded (ids over 256 bytes, over 100 identity keys per product), bad query"),
-                        "401": error_response("Missing or invalid token"),
-                        "403": error_response("The token may not write for the source"),
-                        "409": error_response("Event id reused with another value, or identity conflict"),
-                        "408": error_response("The body did not arrive within the body timeout"),
-                        "413": error_response("Body over the limit"),
-                        "415": error_response("Not application/json"),
-                        "503": error_response("STORE_UNAVAILABLE (nothing was written), COMMIT_OUTCOME_UNKNOWN (send the same event again) or SERVER_BUSY (too many large bodies at once); see Retry-After")
+                        "201": {"description": "Stored", "headers": {"traceparent": {"$ref": "#/components/headers/traceparent"}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
+                        "200": {"description": "Nothing stored (repeated or stale event); current documents",
+                            "headers": {"traceparent": {"$ref": "#/components/headers/traceparent"}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PostResponse"}}}},
+                        "400": error_response("Malformed JSON (MALFORMED_JSON), envelope, schema, identity or package rule broken, a posted externalIdentifier, an identity limit exceeded: ids over 256 bytes, over 100 identity keys per product (VALIDATION_FAILED), bad query (BAD_QUERY)", json!({})),
+                        "401": unauthorized(),
+                        "403": error_response("The token may not write for the source (FORBIDDEN_SOURCE)", json!({})),
+                        "405": method_not_allowed(),
+                        "409": error_response("Event id reused with another value (EVENT_ID_REUSED), or the document matches several products (IDENTITY_CONFLICT)", json!({})),
+                        "408": error_response("The body did not arrive within PINV_BODY_TIMEOUT_SECS (REQUEST_TIMEOUT)", json!({})),
+                        "413": error_response("Body over the limit (PAYLOAD_TOO_LARGE)", json!({})),
+                        "415": error_response("Not application/json with at most a UTF-8 charset (UNSUPPORTED_MEDIA_TYPE)", json!({})),
+                        "500": internal(),
+                        "503": unavailable("STORE_UNAVAILABLE (nothing was written), COMMIT_OUTCOME_UNKNOWN (send the same event again) or SERVER_BUSY (too many large bodies at once); see Retry-After")
                     }
                 },
                 "get": {
                     "summary": "List merged products; any other query parameter is an equality filter on a dotted path",
                     "security": secured,
                     "parameters": [
-                        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated attributes to keep"},
+                        {"name": "fields", "in": "query", "description": "Comma-separated attributes to keep (at least one)",
+                         "schema": {"type": "string", "pattern": FIELDS_PATTERN}},
                         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
                     ],
-                    "responses": {
+                    "responses": with(read_errors(), json!({
                         "200": {"description": "Matching documents",
-                            "headers": {"X-Total-Count": {"schema": {"type": "integer"}}, "X-Result-Count": {"schema": {"type": "integer"}}},
-                            "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}}}}},
-                        "400": error_response("Bad query"),
-                        "401": error_response("Missing or invalid token")
-                    }
+                            "headers": {
+                                "X-Total-Count": {"description": "Documents matching the filters", "required": true, "schema": {"type": "integer", "minimum": 0}},
+                                "X-Result-Count": {"description": "Documents in this page", "required": true, "schema": {"type": "integer", "minimum": 0}}},
+                            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
+                    }))
                 }
             },
             "/products/{id}": {
@@ -139,12 +227,11 @@ pub fn document() -> Value {
                     "summary": "One merged product, or its whole package",
                     "security": secured,
                     "parameters": [id_param(), package_param()],
-                    "responses": {
+                    "responses": with(read_errors(), json!({
                         "200": {"description": "The product, or with as-adi-package=true the package (requested product first)",
                             "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Product"}, {"$ref": "#/components/schemas/PackageResponse"}]}}}},
-                        "401": error_response("Missing or invalid token"),
-                        "404": error_response("Unknown product")
-                    }
+                        "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+                    }))
                 }
             },
             "/products/{id}/sources": {
@@ -152,11 +239,10 @@ pub fn document() -> Value {
                     "summary": "Every source's kept contribution",
                     "security": secured,
                     "parameters": [id_param()],
-                    "responses": {
+                    "responses": with(read_errors(), json!({
                         "200": {"description": "Contributions", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Contribution"}}}}},
-                        "401": error_response("Missing or invalid token"),
-                        "404": error_response("Unknown product")
-                    }
+                        "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+                    }))
                 }
             },
             "/products/{id}/history": {
@@ -164,11 +250,10 @@ pub fn document() -> Value {
                     "summary": "Changes of the merged document, oldest first",
                     "security": secured,
                     "parameters": [id_param()],
-                    "responses": {
+                    "responses": with(read_errors(), json!({
                         "200": {"description": "History", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}},
-                        "401": error_response("Missing or invalid token"),
-                        "404": error_response("Unknown product")
-                    }
+                        "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+                    }))
                 }
             },
             "/admin/remerge": {
@@ -180,11 +265,14 @@ pub fn document() -> Value {
                         "202": {"description": "Started; follow it at Location",
                             "headers": {"Location": {"schema": {"type": "string"}, "description": "/admin/remerge/{id}"}},
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemergeRun"}}}},
-                        "400": error_response("Malformed JSON or invalid body"),
-                        "401": error_response("Missing or invalid token"),
-                        "403": error_response("ADMIN_REQUIRED: the token lacks \"pinv_admin\": true"),
-                        "409": error_response("REMERGE_RUNNING (a run is still running) or RULES_HASH_MISMATCH (the server's loaded rules are not the expected ones)"),
-                        "415": error_response("Not application/json")
+                        "400": error_response("Malformed JSON (MALFORMED_JSON) or an invalid body (VALIDATION_FAILED)", json!({})),
+                        "401": unauthorized(),
+                        "403": admin_required(),
+                        "405": method_not_allowed(),
+                        "409": error_response("REMERGE_RUNNING (a run is still running) or RULES_HASH_MISMATCH (the server's loaded rules are not the expected ones)", json!({})),
+                        "413": error_response("Body over the limit (PAYLOAD_TOO_LARGE)", json!({})),
+                        "415": error_response("Not application/json (UNSUPPORTED_MEDIA_TYPE)", json!({})),
+                        "500": internal()
                     }
                 }
             },
@@ -195,9 +283,11 @@ pub fn document() -> Value {
                     "parameters": [{"name": "id", "in": "path", "required": true, "description": "Run id", "schema": {"type": "string"}}],
                     "responses": {
                         "200": {"description": "The run", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemergeRun"}}}},
-                        "401": error_response("Missing or invalid token"),
-                        "403": error_response("ADMIN_REQUIRED: the token lacks \"pinv_admin\": true"),
-                        "404": error_response("Unknown run (or forgotten by a restart)")
+                        "401": unauthorized(),
+                        "403": admin_required(),
+                        "404": error_response("Unknown run, or forgotten by a restart (NOT_FOUND)", json!({})),
+                        "405": method_not_allowed(),
+                        "500": internal()
                     }
                 }
             },
@@ -206,23 +296,31 @@ pub fn document() -> Value {
                     "summary": "A bundled JSON Schema file",
                     "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "responses": {
-                        "200": {"description": "The schema", "content": {"application/schema+json": {}}},
-                        "404": error_response("No such file")
+                        "200": {"description": "The schema", "content": {"application/schema+json": {"schema": {"type": "object"}}}},
+                        "404": error_response("No such file (NOT_FOUND)", json!({})),
+                        "405": method_not_allowed()
                     }
                 }
             },
-            "/health/live": {"get": {"summary": "The process answers", "responses": {"200": {"description": "Live"}}}},
+            "/health/live": {"get": {"summary": "The process answers", "responses": {
+                "200": {"description": "Live"}, "405": method_not_allowed()}}},
             "/health/ready": {"get": {"summary": "The store answers", "responses": {
-                "200": {"description": "Ready"}, "503": error_response("Store unavailable")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format", "content": {"text/plain": {}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
+                "200": {"description": "Ready"}, "405": method_not_allowed(),
+                "503": unavailable("Store unavailable (STORE_UNAVAILABLE)")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "405": method_not_allowed()}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "405": method_not_allowed()}}}
         }
     })
 }
 
 /// `GET /openapi.json`.
-pub async fn get_openapi() -> HttpResponse {
-    HttpResponse::Ok().json(document())
+pub async fn get_openapi(service: Option<web::Data<Service>>) -> HttpResponse {
+    let accepted = service.as_ref().map(|s| s.rules.accepted_types.as_slice());
+    HttpResponse::Ok().json(document(accepted))
 }
 
 #[cfg(test)]
@@ -234,7 +332,7 @@ mod tests {
 
     #[test]
     fn products_and_admin_routes_require_the_bearer_scheme() {
-        let doc = document();
+        let doc = document(None);
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
                 let secured = op.get("security").is_some();

@@ -445,10 +445,12 @@ fn optional(raw: &Map<String, Value>, name: &str, out: &mut Vec<Violation>) {
 }
 
 /// `application/json`, any case, with at most a `charset=utf-8` parameter (the body has
-/// already been read as UTF-8 JSON, so any other charset would be a lie).
+/// already been read as UTF-8 JSON, so any other charset would be a lie). Whitespace around
+/// the parts is HTTP's (spaces and tabs), as the envelope schema's pattern states it.
 fn is_json_media_type(ct: &str) -> bool {
+    let ows: &[char] = &[' ', '\t'];
     let mut parts = ct.split(';');
-    let media = parts.next().unwrap_or_default().trim();
+    let media = parts.next().unwrap_or_default().trim_matches(ows);
     if !media.eq_ignore_ascii_case(CONTENT_TYPE) {
         return false;
     }
@@ -456,12 +458,13 @@ fn is_json_media_type(ct: &str) -> bool {
         let Some((name, value)) = param.split_once('=') else {
             return false;
         };
-        let value = value.trim();
+        let value = value.trim_matches(ows);
         let value = value
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(value);
-        name.trim().eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("utf-8")
+        name.trim_matches(ows).eq_ignore_ascii_case("charset")
+            && value.eq_ignore_ascii_case("utf-8")
     })
 }
 
@@ -999,5 +1002,107 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].message, "nesting is deeper than 64 levels");
         dismantle(deep);
+    }
+
+    /// The envelope schema states the header rules the parser enforces (it is what
+    /// `/openapi.json` shows clients): on every sample, the schema objects to a header
+    /// exactly when the parser does. (Beyond the schema, by design: the event id's byte
+    /// length, the accepted types and the UTC year range; samples avoid them.)
+    #[test]
+    fn envelope_schema_states_the_parsers_header_rules() {
+        let schemas = crate::core::schema::Schemas::compile().unwrap();
+        let samples: &[(&str, &[&str])] = &[
+            (
+                "id",
+                &[
+                    "",
+                    "a",
+                    "41-1234567",
+                    "é ü",
+                    "a\nb",
+                    "a\u{7f}",
+                    "a\u{85}",
+                    "\u{a0}",
+                ],
+            ),
+            (
+                "source",
+                &[
+                    "",
+                    "billing",
+                    "a.b_c-D9",
+                    "a b",
+                    "a:b",
+                    "é",
+                    &"s".repeat(64),
+                    &"s".repeat(65),
+                ],
+            ),
+            (
+                "time",
+                &[
+                    "",
+                    "2024-10-03T12:34:56Z",
+                    "2024-10-03 12:34:56.123Z",
+                    "2024-10-03t12:34:56z",
+                    "2024-10-03T12:34:56.1234567891+05:30",
+                    "2024-10-03T12:34:56\u{2212}05:30",
+                    "2024-10-03T23:59:60Z",
+                    "2024-02-29T00:00:00Z",
+                    "2000-02-29T00:00:00Z",
+                    "1900-02-29T00:00:00Z",
+                    "2023-02-29T00:00:00Z",
+                    "2024-04-31T00:00:00Z",
+                    "2024-13-01T00:00:00Z",
+                    "2024-00-01T00:00:00Z",
+                    "2024-10-03T24:00:00Z",
+                    "2024-10-03T12:60:00Z",
+                    "2024-10-03T12:34:61Z",
+                    "2024-10-03T12:34:56",
+                    "2024-10-03T12:34:56.Z",
+                    "2024-10-03T12:34:56+24:00",
+                    "2024-10-03T12:34:56+05:60",
+                    "2024-10-03T12:34:56+0530",
+                    "2024-10-03_12:34:56Z",
+                    "2024-10-03T12:34:56Z ",
+                    "24-10-03T12:34:56Z",
+                ],
+            ),
+            (
+                "datacontenttype",
+                &[
+                    "",
+                    "application/json",
+                    "Application/JSON",
+                    " application/json\t",
+                    "application/json; charset=utf-8",
+                    "application/json;charset=\"UTF-8\"",
+                    "application/json ; charset = utf-8 ; charset=utf-8",
+                    "application/json; charset=latin1",
+                    "application/json; charset=\" utf-8\"",
+                    "application/json;",
+                    "application/json; foo",
+                    "application/jsonx",
+                    "text/plain",
+                    "\u{a0}application/json",
+                    "application/json\u{2003}",
+                ],
+            ),
+        ];
+        for (name, values) in samples {
+            let pointer = format!("/headers/{name}");
+            for value in *values {
+                let body = with_header(name, json!(value));
+                let parser_objects = match parse(body.clone(), &accepted()) {
+                    Ok(_) => false,
+                    Err(v) => v.iter().any(|v| v.pointer == pointer),
+                };
+                let schema_objects = schemas
+                    .validate_envelope(&body)
+                    .iter()
+                    .any(|v| v.pointer == pointer);
+                assert_eq!(schema_objects, parser_objects, "{name}: {value:?}");
+            }
+        }
     }
 }
