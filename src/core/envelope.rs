@@ -6,7 +6,7 @@
 
 use std::ops::RangeInclusive;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::{Map, Value};
 
 use crate::core::schema::{excerpt, excerpt_str};
@@ -56,10 +56,23 @@ impl EventTime {
             .ok()?
             .with_timezone(&Utc);
         Some(Self {
-            instant,
+            instant: without_leap_second(instant),
             raw: s.to_owned(),
         })
     }
+}
+
+/// A leap second (`23:59:60`, which RFC 3339 allows in input) as the instant that follows
+/// it, the way POSIX time counts it: chrono would write it back as `:60`, which most RFC 3339
+/// readers (and JSON Schema's `date-time`) refuse.
+fn without_leap_second(instant: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = instant.nanosecond();
+    if nanos < 1_000_000_000 {
+        return instant;
+    }
+    instant
+        .with_nanosecond(nanos - 1_000_000_000)
+        .map_or(instant, |t| t + chrono::Duration::seconds(1))
 }
 
 /// The validated headers of an event.
@@ -471,6 +484,26 @@ fn is_json_media_type(ct: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leap_second_is_the_instant_that_follows_it() {
+        let t = EventTime::parse("2016-12-31 23:59:60.5Z").unwrap();
+        assert_eq!(t.raw, "2016-12-31 23:59:60.5Z");
+        let written = t.instant.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        assert_eq!(written, "2017-01-01T00:00:00.500Z");
+        // Found by schemathesis: a leap second in another offset was written back as `:60`.
+        for sent in [
+            "4318-02-25 23:53:60-12:45",
+            "4318-02-25 23:53:60\u{2212}12:45",
+        ] {
+            let t = EventTime::parse(sent).unwrap();
+            assert_eq!(
+                t.instant.to_rfc3339(),
+                "4318-02-26T12:39:00+00:00",
+                "{sent}"
+            );
+        }
+    }
     use serde_json::json;
 
     const SEED: &str = include_str!("../../docs/examples/seed-adi-request.json");
