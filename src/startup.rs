@@ -181,7 +181,7 @@ pub async fn open_store(
     match &store.location {
         StoreSetting::Embedded(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::unavailable_from(format!("cannot create {}", dir.display()), e)
             })?;
             Ok(Arc::new(EmbeddedStore::open(dir)?))
         }

@@ -200,8 +200,10 @@ impl AdminRuns {
                 }
                 Ok(Err(e)) => {
                     run.status = RunStatus::Failed;
+                    // The run's reader is the operator: the whole chain, as in the log.
                     run.error = Some(format!(
-                        "{e}; products already re-merged stay so, run it again to finish"
+                        "{}; products already re-merged stay so, run it again to finish",
+                        e.chain()
                     ));
                 }
                 Err(e) => {
@@ -299,7 +301,7 @@ pub async fn post_remerge(
         let result = tokio::spawn(work).await.map_err(|e| e.to_string());
         match &result {
             Ok(Ok(s)) => tracing::info!(run = %id, "re-merge finished: {}", s.line()),
-            Ok(Err(e)) => tracing::error!(run = %id, error = %e, "re-merge failed"),
+            Ok(Err(e)) => tracing::error!(run = %id, error = %e.chain(), "re-merge failed"),
             Err(e) => tracing::error!(run = %id, error = %e, "re-merge task failed"),
         }
         registry.end(&id, result);
@@ -359,7 +361,7 @@ mod tests {
     fn a_store_error_fails_the_run_and_says_to_run_it_again() {
         let runs = AdminRuns::new(None);
         let run = runs.begin(false, BTreeMap::new(), "h").unwrap();
-        runs.end(&run.id, Ok(Err(StoreError::Unavailable("down".into()))));
+        runs.end(&run.id, Ok(Err(StoreError::unavailable("down"))));
         let json = runs.get(&run.id).unwrap().to_json();
         assert_eq!(json["status"], "failed");
         assert!(

@@ -364,11 +364,11 @@ impl From<StoreError> for ApiError {
             // A conflict that reaches the API means the service gave up retrying under
             // contention: nothing was written, and the client may simply try again.
             StoreError::Unavailable(_) | StoreError::Conflict(_) => {
-                tracing::warn!(error = %e, "store unavailable");
+                tracing::warn!(error = %e.chain(), "store unavailable");
                 Self::new(ErrorCode::StoreUnavailable, e.to_string())
             }
             StoreError::OutcomeUnknown(_) => {
-                tracing::warn!(error = %e, "commit outcome unknown");
+                tracing::warn!(error = %e.chain(), "commit outcome unknown");
                 Self::new(
                     ErrorCode::CommitOutcomeUnknown,
                     format!(
@@ -379,7 +379,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Corrupt(_) | StoreError::Other(_) => {
                 // The text may describe internals; log it, answer generically.
-                tracing::error!(error = %e, "store failure");
+                tracing::error!(error = %e.chain(), "store failure");
                 Self::new(ErrorCode::Internal, "the store failed; see the server log")
             }
         }
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn store_unavailable_is_503_with_retry_after() {
-        let e: ApiError = StoreError::Unavailable("down".into()).into();
+        let e: ApiError = StoreError::unavailable("down").into();
         let res = e.error_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn unknown_commit_outcome_is_503_with_retry_after_and_its_own_code() {
-        let e: ApiError = StoreError::OutcomeUnknown("no answer".into()).into();
+        let e: ApiError = StoreError::outcome_unknown("no answer").into();
         assert_eq!(e.code.code(), "COMMIT_OUTCOME_UNKNOWN");
         assert!(e.message.contains("same event id"), "{}", e.message);
         let res = e.error_response();
@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn corrupt_store_is_internal_without_leaking_text() {
-        let e: ApiError = StoreError::Corrupt("secret table xyz".into()).into();
+        let e: ApiError = StoreError::corrupt("secret table xyz").into();
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(!e.message.contains("xyz"));
     }

@@ -140,7 +140,7 @@ pub async fn run_observed(
     while let Some(scan) = next_scan.take() {
         let records = scan
             .await
-            .map_err(|e| StoreError::Other(format!("scan task failed: {e}")))??;
+            .map_err(|e| StoreError::other_from("the scan task failed", e))??;
         let Some(last) = records.last() else { break };
         // Read ahead until a scan comes back empty (a store may return short batches).
         next_scan = Some(spawn_scan(&store, Some(last.id), batch));
@@ -159,7 +159,7 @@ pub async fn run_observed(
                     c.patch_ops,
                     c.changed_fields.join(",")
                 )
-                .map_err(|e| StoreError::Other(format!("cannot write the report: {e}")))?;
+                .map_err(|e| StoreError::other_from("cannot write the report", e))?;
                 summary.count_change(&c.changed_fields);
             }
         } else {
@@ -195,7 +195,7 @@ async fn join_write(
     task: tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>,
 ) -> Result<RemergeSummary, StoreError> {
     task.await
-        .map_err(|e| StoreError::Other(format!("write task failed: {e}")))?
+        .map_err(|e| StoreError::other_from("the write task failed", e))?
 }
 
 /// Merges a batch on every core; products that do not match `filters` are left out of

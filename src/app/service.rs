@@ -127,16 +127,17 @@ impl Service {
             attempt += 1;
             match self.try_post(&event).await {
                 Ok((status, result)) => return self.respond(&event, status, result, options).await,
-                Err(IngestError::Store(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, %why, "write conflict, planning again");
+                Err(IngestError::Store(e @ StoreError::Conflict(_))) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e.chain(), "write conflict, planning again");
                     // Spread retries of colliding writers apart.
                     let pause = 1 + u64::from(attempt) * 2 + (rand_jitter() % 5);
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
-                Err(IngestError::Store(StoreError::Conflict(why))) => {
-                    return Err(IngestError::Store(StoreError::Unavailable(format!(
-                        "gave up after {MAX_ATTEMPTS} conflicting concurrent writes: {why}"
-                    ))))
+                Err(IngestError::Store(e @ StoreError::Conflict(_))) => {
+                    return Err(IngestError::Store(StoreError::unavailable_from(
+                        format!("gave up after {MAX_ATTEMPTS} conflicting concurrent writes"),
+                        e,
+                    )))
                 }
                 Err(e) => return Err(e),
             }
@@ -232,7 +233,7 @@ impl Service {
         let ours = plan.write.processed.clone();
         match store.commit(std::mem::take(&mut plan.write)).await {
             Ok(()) => {}
-            Err(StoreError::OutcomeUnknown(why)) => {
+            Err(e @ StoreError::OutcomeUnknown(_)) => {
                 // The commit was sent and no answer came. The processed event is part of the
                 // write set, so finding it stored (with this event's digest and products)
                 // proves the whole set was; anything else leaves the outcome unknown: a
@@ -243,9 +244,12 @@ impl Service {
                 };
                 match (found, ours) {
                     (Some(Some(stored)), Some(ours)) if stored == ours => {
-                        tracing::info!(%why, "commit outcome was unknown; read back: stored");
+                        tracing::info!(
+                            error = %e.chain(),
+                            "commit outcome was unknown; read back: stored"
+                        );
                     }
-                    _ => return Err(StoreError::OutcomeUnknown(why).into()),
+                    _ => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e.into()),
@@ -331,9 +335,9 @@ fn plan_error(event: &Event) -> impl Fn(PlanError) -> IngestError + '_ {
             IngestError::EventIdReused(event.headers.source.clone(), event.headers.id.clone())
         }
         PlanError::IdentityConflict(products) => IngestError::IdentityConflict { products },
-        PlanError::Inconsistent => IngestError::Store(StoreError::Conflict(
-            "a product changed while it was read".into(),
-        )),
+        PlanError::Inconsistent => {
+            IngestError::Store(StoreError::conflict("a product changed while it was read"))
+        }
     }
 }
 

@@ -166,7 +166,7 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+            StoreError::unavailable_from(format!("cannot create directory {}", dir.display()), e)
         })?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -180,7 +180,7 @@ impl EmbeddedStore {
         let writer = std::thread::Builder::new()
             .name("pinv-redb-writer".to_owned())
             .spawn(move || writer_loop(&writer_db, queue))
-            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::other_from("cannot start the writer thread", e))?;
         Ok(Self {
             db,
             jobs: Some(jobs),
@@ -200,7 +200,7 @@ impl EmbeddedStore {
             f(&txn)
         })
         .await
-        .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::other_from("the read task failed", e))?
     }
 }
 
@@ -250,9 +250,9 @@ fn commit_batch(db: &Database, jobs: Vec<Job>) {
             }
         }
         Err(error) => {
-            tracing::error!(%error, "embedded store: batch commit failed");
+            tracing::error!(error = %error.chain(), "embedded store: batch commit failed");
             for reply in replies {
-                let _ = reply.send(Err(same_error(&error)));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
@@ -403,15 +403,15 @@ fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
         None => out.extend_from_slice(&[0; 17]),
     }
     serde_json::to_writer(&mut out, record)
-        .map_err(|e| StoreError::Other(format!("cannot encode: {e}")))?;
+        .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
     Ok(out)
 }
 
 /// The guard's view of stored product bytes, from the header alone.
 fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
     if bytes.len() < HEADER_LEN {
-        return Err(StoreError::Corrupt(
-            "product: record shorter than its header".into(),
+        return Err(StoreError::corrupt(
+            "product: record shorter than its header",
         ));
     }
     let revision = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
@@ -421,7 +421,7 @@ fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
             bytes[9..HEADER_LEN].try_into().expect("16 bytes"),
         )),
         other => {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::corrupt(format!(
                 "product: bad root flag {other}"
             )))
         }
@@ -436,8 +436,8 @@ fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
 fn decode_product<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     match bytes.get(HEADER_LEN..) {
         Some(json) => decode(json, "product"),
-        None => Err(StoreError::Corrupt(
-            "product: record shorter than its header".into(),
+        None => Err(StoreError::corrupt(
+            "product: record shorter than its header",
         )),
     }
 }
@@ -596,13 +596,13 @@ impl Store for EmbeddedStore {
                 (set, encoded)
             })
             .await
-            .map_err(|e| StoreError::Other(format!("encoding task failed: {e}")))?;
+            .map_err(|e| StoreError::other_from("the encoding task failed", e))?;
             (set, encoded?)
         };
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("store is closed".to_owned()))?;
+            .ok_or_else(|| StoreError::unavailable("store is closed"))?;
         let (reply, outcome) = oneshot::channel();
         jobs.send(Job {
             set,
@@ -610,10 +610,10 @@ impl Store for EmbeddedStore {
             reply,
         })
         .await
-        .map_err(|_| StoreError::Unavailable("the writer thread has stopped".to_owned()))?;
-        outcome.await.map_err(|_| {
-            StoreError::Unavailable("the writer thread stopped before answering".to_owned())
-        })?
+        .map_err(|_| StoreError::unavailable("the writer thread has stopped"))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::unavailable("the writer thread stopped before answering"))?
     }
 
     /// A full scan: every product is read and its merged document decoded and filtered.
@@ -686,9 +686,7 @@ impl Store for EmbeddedStore {
 
     async fn ping(&self) -> StoreResult<()> {
         if self.jobs.is_none() || self.writer.as_ref().is_none_or(|w| w.is_finished()) {
-            return Err(StoreError::Unavailable(
-                "the writer thread has stopped".to_owned(),
-            ));
+            return Err(StoreError::unavailable("the writer thread has stopped"));
         }
         self.read(|txn| {
             txn.open_table(PRODUCTS).map_err(db_err)?;
@@ -739,11 +737,12 @@ fn id_from_bytes(bytes: &IdBytes) -> PinvId {
 }
 
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("cannot encode: {e}")))
+    serde_json::to_vec(value).map_err(|e| StoreError::other_from("cannot encode", e))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::corrupt_from(format!("cannot decode the stored {what}"), e))
 }
 
 /// The message of [`EmbeddedStore::open`] when another process holds the store (redb locks
@@ -753,25 +752,21 @@ pub const IN_USE: &str = "the store is in use by another process (the embedded s
 
 /// Whether `error` says that another process holds the store (see [`IN_USE`]).
 pub fn is_in_use(error: &StoreError) -> bool {
-    matches!(error, StoreError::Unavailable(m) if m == IN_USE)
+    matches!(error, StoreError::Unavailable(cause)
+        if cause
+            .source()
+            .and_then(|e| e.downcast_ref::<redb::Error>())
+            .is_some_and(|e| matches!(e, redb::Error::DatabaseAlreadyOpen)))
 }
 
 fn db_err(error: impl Into<redb::Error>) -> StoreError {
-    match error.into() {
-        redb::Error::Corrupted(message) => StoreError::Corrupt(message),
-        redb::Error::DatabaseAlreadyOpen => StoreError::Unavailable(IN_USE.to_owned()),
-        other => StoreError::Other(other.to_string()),
-    }
-}
-
-/// `StoreError` is not `Clone`; a failed batch gives every caller an equal error.
-fn same_error(error: &StoreError) -> StoreError {
+    let error = error.into();
     match error {
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::OutcomeUnknown(m) => StoreError::OutcomeUnknown(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Other(m) => StoreError::Other(m.clone()),
+        redb::Error::Corrupted(_) => {
+            StoreError::corrupt_from("the database file is damaged", error)
+        }
+        redb::Error::DatabaseAlreadyOpen => StoreError::unavailable_from(IN_USE, error),
+        _ => StoreError::other_from("the embedded database failed", error),
     }
 }
 
@@ -846,8 +841,27 @@ mod tests {
         bytes.extend_from_slice(b"{}");
         let error = decode_product::<ProductRecord>(&bytes).err();
         assert!(matches!(error, Some(StoreError::Corrupt(_))), "{error:?}");
+        // The decoder's error is kept as the source, not pasted into the message.
+        let error = error.unwrap();
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.is::<serde_json::Error>(), "{source:?}");
+        assert!(!error.to_string().contains(&source.to_string()), "{error}");
         bytes[8] = 7;
         assert!(matches!(product_state(&bytes), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_store_held_elsewhere_is_in_use_with_redb_s_error_as_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = EmbeddedStore::open(dir.path()).unwrap();
+        let Err(error) = EmbeddedStore::open(dir.path()) else {
+            panic!("a second open of a held store succeeded");
+        };
+        assert!(is_in_use(&error), "{error:?}");
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.is::<redb::Error>(), "{source:?}");
+        // Another unavailable store is not "in use", whatever its message says.
+        assert!(!is_in_use(&StoreError::unavailable(IN_USE)));
     }
 
     #[test]

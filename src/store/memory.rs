@@ -93,7 +93,7 @@ impl MemoryStore {
         // A panic while holding the lock may have left a write half-applied.
         self.state
             .lock()
-            .map_err(|_| StoreError::Other("memory store lock poisoned by a panic".to_owned()))
+            .map_err(|_| StoreError::other("memory store lock poisoned by a panic"))
     }
 }
 

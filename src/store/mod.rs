@@ -2,6 +2,8 @@
 //! one conformance suite ([`conformance`]) that every implementation must pass.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -17,27 +19,195 @@ pub mod mongo;
 mod plan;
 
 /// What went wrong in a store.
-#[derive(Debug, thiserror::Error)]
+///
+/// The message (in [`Cause`]) says what the store was doing; the underlying error, when
+/// there is one, is the [`source`](std::error::Error::source), so that a log line or the
+/// CLI prints the whole chain without repeating it in the message.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// A guard of a [`WriteSet`] failed (another writer got there first). The caller
     /// re-reads and tries again; nothing was written.
-    #[error("write conflict: {0}")]
-    Conflict(String),
+    Conflict(Cause),
     /// The store cannot be reached or timed out. Nothing was written.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Cause),
     /// A commit was sent but no answer came back (a timeout, a dropped connection, an
     /// unreadable reply): the write set may be stored whole or not at all. Only
     /// [`Store::commit`] returns it; a write set that carries a processed event tells by
     /// [`Store::get_processed`] once the store answers again.
-    #[error("commit outcome unknown: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(Cause),
     /// Stored data could not be read back.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(Cause),
     /// Anything else the store reported.
-    #[error("store error: {0}")]
-    Other(String),
+    Other(Cause),
+}
+
+/// The underlying error of a [`StoreError`], shared: a failed batch gives each of its
+/// callers the same error.
+type Underlying = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a store was doing when it failed, and the error it met, if any.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Underlying>,
+}
+
+impl Cause {
+    /// A cause with no underlying error.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A cause that keeps `source` as the underlying error.
+    pub fn from_error(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// What the store was doing.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same underlying error under another message.
+    #[must_use]
+    pub fn retitled(self, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..self
+        }
+    }
+
+    /// The underlying error, if any.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StoreError {
+    /// A [`StoreError::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(Cause::new(message))
+    }
+
+    /// A [`StoreError::Conflict`] caused by `source`.
+    pub fn conflict_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Conflict(Cause::from_error(message, source))
+    }
+
+    /// A [`StoreError::Unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable(Cause::new(message))
+    }
+
+    /// A [`StoreError::Unavailable`] caused by `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable(Cause::from_error(message, source))
+    }
+
+    /// A [`StoreError::OutcomeUnknown`].
+    pub fn outcome_unknown(message: impl Into<String>) -> Self {
+        Self::OutcomeUnknown(Cause::new(message))
+    }
+
+    /// A [`StoreError::Corrupt`].
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::Corrupt(Cause::new(message))
+    }
+
+    /// A [`StoreError::Corrupt`] caused by `source`.
+    pub fn corrupt_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Corrupt(Cause::from_error(message, source))
+    }
+
+    /// A [`StoreError::Other`].
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other(Cause::new(message))
+    }
+
+    /// A [`StoreError::Other`] caused by `source`.
+    pub fn other_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Other(Cause::from_error(message, source))
+    }
+
+    /// The message and underlying error, whatever the kind.
+    pub fn cause(&self) -> &Cause {
+        match self {
+            Self::Conflict(c)
+            | Self::Unavailable(c)
+            | Self::OutcomeUnknown(c)
+            | Self::Corrupt(c)
+            | Self::Other(c) => c,
+        }
+    }
+
+    /// Displays the error and each of its causes, `: `-separated, for a log line.
+    pub fn chain(&self) -> impl fmt::Display + '_ {
+        Chain(self)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Conflict(_) => "write conflict",
+            Self::Unavailable(_) => "store unavailable",
+            Self::OutcomeUnknown(_) => "commit outcome unknown",
+            Self::Corrupt(_) => "stored data is corrupt",
+            Self::Other(_) => "store error",
+        };
+        write!(f, "{kind}: {}", self.cause())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.cause().source() {
+            Some(e) => Some(e),
+            None => None,
+        }
+    }
+}
+
+/// An error and its sources on one line.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// Result of a store call.
@@ -109,4 +279,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_underlying_error_is_the_source_not_part_of_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no entry");
+        let e = StoreError::unavailable_from("cannot open the store file", io);
+        assert_eq!(
+            e.to_string(),
+            "store unavailable: cannot open the store file"
+        );
+        let source = e.source().expect("the io error is kept");
+        assert_eq!(source.to_string(), "no entry");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            e.chain().to_string(),
+            "store unavailable: cannot open the store file: no entry"
+        );
+        // A clone (a failed batch answers each caller) keeps it too.
+        assert!(e.clone().source().is_some());
+        assert!(matches!(e, StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn an_error_without_an_underlying_one_has_no_source() {
+        let e = StoreError::conflict("product changed");
+        assert!(e.source().is_none());
+        assert_eq!(e.chain().to_string(), "write conflict: product changed");
+    }
 }

@@ -165,15 +165,20 @@ impl MongoStore {
     pub async fn connect(uri: &str, database: &str, options: MongoOptions) -> StoreResult<Self> {
         let mut client_options = bounded(options.timeout, async {
             ClientOptions::parse(uri).await.map_err(|e| match *e.kind {
-                ErrorKind::DnsResolve { .. } => StoreError::Unavailable(e.to_string()),
-                _ => StoreError::Other(format!("bad MongoDB URI: {e}")),
+                ErrorKind::DnsResolve { .. } => {
+                    StoreError::unavailable_from("cannot resolve the MongoDB host", e)
+                }
+                _ => StoreError::other_from("bad MongoDB URI", e),
             })
         })
         .await?;
         client_options
             .app_name
             .get_or_insert_with(|| "pinv".to_owned());
-        client_options.server_selection_timeout = Some(options.timeout);
+        // The driver gives up choosing a server a little before the call's own deadline,
+        // so that its reason (which servers it tried, why each failed) reaches the caller
+        // instead of a bare "did not answer".
+        client_options.server_selection_timeout = Some(options.timeout * 4 / 5);
         client_options.connect_timeout = Some(options.timeout);
         client_options.write_concern = Some(options.write_concern());
         let client = Client::with_options(client_options).map_err(classify)?;
@@ -274,7 +279,7 @@ impl MongoStore {
             {
                 Ok(turn) => Some(turn),
                 Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable(format!(
                         "an earlier call is still running on the MongoDB server after {:?} \
                          (one call at a time)",
                         self.timeout
@@ -297,7 +302,7 @@ impl MongoStore {
             tokio::select! {
                 joined = &mut task => {
                     return joined.unwrap_or_else(|e| {
-                        Err(StoreError::Other(format!("store call failed: {e}")))
+                        Err(StoreError::other_from("the store call task failed", e))
                     });
                 }
                 () = tokio::time::sleep_until(deadline) => {
@@ -310,11 +315,11 @@ impl MongoStore {
                     }
                     let silent = self.timeout;
                     return Err(if not_sent {
-                        StoreError::Unavailable(format!(
+                        StoreError::unavailable(format!(
                             "MongoDB did not answer within {silent:?}"
                         ))
                     } else {
-                        StoreError::OutcomeUnknown(format!(
+                        StoreError::outcome_unknown(format!(
                             "MongoDB did not answer the commit within {silent:?}"
                         ))
                     });
@@ -334,8 +339,8 @@ impl MongoStore {
         if self.call.begin_commit() {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(
-                "the caller gave up before the commit".to_owned(),
+            Err(StoreError::unavailable(
+                "the caller gave up before the commit",
             ))
         }
     }
@@ -403,7 +408,7 @@ impl MongoStore {
             for (key, owner) in &set.claim_keys {
                 if let Some(other) = wanted.insert(key, *owner) {
                     if other != *owner {
-                        return Err(StoreError::Conflict(format!(
+                        return Err(StoreError::conflict(format!(
                             "key {} claimed for two products",
                             key.as_str()
                         )));
@@ -427,7 +432,7 @@ impl MongoStore {
                         wanted.remove_entry(&MatchKey::from_stored(key.clone()))
                     {
                         if want != owner {
-                            return Err(StoreError::Conflict(format!(
+                            return Err(StoreError::conflict(format!(
                                 "key {} is owned by {owner}",
                                 k.as_str()
                             )));
@@ -774,7 +779,7 @@ async fn bounded<T>(
 ) -> StoreResult<T> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
-        Err(_) => Err(StoreError::Unavailable(format!(
+        Err(_) => Err(StoreError::unavailable(format!(
             "MongoDB did not answer within {timeout:?}"
         ))),
     }
@@ -783,28 +788,29 @@ async fn bounded<T>(
 // ---- documents ------------------------------------------------------------------------
 
 fn rev(revision: u64) -> StoreResult<i64> {
-    i64::try_from(revision).map_err(|_| StoreError::Other(format!("revision {revision} too large")))
+    i64::try_from(revision).map_err(|_| StoreError::other(format!("revision {revision} too large")))
 }
 
 fn revision_moved(write: &ProductWrite) -> StoreError {
-    StoreError::Conflict(format!(
+    StoreError::conflict(format!(
         "product {} is no longer at revision {:?}",
         write.record.id, write.expected_revision
     ))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Other(format!("cannot encode: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::other_from("cannot encode", e))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::corrupt_from(format!("cannot decode the stored {what}"), e))
 }
 
 fn str_field(d: &Document, name: &str) -> StoreResult<String> {
     match d.get(name) {
         Some(Bson::String(s)) => Ok(s.clone()),
-        other => Err(StoreError::Corrupt(format!(
+        other => Err(StoreError::corrupt(format!(
             "field {name} is not a string: {other:?}"
         ))),
     }
@@ -813,14 +819,14 @@ fn str_field(d: &Document, name: &str) -> StoreResult<String> {
 fn id_field(d: &Document, name: &str) -> StoreResult<PinvId> {
     let s = str_field(d, name)?;
     PinvId::parse(&s)
-        .map_err(|_| StoreError::Corrupt(format!("field {name} is not a PINV id: {s}")))
+        .map_err(|_| StoreError::corrupt(format!("field {name} is not a PINV id: {s}")))
 }
 
 /// The product document: exact JSON plus query-only fields.
 fn product_doc(record: &ProductRecord) -> StoreResult<Document> {
     // The merged document is kept apart so that lists read it without the contributions.
     let mut rest = serde_json::to_value(record)
-        .map_err(|e| StoreError::Other(format!("cannot encode record: {e}")))?;
+        .map_err(|e| StoreError::other_from("cannot encode a record", e))?;
     if let Some(obj) = rest.as_object_mut() {
         obj.insert("merged".to_owned(), Value::Null);
     }
@@ -954,7 +960,6 @@ const CONFLICT_CODES: &[i32] = &[
 ];
 
 fn classify(e: MongoError) -> StoreError {
-    let msg = e.to_string();
     // Network trouble first: inside a transaction it also carries the transient label,
     // but retrying against a server that is down is the caller's 503, not a conflict.
     match *e.kind {
@@ -962,16 +967,17 @@ fn classify(e: MongoError) -> StoreError {
         | ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::ServerSelection { .. }
         | ErrorKind::DnsResolve { .. }
-        | ErrorKind::Shutdown
+        | ErrorKind::Shutdown => return StoreError::unavailable_from("cannot reach MongoDB", e),
         // A reply the driver cannot read (nx-27017 answers some failures without an error
         // code) is the server failing, not PINV's data: stored documents are read by PINV
         // itself, whose parse errors are `Corrupt`.
-        | ErrorKind::BsonDeserialization(_)
-        | ErrorKind::InvalidResponse { .. } => return StoreError::Unavailable(msg),
+        ErrorKind::BsonDeserialization(_) | ErrorKind::InvalidResponse { .. } => {
+            return StoreError::unavailable_from("no usable reply from MongoDB", e)
+        }
         _ => {}
     }
     if is_code(&e, CONFLICT_CODES) || e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
-        return StoreError::Conflict(msg);
+        return StoreError::conflict_from("MongoDB refused a concurrent write", e);
     }
     if is_code(&e, UNAVAILABLE_CODES)
         || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
@@ -980,7 +986,7 @@ fn classify(e: MongoError) -> StoreError {
             ErrorKind::Write(WriteFailure::WriteConcernError(_))
         )
     {
-        return StoreError::Unavailable(msg);
+        return StoreError::unavailable_from("MongoDB cannot serve the call now", e);
     }
     // Any other error the server replied with is a failure of the store, which a retry
     // may not meet: a `503`, not an internal error of PINV.
@@ -988,16 +994,18 @@ fn classify(e: MongoError) -> StoreError {
         *e.kind,
         ErrorKind::Command(_) | ErrorKind::Write(_) | ErrorKind::InsertMany(_)
     ) {
-        return StoreError::Unavailable(msg);
+        return StoreError::unavailable_from("MongoDB refused the call", e);
     }
-    StoreError::Other(msg)
+    StoreError::other_from("the MongoDB driver failed", e)
 }
 
 /// An error of the command that commits: only a refusal (a failed guard, a transaction the
 /// server aborted) says that nothing was written; anything else may have committed.
 fn unknown_unless_refused(e: StoreError) -> StoreError {
     match e {
-        StoreError::Unavailable(msg) | StoreError::Other(msg) => StoreError::OutcomeUnknown(msg),
+        StoreError::Unavailable(cause) | StoreError::Other(cause) => {
+            StoreError::OutcomeUnknown(cause)
+        }
         other => other,
     }
 }
@@ -1005,7 +1013,7 @@ fn unknown_unless_refused(e: StoreError) -> StoreError {
 /// Like [`classify`], naming the guard that a duplicate key broke.
 fn classify_conflict(e: MongoError, what: &str) -> StoreError {
     match classify(e) {
-        StoreError::Conflict(msg) => StoreError::Conflict(format!("{what}: {msg}")),
+        StoreError::Conflict(cause) => StoreError::Conflict(cause.retitled(what)),
         other => other,
     }
 }
@@ -1116,6 +1124,18 @@ mod tests {
             commit(server_error(8000)),
             StoreError::OutcomeUnknown(_)
         ));
+    }
+
+    #[test]
+    fn the_driver_error_is_kept_as_the_source() {
+        let e = unknown_unless_refused(classify(server_error(8000)));
+        assert!(matches!(e, StoreError::OutcomeUnknown(_)), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the driver's error");
+        let driver = source.downcast_ref::<MongoError>().expect("a MongoError");
+        assert!(is_code(driver, &[8000]), "{driver:?}");
+        let e = classify_conflict(server_error(DUPLICATE_KEY), "key claimed concurrently");
+        assert_eq!(e.to_string(), "write conflict: key claimed concurrently");
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[tokio::test]

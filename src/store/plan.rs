@@ -74,7 +74,7 @@ pub(crate) fn plan(set: WriteSet, view: &impl PlanView) -> StoreResult<Plan> {
         };
         let stored_revision = current.map(|s| s.revision);
         if stored_revision != write.expected_revision {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "product {id}: expected revision {}, stored revision {}",
                 describe_revision(write.expected_revision),
                 describe_revision(stored_revision),
@@ -105,7 +105,7 @@ pub(crate) fn plan(set: WriteSet, view: &impl PlanView) -> StoreResult<Plan> {
             None => view.key_owner(&key)?,
         };
         if let Some(other) = current.filter(|o| *o != owner) {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "key {key} is owned by product {other}, cannot be claimed by {owner}"
             )));
         }
@@ -115,7 +115,7 @@ pub(crate) fn plan(set: WriteSet, view: &impl PlanView) -> StoreResult<Plan> {
 
     if let Some(event) = &set.processed {
         if view.is_processed(&event.source, &event.event_id)? {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "event {} from source {} was already processed",
                 event.event_id, event.source
             )));

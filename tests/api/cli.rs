@@ -140,6 +140,25 @@ fn unreachable_mongodb_stops_the_start_with_a_store_error() {
     // ...and each cause once: not in the headline too.
     let headline = err.lines().find(|l| l.starts_with("Error: ")).unwrap();
     assert_eq!(headline, "Error: cannot open the store", "{err}");
+    // The chain reaches the driver's own reason: what PINV was doing, then why it failed.
+    let causes: Vec<&str> = err
+        .split("Caused by:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        causes.first().copied(),
+        Some("0: store unavailable: cannot reach MongoDB"),
+        "{err}"
+    );
+    let driver = causes.get(1).copied().unwrap_or_default();
+    assert!(
+        driver.starts_with("1: ") && driver.contains("127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -347,7 +347,7 @@ impl Store for EmptyStore {
         Ok(Vec::new())
     }
     async fn commit(&self, _: WriteSet) -> StoreResult<()> {
-        Err(StoreError::Other("EmptyStore stores nothing".into()))
+        Err(StoreError::other("EmptyStore stores nothing"))
     }
     async fn list(&self, _: &ListQuery) -> StoreResult<ListPage> {
         Ok(ListPage {
@@ -367,7 +367,7 @@ impl Store for EmptyStore {
 }
 
 fn down<T>() -> StoreResult<T> {
-    Err(StoreError::Unavailable("test store is down".into()))
+    Err(StoreError::unavailable("test store is down"))
 }
 
 #[async_trait]
