@@ -6,12 +6,16 @@
 //! up in a small tree of the rule paths built once per merge, so the hot loop builds no
 //! path strings, and a field without any rule at or below its path is taken whole
 //! instead of walked.
+//!
+//! The merged document's keys come in TMF637 order ([`crate::core::order`]), applied once
+//! to the result.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::core::order::KeyOrder;
 use crate::core::package::Links;
 use crate::core::record::Contribution;
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
@@ -123,8 +127,8 @@ fn merge_with(
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
     let mut flat: Vec<Cand<'_>> = entries.iter().map(|e| e.1).collect();
 
-    // Built as sorted pairs and inserted in order, so the key order is the same whether
-    // or not serde_json preserves insertion order (bson turns `preserve_order` on).
+    // Built as pairs and inserted in order once sorted (bson turns serde_json's
+    // `preserve_order` on, so the insertion order is the order served).
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
     let mut start = 0;
@@ -153,8 +157,13 @@ fn merge_with(
     }
     fields.push((ID.to_owned(), Value::String(id.to_string())));
     fields.push((HREF.to_owned(), Value::String(id.href())));
-    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let document: Map<String, Value> = fields.into_iter().collect();
+    // The order a TMF637 reader expects (see `order`): a function of the keys alone, so
+    // the bytes stay the same whatever the order of the contributions.
+    let order = KeyOrder::product();
+    let root = order.root();
+    fields.sort_unstable_by(|a, b| order.compare(root, &a.0, &b.0));
+    let mut document: Map<String, Value> = fields.into_iter().collect();
+    order.order_values(root, &mut document);
 
     Merged {
         document: Value::Object(document),
@@ -1288,6 +1297,62 @@ mod tests {
         );
         // The contributions themselves are untouched.
         assert_eq!(cs[0].value["productRelationship"][0]["id"], json!("b-port"));
+    }
+
+    #[test]
+    fn keys_come_in_tmf637_order_id_href_type_first() {
+        let r = rules(&["provisioning", "billing"], vec![]);
+        let cs = vec![
+            contribution(
+                "billing",
+                1,
+                json!({"zz": 1, "status": "active", "name": "x", "@type": "Product",
+                    "productRelationship": [{"relationshipType": "bundles", "id": "R-1"}],
+                    "aa": 2, "id": "b"}),
+            ),
+            contribution(
+                "provisioning",
+                2,
+                json!({"description": "d", "@baseType": "Product", "id": "p"}),
+            ),
+        ];
+        let doc = merge(&pid(1), &cs, &Links::default(), &r).document;
+        let keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "href",
+                "@type",
+                "@baseType",
+                "description",
+                "name",
+                "productRelationship",
+                "status",
+                "externalIdentifier",
+                "aa",
+                "zz"
+            ]
+        );
+        let element: Vec<&str> = doc["productRelationship"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(element, ["id", "relationshipType"]);
+        // The same bytes whatever the order of the contributions.
+        let reversed: Vec<Contribution> = cs.iter().rev().cloned().collect();
+        assert_eq!(
+            serde_json::to_string(&merge(&pid(1), &reversed, &Links::default(), &r).document)
+                .unwrap(),
+            serde_json::to_string(&doc).unwrap()
+        );
     }
 
     #[test]
