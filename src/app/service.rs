@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::core::envelope;
 use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
 use crate::core::package;
+use crate::core::record::ProductRecord;
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
 use crate::core::{EventId, PinvId, Source, Violations};
@@ -253,6 +254,25 @@ impl Service {
         Ok((PostStatus::Created, Replayed::Plan(Box::new(plan))))
     }
 
+    /// The parts of the packages rooted at `roots`, but those in `except`, in the order
+    /// parts are listed in ([`package::sort_members`]): the one lookup of POST and GET.
+    pub async fn package_members(
+        &self,
+        roots: impl IntoIterator<Item = PinvId>,
+        except: &[PinvId],
+    ) -> Result<Vec<ProductRecord>, StoreError> {
+        let mut ids = Vec::new();
+        for root in roots {
+            ids.extend(self.store.package_members(&root).await?);
+        }
+        ids.retain(|m| !except.contains(m));
+        ids.sort_unstable();
+        ids.dedup();
+        let mut members = self.store.get_products(&ids).await?;
+        package::sort_members(&mut members, |r| (&r.merged, r.id), &self.rules);
+        Ok(members)
+    }
+
     /// Builds `responseData`: posted parts, changed others, then (on request) the packages.
     async fn respond(
         &self,
@@ -285,21 +305,7 @@ impl Service {
                 .take(event.parts.len())
                 .filter_map(|id| roots.get(id).copied())
                 .collect();
-            let mut members = Vec::new();
-            for root in package_roots {
-                members.extend(self.store.package_members(&root).await?);
-            }
-            members.retain(|m| !order.contains(m));
-            let extra = self.store.get_products(&members).await?;
-            let mut extra: Vec<_> = extra
-                .into_iter()
-                .map(|r| {
-                    let role = package::role_of(&r.merged, &self.rules);
-                    (role.map_or(usize::MAX, |r| r as usize), r)
-                })
-                .collect();
-            extra.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then(a.id.cmp(&b.id)));
-            for (_, r) in extra {
+            for r in self.package_members(package_roots, &order).await? {
                 order.push(r.id);
                 if let Some(root) = r.package_root {
                     roots.insert(r.id, root);
