@@ -384,11 +384,24 @@ pub fn plan(
     now: DateTime<Utc>,
     fresh: &mut dyn FnMut() -> PinvId,
 ) -> Result<Plan, PlanError> {
-    let source = &event.headers.source;
-    let mut work: BTreeMap<PinvId, Working<'_>> = BTreeMap::new();
     let mut write = WriteSet::default();
+    let (mut work, posted) = open_parts(event, ids, snapshot, rules, fresh)?;
+    let links = post_links(event, &posted);
+    let claimed = add_contributions(event, &posted, &links, snapshot, now, &mut work, &mut write);
+    rewrite_waiters(&claimed, snapshot, rules, &mut work, &mut write);
+    propagate_roots(&mut work, snapshot, rules, links.package_root.is_some());
+    Ok(finish(event, posted, work, claimed, write, rules, now))
+}
 
-    // Every part's product, existing or new.
+/// Every part's product, existing or new, as a working copy; and the product of each part.
+fn open_parts<'s>(
+    event: &Event,
+    ids: &[Option<PinvId>],
+    snapshot: &'s Snapshot,
+    rules: &Rules,
+    fresh: &mut dyn FnMut() -> PinvId,
+) -> Result<(BTreeMap<PinvId, Working<'s>>, Vec<PinvId>), PlanError> {
+    let mut work = BTreeMap::new();
     let mut posted = Vec::with_capacity(event.parts.len());
     for (part, id) in event.parts.iter().zip(ids) {
         let id = match id {
@@ -421,33 +434,58 @@ pub fn plan(
         );
         posted.push(id);
     }
+    Ok((work, posted))
+}
 
-    let in_post: BTreeMap<&str, PinvId> = if event.is_package {
-        event
-            .parts
-            .iter()
-            .zip(&posted)
-            .filter_map(|(p, id)| p.local_id.as_deref().map(|l| (l, *id)))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+/// What a package post says about its own parts: local id -> product, and its ADI part.
+struct PostLinks<'e> {
+    in_post: BTreeMap<&'e str, PinvId>,
+    package_root: Option<PinvId>,
+}
+
+/// The parts' local ids (relationship ids naming a part resolve to it) and the package
+/// root; both empty unless the event is a package.
+fn post_links<'e>(event: &'e Event, posted: &[PinvId]) -> PostLinks<'e> {
+    if !event.is_package {
+        return PostLinks {
+            in_post: BTreeMap::new(),
+            package_root: None,
+        };
+    }
+    let in_post = event
+        .parts
+        .iter()
+        .zip(posted)
+        .filter_map(|(p, id)| p.local_id.as_deref().map(|l| (l, *id)))
+        .collect();
     let package_root = event
-        .is_package
-        .then(|| {
-            event
-                .parts
-                .iter()
-                .zip(&posted)
-                .find(|(p, _)| p.role == Some(Role::Adi))
-                .map(|(_, id)| *id)
-        })
-        .flatten();
+        .parts
+        .iter()
+        .zip(posted)
+        .find(|(p, _)| p.role == Some(Role::Adi))
+        .map(|(_, id)| *id);
+    PostLinks {
+        in_post,
+        package_root,
+    }
+}
 
-    // The new contributions.
+/// Puts each part's contribution in its product (unless the product already has a newer one
+/// from the source), with its resolved relationship ids, keys and package root. Returns
+/// the keys claimed (key, owner); unresolved relationship ids become waiters in `write`.
+fn add_contributions(
+    event: &Event,
+    posted: &[PinvId],
+    links: &PostLinks<'_>,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    work: &mut BTreeMap<PinvId, Working<'_>>,
+    write: &mut WriteSet,
+) -> Vec<(MatchKey, PinvId)> {
+    let source = &event.headers.source;
     let mut claimed: Vec<(MatchKey, PinvId)> = Vec::new();
-    for (part, id) in event.parts.iter().zip(&posted) {
-        let w = work.get_mut(id).expect("inserted above");
+    for (part, id) in event.parts.iter().zip(posted) {
+        let w = work.get_mut(id).expect("every part is opened");
         let stale = w
             .record
             .contributions
@@ -458,7 +496,7 @@ pub fn plan(
         }
         let mut resolved = BTreeMap::new();
         for raw in package::relationship_ids(&part.value) {
-            match package::resolve(source, raw, &in_post, &snapshot.owners) {
+            match package::resolve(source, raw, &links.in_post, &snapshot.owners) {
                 Resolution::Resolved(target) => {
                     resolved.insert(raw.to_owned(), target);
                 }
@@ -499,20 +537,29 @@ pub fn plan(
         );
         keys.sort_unstable();
         keys.dedup();
-        if let Some(root) = package_root {
+        if let Some(root) = links.package_root {
             w.record.package_root = Some(root);
         } else if part.role == Some(Role::Adi) {
             w.record.package_root = Some(*id);
         }
         w.remerge = true;
     }
+    claimed
+}
 
-    // Products that waited for a key claimed now get their relationship ids rewritten.
+/// Products that waited for a key claimed now get their relationship ids rewritten.
+fn rewrite_waiters<'s>(
+    claimed: &[(MatchKey, PinvId)],
+    snapshot: &'s Snapshot,
+    rules: &Rules,
+    work: &mut BTreeMap<PinvId, Working<'s>>,
+    write: &mut WriteSet,
+) {
     let claimed_keys: Vec<MatchKey> = claimed.iter().map(|(k, _)| k.clone()).collect();
     let owner_of: BTreeMap<&MatchKey, PinvId> = claimed.iter().map(|(k, id)| (k, *id)).collect();
     for (waiter, keys) in package::pending_rewrites(&claimed_keys, &snapshot.waiters) {
         write.clear_waiters.extend(keys.iter().cloned());
-        let Some(w) = load(&mut work, snapshot, waiter, rules) else {
+        let Some(w) = load(work, snapshot, waiter, rules) else {
             continue;
         };
         for key in &keys {
@@ -526,11 +573,19 @@ pub fn plan(
     write.clear_waiters.dedup();
     // A product that resolved a key in the same write no longer waits for it.
     write.add_waiters.retain(|(k, _)| !owner_of.contains_key(k));
+}
 
-    // Package roots follow relationships between ADI parts and the others.
-    propagate_roots(&mut work, snapshot, rules, package_root.is_some());
-
-    // Merge, and turn every change into writes and history.
+/// Merges what changed, and turns every change into writes and history.
+fn finish(
+    event: &Event,
+    posted: Vec<PinvId>,
+    work: BTreeMap<PinvId, Working<'_>>,
+    claimed: Vec<(MatchKey, PinvId)>,
+    mut write: WriteSet,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Plan {
+    let source = &event.headers.source;
     let event_ref = EventRef {
         source: source.to_string(),
         id: event.headers.id.to_string(),
@@ -591,13 +646,13 @@ pub fn plan(
     } else {
         write = WriteSet::default();
     }
-    Ok(Plan {
+    Plan {
         write,
         posted,
         changed_others,
         documents,
         roots,
-    })
+    }
 }
 
 /// The working copy of a stored product, loaded on first use; `None` if it is not stored.
