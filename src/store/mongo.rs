@@ -389,6 +389,15 @@ impl MongoStore {
     /// Every change of `set` inside the session's transaction; the first failed guard
     /// returns [`StoreError::Conflict`] and the caller aborts.
     async fn apply(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+        self.record_processed(s, set).await?;
+        self.claim_keys(s, set).await?;
+        self.write_products(s, set).await?;
+        self.update_waiters(s, set).await?;
+        self.append_history(s, set).await
+    }
+
+    /// Remembers the event: a second commit of it fails on the unique id.
+    async fn record_processed(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if let Some(p) = &set.processed {
             self.coll(PROCESSED)
                 .insert_one(processed_doc(p)?)
@@ -397,7 +406,12 @@ impl MongoStore {
                 .map_err(|e| classify_conflict(e, "event already processed"))?;
             self.call.replied();
         }
+        Ok(())
+    }
 
+    /// Claims the keys of `set` for their owners; a key owned by another product, or claimed
+    /// twice, is a conflict.
+    async fn claim_keys(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if !set.claim_keys.is_empty() {
             let mut wanted: BTreeMap<&MatchKey, PinvId> = BTreeMap::new();
             for (key, owner) in &set.claim_keys {
@@ -449,7 +463,11 @@ impl MongoStore {
                 self.call.replied();
             }
         }
+        Ok(())
+    }
 
+    /// Inserts new products and replaces stored ones at the revision the plan read.
+    async fn write_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         for write in &set.products {
             let doc = product_doc(&write.record)?;
             match write.expected_revision {
@@ -477,7 +495,11 @@ impl MongoStore {
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Adds the new waiters and drops those whose key is now claimed.
+    async fn update_waiters(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         for (key, product) in &set.add_waiters {
             let id = waiter_id(key, product);
             self.coll(WAITERS)
@@ -501,7 +523,11 @@ impl MongoStore {
                 .map_err(classify)?;
             self.call.replied();
         }
+        Ok(())
+    }
 
+    /// Appends the history entries.
+    async fn append_history(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if !set.history.is_empty() {
             let docs = set
                 .history
