@@ -566,6 +566,7 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
+    #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "mongo", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
@@ -589,6 +590,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "mongo", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -612,6 +614,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "mongo", source = %source, event_id = %event_id))]
     async fn get_processed(
         &self,
         source: &Source,
@@ -631,6 +634,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "mongo", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
@@ -656,6 +660,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "mongo", root = %root))]
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
         let root = root.to_string();
         self.run(move |s| async move {
@@ -677,6 +682,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "mongo", products = set.products.len()))]
     async fn commit(&self, set: WriteSet) -> StoreResult<()> {
         let only_one_product = set.products.len() == 1
             && set.claim_keys.is_empty()
@@ -703,6 +709,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.list",
+        skip_all,
+        fields(store = "mongo")
+    )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let query = query.clone();
         self.run(move |s| async move {
@@ -738,6 +750,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.history", skip_all, fields(store = "mongo", product = %id))]
     async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
         let id = id.to_string();
         self.run(move |s| async move {
@@ -761,6 +774,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.scan",
+        skip_all,
+        fields(store = "mongo", limit)
+    )]
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -783,6 +802,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.ping",
+        skip_all,
+        fields(store = "mongo")
+    )]
     async fn ping(&self) -> StoreResult<()> {
         self.run(|s| async move {
             s.db.run_command(doc! { "ping": 1 })
