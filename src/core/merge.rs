@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::core::order::KeyOrder;
+use crate::core::order::{KeyOrder, Place};
 use crate::core::package::Links;
 use crate::core::record::Contribution;
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
@@ -160,10 +160,14 @@ fn merge_with(
     // The order a TMF637 reader expects (see `order`): a function of the keys alone, so
     // the bytes stay the same whatever the order of the contributions.
     let order = KeyOrder::product();
-    let root = order.root();
-    fields.sort_unstable_by(|a, b| order.compare(root, &a.0, &b.0));
-    let mut document: Map<String, Value> = fields.into_iter().collect();
-    order.order_values(root, &mut document);
+    let mut placed: Vec<(Place, (String, Value))> = fields
+        .into_iter()
+        .map(|field| (order.place(order.root(), &field.0), field))
+        .collect();
+    placed.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+    let places: Vec<Place> = placed.iter().map(|p| p.0).collect();
+    let mut document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
+    order.order_below(&places, &mut document);
 
     Merged {
         document: Value::Object(document),

@@ -4,10 +4,9 @@
 //! subclass's), then any other key alphabetically.
 //!
 //! The table is built once from the bundled product schema
-//! ([`crate::core::schema::PRODUCT_FILE`]); ordering an object is then a few binary searches
+//! ([`crate::core::schema::PRODUCT_FILE`]); ordering an object is then one hash lookup
 //! per key, and an object already in order is left as it is.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -21,23 +20,12 @@ const LEADING: [&str; 3] = ["id", "href", "@type"];
 /// The key order of every object type of the product schema.
 #[derive(Debug)]
 pub struct KeyOrder {
-    types: Vec<ObjectType>,
+    /// Every key name any type defines -> its column in `types` (one hash per key looked
+    /// up, instead of a search per object type).
+    columns: foldhash::HashMap<String, usize>,
+    /// Per object type, per column: where the key goes, if the type defines it.
+    types: Vec<Vec<Option<Place>>>,
     root: usize,
-}
-
-/// One object type: its known keys, sorted by name for lookup.
-#[derive(Debug, Default)]
-struct ObjectType {
-    keys: Vec<KnownKey>,
-}
-
-#[derive(Debug)]
-struct KnownKey {
-    name: String,
-    rank: u16,
-    /// The object type of the key's value (or of its array's elements), if the schema
-    /// gives it properties.
-    child: Option<usize>,
 }
 
 /// Where an object is in the schema: the object type its keys are ordered by.
@@ -90,9 +78,9 @@ impl KeyOrder {
             }
         };
         let has_properties = |def: usize| !chain(def).is_empty();
-        let types = (0..names.len())
+        let ranked: Vec<BTreeMap<&str, Place>> = (0..names.len())
             .map(|def| {
-                let mut ranked: BTreeMap<&str, KnownKey> = BTreeMap::new();
+                let mut ranked: BTreeMap<&str, Place> = BTreeMap::new();
                 let mut next = LEADING.len() as u16;
                 for props in chain(def).into_iter().rev() {
                     for (name, property) in props {
@@ -106,24 +94,36 @@ impl KeyOrder {
                                 next - 1
                             }
                         };
-                        let child = def_of(property).filter(|&d| has_properties(d));
-                        ranked.insert(
-                            name,
-                            KnownKey {
-                                name: name.clone(),
-                                rank,
-                                child,
-                            },
-                        );
+                        let child = def_of(property)
+                            .filter(|&d| has_properties(d))
+                            .map(ObjectNode);
+                        ranked.insert(name, Place { rank, child });
                     }
                 }
-                ObjectType {
-                    keys: ranked.into_values().collect(),
-                }
+                ranked
             })
             .collect();
         let root = def_of(schema).filter(|&d| has_properties(d))?;
-        Some(Self { types, root })
+        let mut columns = foldhash::HashMap::default();
+        for name in ranked.iter().flat_map(BTreeMap::keys) {
+            let next = columns.len();
+            columns.entry((*name).to_owned()).or_insert(next);
+        }
+        let types = ranked
+            .iter()
+            .map(|places| {
+                let mut row = vec![None; columns.len()];
+                for (name, place) in places {
+                    row[columns[*name]] = Some(*place);
+                }
+                row
+            })
+            .collect();
+        Some(Self {
+            columns,
+            types,
+            root,
+        })
     }
 
     /// The node of the schema's root type (the product).
@@ -131,24 +131,16 @@ impl KeyOrder {
         ObjectNode(self.root)
     }
 
-    fn known(&self, node: ObjectNode, key: &str) -> Option<&KnownKey> {
-        let keys = &self.types[node.0].keys;
-        keys.binary_search_by(|k| k.name.as_str().cmp(key))
-            .ok()
-            .map(|i| &keys[i])
-    }
-
-    /// Compares two keys of an object at `node`: known keys by rank, before the others,
-    /// which go by name.
-    pub fn compare(&self, node: ObjectNode, a: &str, b: &str) -> Ordering {
-        let rank = |key| self.known(node, key).map_or(u16::MAX, |k| k.rank);
-        rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
-    }
-
-    /// The node of the objects found under `key` of an object at `node` (directly or as
-    /// array elements), if the schema orders them.
-    pub fn child(&self, node: ObjectNode, key: &str) -> Option<ObjectNode> {
-        self.known(node, key)?.child.map(ObjectNode)
+    /// Where `key` goes in an object at `node`: its rank (every key the schema does not
+    /// define shares the last rank, and goes by name), and the node of the objects below it.
+    pub fn place(&self, node: ObjectNode, key: &str) -> Place {
+        self.columns
+            .get(key)
+            .and_then(|&column| self.types[node.0][column])
+            .unwrap_or(Place {
+                rank: u16::MAX,
+                child: None,
+            })
     }
 
     /// Puts the keys of `value` (an object at `node`, or an array of them) in order, and
@@ -167,28 +159,52 @@ impl KeyOrder {
         }
     }
 
-    /// [`Self::order`] of the values of an object at `node` whose own keys are already in
-    /// order.
-    pub fn order_values(&self, node: ObjectNode, map: &mut Map<String, Value>) {
-        for (key, value) in map.iter_mut() {
-            if let Some(child) = self.child(node, key) {
+    /// [`Self::order`] of the value at each place below an object whose keys are in order.
+    pub fn order_below(&self, places: &[Place], map: &mut Map<String, Value>) {
+        for (place, value) in places.iter().zip(map.values_mut()) {
+            if let Some(child) = place.child {
                 self.order(child, value);
             }
         }
     }
 
     fn order_object(&self, node: ObjectNode, map: &mut Map<String, Value>) {
-        let in_order = map
-            .keys()
-            .zip(map.keys().skip(1))
-            .all(|(a, b)| self.compare(node, a, b) != Ordering::Greater);
-        if !in_order {
-            let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
-            entries.sort_unstable_by(|a, b| self.compare(node, &a.0, &b.0));
-            *map = entries.into_iter().collect();
+        // One lookup per key; a map already in order (the common case: a source that sends
+        // TMF637 order) is not rebuilt, as rebuilding hashes every key again.
+        let mut places = Vec::with_capacity(map.len());
+        let mut in_order = true;
+        let mut previous: Option<(u16, &str)> = None;
+        for key in map.keys() {
+            let place = self.place(node, key);
+            let here = (place.rank, key.as_str());
+            in_order &= previous.is_none_or(|p| p <= here);
+            previous = Some(here);
+            places.push(place);
         }
-        self.order_values(node, map);
+        if in_order {
+            self.order_below(&places, map);
+            return;
+        }
+        let mut entries: Vec<(Place, (String, Value))> =
+            places.into_iter().zip(std::mem::take(map)).collect();
+        entries.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+        *map = Map::with_capacity(entries.len());
+        for (place, (key, mut value)) in entries {
+            if let Some(child) = place.child {
+                self.order(child, &mut value);
+            }
+            map.insert(key, value);
+        }
     }
+}
+
+/// Where a key goes in its object: see [`KeyOrder::place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Lower ranks come first; keys of equal rank go by name.
+    pub rank: u16,
+    /// The node of the objects under the key, if the schema orders them.
+    pub child: Option<ObjectNode>,
 }
 
 #[cfg(test)]
