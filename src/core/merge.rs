@@ -200,36 +200,14 @@ fn rewrite_relationships(source: &Source, value: &Value, links: &Links) -> Optio
     Some(Value::Array(array))
 }
 
-/// The service-owned `externalIdentifier` array: what the sources sent (deduplicated by
-/// owner + type + id, minus stale crosswalk entries of contributing sources), then one
-/// crosswalk entry per contribution with a local id, sorted by source.
+/// The service-owned `externalIdentifier` array: one crosswalk entry per contribution with
+/// a local id, sorted by source. What contributions carry in `externalIdentifier` is ignored.
 fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
-    const KEY: [&str; 3] = ["owner", "externalIdentifierType", ID];
-    let is_stale_crosswalk = |e: &Value| {
-        e.get("externalIdentifierType").and_then(Value::as_str) == Some(ID)
-            && e.get("owner")
-                .and_then(Value::as_str)
-                .is_some_and(|owner| inputs.iter().any(|i| i.source.as_str() == owner))
-    };
-
-    let mut sent: Vec<Cand<'_>> = Vec::new();
-    for (who, input) in inputs.iter().enumerate() {
-        let Some(Value::Array(array)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER))
-        else {
-            continue;
-        };
-        sent.extend(
-            array
-                .iter()
-                .filter(|e| !is_empty(e) && !is_stale_crosswalk(e))
-                .map(|value| Cand { who, value }),
-        );
-    }
-    let groups = Groups::new(&KEY, sent);
-    // The first of equal entries stands for them all.
-    let firsts = groups.groups.iter().map(|g| groups.elements[g.first]);
-    let mut contributors: Vec<usize> = firsts.clone().map(|c| c.who).collect();
-    let mut out: Vec<Value> = firsts.map(|c| c.value.clone()).collect();
+    // Only the crosswalk PINV builds: entries a contribution carries are ignored, since
+    // a source that could write them could claim another source's ids (contributions
+    // stored before POSTs refused the field may still hold some).
+    let mut contributors: Vec<usize> = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
 
     let mut crosswalk: Vec<(usize, &str)> = inputs
         .iter()
@@ -1209,7 +1187,7 @@ mod tests {
     }
 
     #[test]
-    fn service_owned_fields_are_set_and_local_ids_go_to_the_crosswalk() {
+    fn service_owned_fields_are_set_and_only_local_ids_go_to_the_crosswalk() {
         let r = rules(&["billing", "provisioning"], vec![]);
         let cs = [
             contribution(
@@ -1240,9 +1218,9 @@ mod tests {
         assert_eq!(m.document["href"], json!(pid(1).href()));
         assert_eq!(
             m.document["externalIdentifier"],
+            // Stored entries (a forged "billing" one among them) are ignored: only PINV
+            // writes the crosswalk.
             json!([
-                {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
-                {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
                 {"owner": "billing", "externalIdentifierType": "id", "id": "41-1"},
                 {"owner": "provisioning", "externalIdentifierType": "id", "id": "p-1"},
             ])
