@@ -274,3 +274,36 @@ async fn a_live_write_during_the_run_is_not_lost() {
     );
     assert_eq!(record.revision, 3);
 }
+
+#[tokio::test]
+async fn forged_external_identifiers_stored_in_a_contribution_are_dropped_by_a_remerge() {
+    let rules = Arc::new(shipped_rules());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut record = generate::billing_only_product(0, PinvId::new_v4(), &rules);
+    // Stored before POSTs refused the field: a claim on provisioning's id, merged in.
+    let forged =
+        serde_json::json!({"owner": "provisioning", "externalIdentifierType": "id", "id": "P-9"});
+    record.contributions[0].value["externalIdentifier"] = serde_json::json!([forged.clone()]);
+    let mut merged_with_forgery = record.merged["externalIdentifier"].clone();
+    merged_with_forgery
+        .as_array_mut()
+        .unwrap()
+        .push(forged.clone());
+    record.merged["externalIdentifier"] = merged_with_forgery;
+    let id = record.id;
+    let mut set = WriteSet::default();
+    generate::add_new_product(&mut set, record);
+    store.commit(set).await.unwrap();
+
+    let summary = run(Arc::clone(&store), rules, &options(false), &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((summary.changed, summary.unchanged), (1, 0));
+    let after = store.get_products(&[id]).await.unwrap().remove(0);
+    let crosswalk = after.merged["externalIdentifier"].as_array().unwrap();
+    assert!(!crosswalk.contains(&forged), "{crosswalk:?}");
+    assert!(
+        crosswalk.iter().all(|e| e["owner"] == "billing"),
+        "{crosswalk:?}"
+    );
+}

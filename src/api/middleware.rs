@@ -1,5 +1,6 @@
-//! HTTP middleware: one structured log line and the request metrics per request
-//! ([`observe`]), and a panic in a handler answered as `500 INTERNAL` ([`catch_panics`]).
+//! HTTP middleware: one structured log line and the request metrics per request, and the
+//! `request` span everything done for the request runs in ([`observe`]); a panic in a
+//! handler answered as `500 INTERNAL` ([`catch_panics`]).
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -8,8 +9,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpRequest};
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::metrics::{Metrics, UNMATCHED_ROUTE};
@@ -25,6 +27,35 @@ pub struct RequestContext {
     pub event_id: Option<String>,
     /// The W3C trace id of the envelope's `traceparent`.
     pub trace_id: Option<String>,
+}
+
+impl RequestContext {
+    /// Hands the context to [`observe`] for the request line, and records it in the
+    /// request span (the trace id only when the `traceparent` HTTP header gave none), so
+    /// that the spans and lines below it carry the source and event id.
+    pub fn attach(self, req: &HttpRequest) {
+        let span = tracing::Span::current();
+        if let Some(source) = &self.source {
+            span.record("source", source.as_str());
+        }
+        if let Some(event_id) = &self.event_id {
+            span.record("event_id", event_id.as_str());
+        }
+        if let Some(trace) = &self.trace_id {
+            if header_trace_id(req.headers()).is_none() {
+                span.record("trace_id", trace.as_str());
+            }
+        }
+        req.extensions_mut().insert(self);
+    }
+}
+
+/// The trace id of a valid `traceparent` HTTP header.
+fn header_trace_id(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id)
 }
 
 /// Resource-level middleware: a panic in a handler answers `500 INTERNAL` instead of
@@ -54,6 +85,12 @@ pub async fn catch_panics(
 }
 
 /// Middleware: times the request, records metrics by route pattern, logs one line.
+///
+/// The request runs in an `info` span `request` with a fresh `request_id`, the method, the
+/// route, the trace id (of the `traceparent` header, else of the envelope) and, once the
+/// handler knows them ([`RequestContext::attach`]), the source and event id: every span
+/// and line below it (service calls, store calls at `debug`) carries them. The request line
+/// itself is logged after the span, with the same `request_id`.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -64,14 +101,19 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let header_trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id)
-        .map(str::to_owned);
+    let header_trace = header_trace_id(req.headers()).map(str::to_owned);
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let res = next.call(req).await?;
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        trace_id = header_trace.as_deref(),
+        source = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+    );
+    let res = next.call(req).instrument(span).await?;
 
     let status = res.status().as_u16();
     let elapsed = start.elapsed();
@@ -99,6 +141,7 @@ pub async fn observe(
         .unwrap_or_default();
     let trace = header_trace.or(ctx.trace_id);
     tracing::info!(
+        request_id = %request_id,
         method = %method,
         route = %route,
         status,
@@ -110,4 +153,106 @@ pub async fn observe(
         "request"
     );
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{middleware::from_fn, test, App, HttpResponse};
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn handler(req: HttpRequest) -> HttpResponse {
+        RequestContext {
+            source: Some("billing".into()),
+            event_id: Some("e-1".into()),
+            trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+        }
+        .attach(&req);
+        tracing::debug_span!("service.call").in_scope(|| tracing::debug!("inside"));
+        HttpResponse::Ok().finish()
+    }
+
+    const HEADER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    /// What one request to a handler that logs at `debug` writes to the log at `level`.
+    async fn log_of_one_request(level: tracing::Level) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(observe))
+                .route("/x", web::get().to(handler)),
+        )
+        .await;
+        let req = test::TestRequest::get()
+            .uri("/x")
+            .insert_header((
+                "traceparent",
+                format!("00-{HEADER_TRACE}-00f067aa0ba902b7-01"),
+            ))
+            .to_request();
+        assert_eq!(test::call_service(&app, req).await.status(), 200);
+        let text = captured.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn at_info_a_request_writes_its_request_line_only() {
+        let text = log_of_one_request(tracing::Level::INFO).await;
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(" request "), "{text}");
+    }
+
+    #[actix_web::test]
+    async fn lines_inside_a_request_carry_its_request_id_trace_source_and_event() {
+        let text = log_of_one_request(tracing::Level::DEBUG).await;
+        let inside = text.lines().find(|l| l.contains("inside")).expect(&text);
+        let request_id = inside
+            .split("request_id=")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', '}']).next())
+            .expect(inside);
+        assert_eq!(request_id.len(), 32, "{inside}");
+        for field in [
+            format!("trace_id=\"{HEADER_TRACE}\""),
+            "source=\"billing\"".to_owned(),
+            "event_id=\"e-1\"".to_owned(),
+            "service.call".to_owned(),
+        ] {
+            assert!(inside.contains(&field), "{field} missing in {inside}");
+        }
+        assert!(
+            !inside.contains("0af7651916cd43dd8448eb211c80319c"),
+            "the header's trace id wins over the envelope's: {inside}"
+        );
+        let request_lines: Vec<&str> = text.lines().filter(|l| l.contains(" request ")).collect();
+        assert_eq!(request_lines.len(), 1, "one request line: {text}");
+        assert!(
+            request_lines[0].contains(&format!("request_id={request_id}")),
+            "{text}"
+        );
+    }
 }

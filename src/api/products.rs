@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -51,7 +51,7 @@ pub async fn post_products(
     let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
     let body = parse_json(&bytes)?;
     drop(bytes);
-    req.extensions_mut().insert(context_of(&body));
+    context_of(&body).attach(&req);
 
     let outcome = service
         .post(body, options, &|s| claims.may_write(s))

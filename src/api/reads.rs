@@ -116,16 +116,7 @@ pub async fn get_product(
         return Ok(HttpResponse::Ok().json(record.merged));
     }
     let others = match record.package_root {
-        Some(root) => {
-            let ids: Vec<PinvId> = service
-                .store
-                .package_members(&root)
-                .await?
-                .into_iter()
-                .filter(|m| *m != record.id)
-                .collect();
-            service.store.get_products(&ids).await?
-        }
+        Some(root) => service.package_members([root], &[record.id]).await?,
         None => Vec::new(),
     };
     let data: Vec<Value> = std::iter::once(record.merged)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::core::envelope;
 use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
 use crate::core::package;
+use crate::core::record::ProductRecord;
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
 use crate::core::{EventId, PinvId, Source, Violations};
@@ -95,6 +96,12 @@ const MAX_ATTEMPTS: u32 = 16;
 impl Service {
     /// Handles one `POST /products` body. `may_write` says whether the caller's token may
     /// write for a source; it is asked once the headers are known, before anything is read.
+    #[tracing::instrument(
+        level = "debug",
+        name = "service.post",
+        skip_all,
+        fields(source, event_id, products)
+    )]
     pub async fn post(
         &self,
         body: Value,
@@ -121,12 +128,26 @@ impl Service {
             })
         })
         .await?;
+        let span = tracing::Span::current();
+        span.record("source", tracing::field::display(&event.headers.source));
+        span.record("event_id", tracing::field::display(&event.headers.id));
         let event = Arc::new(event);
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.try_post(&event).await {
-                Ok((status, result)) => return self.respond(&event, status, result, options).await,
+                Ok((status, result)) => {
+                    let outcome = self.respond(&event, status, result, options).await?;
+                    if !span.is_disabled() {
+                        let ids: Vec<&Value> = outcome
+                            .parts
+                            .iter()
+                            .filter_map(|p| p.value.get("id"))
+                            .collect();
+                        span.record("products", tracing::field::debug(&ids));
+                    }
+                    return Ok(outcome);
+                }
                 Err(IngestError::Store(e @ StoreError::Conflict(_))) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e.chain(), "write conflict, planning again");
                     // Spread retries of colliding writers apart.
@@ -145,6 +166,7 @@ impl Service {
     }
 
     /// Structure, envelope, authorization, schemas and package rules, in that order.
+    #[tracing::instrument(level = "debug", name = "service.validate", skip_all)]
     fn validate(
         &self,
         body: Value,
@@ -183,6 +205,7 @@ impl Service {
 
     /// Reads what the event touches, plans, commits. A conflict comes back as
     /// `StoreError::Conflict` for the caller to retry.
+    #[tracing::instrument(level = "debug", name = "service.try_post", skip_all)]
     async fn try_post(&self, event: &Arc<Event>) -> Result<(PostStatus, Replayed), IngestError> {
         let store = &*self.store;
         let processed = store
@@ -257,7 +280,28 @@ impl Service {
         Ok((PostStatus::Created, Replayed::Plan(Box::new(plan))))
     }
 
+    /// The parts of the packages rooted at `roots`, but those in `except`, in the order
+    /// parts are listed in ([`package::sort_members`]): the one lookup of POST and GET.
+    #[tracing::instrument(level = "debug", name = "service.package_members", skip_all)]
+    pub async fn package_members(
+        &self,
+        roots: impl IntoIterator<Item = PinvId>,
+        except: &[PinvId],
+    ) -> Result<Vec<ProductRecord>, StoreError> {
+        let mut ids = Vec::new();
+        for root in roots {
+            ids.extend(self.store.package_members(&root).await?);
+        }
+        ids.retain(|m| !except.contains(m));
+        ids.sort_unstable();
+        ids.dedup();
+        let mut members = self.store.get_products(&ids).await?;
+        package::sort_members(&mut members, |r| (&r.merged, r.id), &self.rules);
+        Ok(members)
+    }
+
     /// Builds `responseData`: posted parts, changed others, then (on request) the packages.
+    #[tracing::instrument(level = "debug", name = "service.respond", skip_all)]
     async fn respond(
         &self,
         event: &Event,
@@ -289,21 +333,7 @@ impl Service {
                 .take(event.parts.len())
                 .filter_map(|id| roots.get(id).copied())
                 .collect();
-            let mut members = Vec::new();
-            for root in package_roots {
-                members.extend(self.store.package_members(&root).await?);
-            }
-            members.retain(|m| !order.contains(m));
-            let extra = self.store.get_products(&members).await?;
-            let mut extra: Vec<_> = extra
-                .into_iter()
-                .map(|r| {
-                    let role = package::role_of(&r.merged, &self.rules);
-                    (role.map_or(usize::MAX, |r| r as usize), r)
-                })
-                .collect();
-            extra.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then(a.id.cmp(&b.id)));
-            for (_, r) in extra {
+            for r in self.package_members(package_roots, &order).await? {
                 order.push(r.id);
                 if let Some(root) = r.package_root {
                     roots.insert(r.id, root);
@@ -349,7 +379,9 @@ fn dedup_in_order(ids: &mut Vec<PinvId>) {
 /// Runs `f` on the blocking pool; a panic in `f` goes on in the caller, as if `f` had run
 /// there.
 async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
+    // The blocking pool's thread does not inherit the caller's span.
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(t) => t,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),

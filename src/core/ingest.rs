@@ -69,11 +69,70 @@ pub enum PlanError {
     Inconsistent,
 }
 
-/// Hex SHA-256 of the JSON text of `value`.
-pub fn digest<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).expect("a Value always serialises");
-    let hash = Sha256::digest(&bytes);
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+/// Hex SHA-256 of the canonical JSON text of `value`: object keys sorted (by their UTF-8
+/// bytes) at every depth, no whitespace, strings escaped as serde_json does, numbers as
+/// their exact text. The same event sent with its keys in another order has the same digest.
+///
+/// The text is streamed into the hasher, never built whole.
+pub fn digest(value: &Value) -> String {
+    let mut hasher = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hasher, &Canonical(value)).expect("a Value always serialises");
+    hex(&hasher.0.finalize())
+}
+
+/// The digest of an event as stored before [`digest`] sorted keys: the JSON text with the
+/// keys in the order they came. Kept only so that events remembered with it are still
+/// recognised when they are sent again (see [`check_replay`]).
+fn legacy_digest<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    let mut hasher = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hasher, value).expect("a Value always serialises");
+    hex(&hasher.0.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds serialised JSON straight into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialises a JSON value with the keys of every object sorted.
+struct Canonical<'a>(&'a Value);
+
+impl serde::Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Canonical(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &Canonical(value))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
 }
 
 /// Turns a parsed envelope into an event: roles, keys, package checks.
@@ -90,9 +149,8 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
         Payload::Single(v) => (vec![v], false),
         Payload::Package(vs) => (vs, true),
     };
-    // A package's digest is that of the array itself: same bytes as `Value::Array`.
     let digest = match is_package {
-        true => digest(&values),
+        true => digest_of_package(&values),
         false => digest(&values[0]),
     };
     let mut violations = Violations::new();
@@ -166,16 +224,39 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
     }
 }
 
+/// A package's digest is that of the array itself, as if it were one `Value::Array`.
+fn digest_of_package(parts: &[Value]) -> String {
+    let mut hasher = HashWriter(Sha256::new());
+    let canonical: Vec<Canonical> = parts.iter().map(Canonical).collect();
+    serde_json::to_writer(&mut hasher, &canonical).expect("a Value always serialises");
+    hex(&hasher.0.finalize())
+}
+
 /// What a remembered event means for this one: `Ok(Some(products))` it is the same event
 /// again (answer with those products, store nothing); `Ok(None)` it is new.
+///
+/// An event remembered before digests were canonical carries the digest of its text as it
+/// came; it is compared too before the event id counts as reused.
 pub fn check_replay(
     event: &Event,
     processed: Option<&ProcessedEvent>,
 ) -> Result<Option<Vec<PinvId>>, PlanError> {
     match processed {
         None => Ok(None),
-        Some(p) if p.digest == event.digest => Ok(Some(p.products.clone())),
+        Some(p) if p.digest == event.digest || p.digest == event_legacy_digest(event) => {
+            Ok(Some(p.products.clone()))
+        }
         Some(_) => Err(PlanError::EventIdReused),
+    }
+}
+
+/// The legacy digest of the event's value, rebuilt from its parts (which hold the values
+/// as they came).
+fn event_legacy_digest(event: &Event) -> String {
+    let values: Vec<&Value> = event.parts.iter().map(|p| &p.value).collect();
+    match event.is_package {
+        true => legacy_digest(&values),
+        false => legacy_digest(values[0]),
     }
 }
 
@@ -303,11 +384,24 @@ pub fn plan(
     now: DateTime<Utc>,
     fresh: &mut dyn FnMut() -> PinvId,
 ) -> Result<Plan, PlanError> {
-    let source = &event.headers.source;
-    let mut work: BTreeMap<PinvId, Working<'_>> = BTreeMap::new();
     let mut write = WriteSet::default();
+    let (mut work, posted) = open_parts(event, ids, snapshot, rules, fresh)?;
+    let links = post_links(event, &posted);
+    let claimed = add_contributions(event, &posted, &links, snapshot, now, &mut work, &mut write);
+    rewrite_waiters(&claimed, snapshot, rules, &mut work, &mut write);
+    propagate_roots(&mut work, snapshot, rules, links.package_root.is_some());
+    Ok(finish(event, posted, work, claimed, write, rules, now))
+}
 
-    // Every part's product, existing or new.
+/// Every part's product, existing or new, as a working copy; and the product of each part.
+fn open_parts<'s>(
+    event: &Event,
+    ids: &[Option<PinvId>],
+    snapshot: &'s Snapshot,
+    rules: &Rules,
+    fresh: &mut dyn FnMut() -> PinvId,
+) -> Result<(BTreeMap<PinvId, Working<'s>>, Vec<PinvId>), PlanError> {
+    let mut work = BTreeMap::new();
     let mut posted = Vec::with_capacity(event.parts.len());
     for (part, id) in event.parts.iter().zip(ids) {
         let id = match id {
@@ -340,33 +434,58 @@ pub fn plan(
         );
         posted.push(id);
     }
+    Ok((work, posted))
+}
 
-    let in_post: BTreeMap<&str, PinvId> = if event.is_package {
-        event
-            .parts
-            .iter()
-            .zip(&posted)
-            .filter_map(|(p, id)| p.local_id.as_deref().map(|l| (l, *id)))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+/// What a package post says about its own parts: local id -> product, and its ADI part.
+struct PostLinks<'e> {
+    in_post: BTreeMap<&'e str, PinvId>,
+    package_root: Option<PinvId>,
+}
+
+/// The parts' local ids (relationship ids naming a part resolve to it) and the package
+/// root; both empty unless the event is a package.
+fn post_links<'e>(event: &'e Event, posted: &[PinvId]) -> PostLinks<'e> {
+    if !event.is_package {
+        return PostLinks {
+            in_post: BTreeMap::new(),
+            package_root: None,
+        };
+    }
+    let in_post = event
+        .parts
+        .iter()
+        .zip(posted)
+        .filter_map(|(p, id)| p.local_id.as_deref().map(|l| (l, *id)))
+        .collect();
     let package_root = event
-        .is_package
-        .then(|| {
-            event
-                .parts
-                .iter()
-                .zip(&posted)
-                .find(|(p, _)| p.role == Some(Role::Adi))
-                .map(|(_, id)| *id)
-        })
-        .flatten();
+        .parts
+        .iter()
+        .zip(posted)
+        .find(|(p, _)| p.role == Some(Role::Adi))
+        .map(|(_, id)| *id);
+    PostLinks {
+        in_post,
+        package_root,
+    }
+}
 
-    // The new contributions.
+/// Puts each part's contribution in its product (unless the product already has a newer one
+/// from the source), with its resolved relationship ids, keys and package root. Returns
+/// the keys claimed (key, owner); unresolved relationship ids become waiters in `write`.
+fn add_contributions(
+    event: &Event,
+    posted: &[PinvId],
+    links: &PostLinks<'_>,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    work: &mut BTreeMap<PinvId, Working<'_>>,
+    write: &mut WriteSet,
+) -> Vec<(MatchKey, PinvId)> {
+    let source = &event.headers.source;
     let mut claimed: Vec<(MatchKey, PinvId)> = Vec::new();
-    for (part, id) in event.parts.iter().zip(&posted) {
-        let w = work.get_mut(id).expect("inserted above");
+    for (part, id) in event.parts.iter().zip(posted) {
+        let w = work.get_mut(id).expect("every part is opened");
         let stale = w
             .record
             .contributions
@@ -377,7 +496,7 @@ pub fn plan(
         }
         let mut resolved = BTreeMap::new();
         for raw in package::relationship_ids(&part.value) {
-            match package::resolve(source, raw, &in_post, &snapshot.owners) {
+            match package::resolve(source, raw, &links.in_post, &snapshot.owners) {
                 Resolution::Resolved(target) => {
                     resolved.insert(raw.to_owned(), target);
                 }
@@ -418,20 +537,29 @@ pub fn plan(
         );
         keys.sort_unstable();
         keys.dedup();
-        if let Some(root) = package_root {
+        if let Some(root) = links.package_root {
             w.record.package_root = Some(root);
         } else if part.role == Some(Role::Adi) {
             w.record.package_root = Some(*id);
         }
         w.remerge = true;
     }
+    claimed
+}
 
-    // Products that waited for a key claimed now get their relationship ids rewritten.
+/// Products that waited for a key claimed now get their relationship ids rewritten.
+fn rewrite_waiters<'s>(
+    claimed: &[(MatchKey, PinvId)],
+    snapshot: &'s Snapshot,
+    rules: &Rules,
+    work: &mut BTreeMap<PinvId, Working<'s>>,
+    write: &mut WriteSet,
+) {
     let claimed_keys: Vec<MatchKey> = claimed.iter().map(|(k, _)| k.clone()).collect();
     let owner_of: BTreeMap<&MatchKey, PinvId> = claimed.iter().map(|(k, id)| (k, *id)).collect();
     for (waiter, keys) in package::pending_rewrites(&claimed_keys, &snapshot.waiters) {
         write.clear_waiters.extend(keys.iter().cloned());
-        let Some(w) = load(&mut work, snapshot, waiter, rules) else {
+        let Some(w) = load(work, snapshot, waiter, rules) else {
             continue;
         };
         for key in &keys {
@@ -445,11 +573,19 @@ pub fn plan(
     write.clear_waiters.dedup();
     // A product that resolved a key in the same write no longer waits for it.
     write.add_waiters.retain(|(k, _)| !owner_of.contains_key(k));
+}
 
-    // Package roots follow relationships between ADI parts and the others.
-    propagate_roots(&mut work, snapshot, rules, package_root.is_some());
-
-    // Merge, and turn every change into writes and history.
+/// Merges what changed, and turns every change into writes and history.
+fn finish(
+    event: &Event,
+    posted: Vec<PinvId>,
+    work: BTreeMap<PinvId, Working<'_>>,
+    claimed: Vec<(MatchKey, PinvId)>,
+    mut write: WriteSet,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Plan {
+    let source = &event.headers.source;
     let event_ref = EventRef {
         source: source.to_string(),
         id: event.headers.id.to_string(),
@@ -510,13 +646,13 @@ pub fn plan(
     } else {
         write = WriteSet::default();
     }
-    Ok(Plan {
+    Plan {
         write,
         posted,
         changed_others,
         documents,
         roots,
-    })
+    }
 }
 
 /// The working copy of a stored product, loaded on first use; `None` if it is not stored.
@@ -789,6 +925,84 @@ key = ["relationshipType", "id"]
             Err(PlanError::EventIdReused)
         );
         assert_eq!(check_replay(&e, None), Ok(None));
+    }
+
+    #[test]
+    fn the_digest_is_of_the_json_text_with_keys_sorted_at_every_depth() {
+        // Parsed from text: `json!` would turn 1.50 into the f64 1.5.
+        let v: Value = serde_json::from_str(
+            r#"{"b": 1.50, "a": [{"d": "x\"y", "c": null}], "é": true, "Z": 10}"#,
+        )
+        .unwrap();
+        let text = r#"{"Z":10,"a":[{"c":null,"d":"x\"y"}],"b":1.50,"é":true}"#;
+        let expected: String = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(digest(&v), expected);
+        // Exact number text: 1.50 and 1.5 are different events.
+        let n = |text: &str| -> Value { serde_json::from_str(text).unwrap() };
+        assert_ne!(digest(&n(r#"{"n": 1.50}"#)), digest(&n(r#"{"n": 1.5}"#)));
+        let package = [json!({"b": 1, "a": 2}), json!({"d": 3, "c": 4})];
+        let package_text = r#"[{"a":2,"b":1},{"c":4,"d":3}]"#;
+        let expected: String = Sha256::digest(package_text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(digest_of_package(&package), expected);
+    }
+
+    #[test]
+    fn the_same_event_with_its_keys_reordered_is_the_same_event() {
+        let value =
+            json!({"id": "B-1", "name": "n", "characteristic": [{"value": 1, "name": "x"}]});
+        let reordered =
+            json!({"characteristic": [{"name": "x", "value": 1}], "name": "n", "id": "B-1"});
+        let first = event("billing", "e1", "2024-10-05T00:00:00Z", value);
+        let again = event("billing", "e1", "2024-10-05T00:00:00Z", reordered);
+        let remembered = ProcessedEvent {
+            source: first.headers.source.clone(),
+            event_id: first.headers.id.clone(),
+            digest: first.digest.clone(),
+            products: vec![id(7)],
+        };
+        assert_eq!(again.digest, first.digest);
+        assert_eq!(
+            check_replay(&again, Some(&remembered)),
+            Ok(Some(vec![id(7)]))
+        );
+    }
+
+    #[test]
+    fn an_event_remembered_with_a_legacy_digest_is_still_recognised() {
+        // The legacy digest: SHA-256 of the JSON text with the keys as they came.
+        let value = json!({"name": "n", "id": "B-1"});
+        let legacy: String = Sha256::digest(br#"{"name":"n","id":"B-1"}"#)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let e = event("billing", "e1", "2024-10-05T00:00:00Z", value);
+        assert_ne!(
+            e.digest, legacy,
+            "the test needs a key order that sorting changes"
+        );
+        let remembered = ProcessedEvent {
+            source: e.headers.source.clone(),
+            event_id: e.headers.id.clone(),
+            digest: legacy,
+            products: vec![id(7)],
+        };
+        assert_eq!(check_replay(&e, Some(&remembered)), Ok(Some(vec![id(7)])));
+        let changed = event(
+            "billing",
+            "e1",
+            "2024-10-05T00:00:00Z",
+            json!({"name": "m", "id": "B-1"}),
+        );
+        assert_eq!(
+            check_replay(&changed, Some(&remembered)),
+            Err(PlanError::EventIdReused)
+        );
     }
 
     #[test]

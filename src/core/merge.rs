@@ -6,12 +6,16 @@
 //! up in a small tree of the rule paths built once per merge, so the hot loop builds no
 //! path strings, and a field without any rule at or below its path is taken whole
 //! instead of walked.
+//!
+//! The merged document's keys come in TMF637 order ([`crate::core::order`]), applied once
+//! to the result.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::core::order::{KeyOrder, Place};
 use crate::core::package::Links;
 use crate::core::record::Contribution;
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
@@ -123,8 +127,8 @@ fn merge_with(
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
     let mut flat: Vec<Cand<'_>> = entries.iter().map(|e| e.1).collect();
 
-    // Built as sorted pairs and inserted in order, so the key order is the same whether
-    // or not serde_json preserves insertion order (bson turns `preserve_order` on).
+    // Built as pairs and inserted in order once sorted (bson turns serde_json's
+    // `preserve_order` on, so the insertion order is the order served).
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
     let mut start = 0;
@@ -153,8 +157,17 @@ fn merge_with(
     }
     fields.push((ID.to_owned(), Value::String(id.to_string())));
     fields.push((HREF.to_owned(), Value::String(id.href())));
-    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let document: Map<String, Value> = fields.into_iter().collect();
+    // The order a TMF637 reader expects (see `order`): a function of the keys alone, so
+    // the bytes stay the same whatever the order of the contributions.
+    let order = KeyOrder::product();
+    let mut placed: Vec<(Place, (String, Value))> = fields
+        .into_iter()
+        .map(|field| (order.place(order.root(), &field.0), field))
+        .collect();
+    placed.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+    let places: Vec<Place> = placed.iter().map(|p| p.0).collect();
+    let mut document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
+    order.order_below(&places, &mut document);
 
     Merged {
         document: Value::Object(document),
@@ -187,36 +200,14 @@ fn rewrite_relationships(source: &Source, value: &Value, links: &Links) -> Optio
     Some(Value::Array(array))
 }
 
-/// The service-owned `externalIdentifier` array: what the sources sent (deduplicated by
-/// owner + type + id, minus stale crosswalk entries of contributing sources), then one
-/// crosswalk entry per contribution with a local id, sorted by source.
+/// The service-owned `externalIdentifier` array: one crosswalk entry per contribution with
+/// a local id, sorted by source. What contributions carry in `externalIdentifier` is ignored.
 fn external_identifiers(inputs: &[Input<'_>]) -> Option<(Value, Vec<Source>)> {
-    const KEY: [&str; 3] = ["owner", "externalIdentifierType", ID];
-    let is_stale_crosswalk = |e: &Value| {
-        e.get("externalIdentifierType").and_then(Value::as_str) == Some(ID)
-            && e.get("owner")
-                .and_then(Value::as_str)
-                .is_some_and(|owner| inputs.iter().any(|i| i.source.as_str() == owner))
-    };
-
-    let mut sent: Vec<Cand<'_>> = Vec::new();
-    for (who, input) in inputs.iter().enumerate() {
-        let Some(Value::Array(array)) = input.fields.and_then(|m| m.get(EXTERNAL_IDENTIFIER))
-        else {
-            continue;
-        };
-        sent.extend(
-            array
-                .iter()
-                .filter(|e| !is_empty(e) && !is_stale_crosswalk(e))
-                .map(|value| Cand { who, value }),
-        );
-    }
-    let groups = Groups::new(&KEY, sent);
-    // The first of equal entries stands for them all.
-    let firsts = groups.groups.iter().map(|g| groups.elements[g.first]);
-    let mut contributors: Vec<usize> = firsts.clone().map(|c| c.who).collect();
-    let mut out: Vec<Value> = firsts.map(|c| c.value.clone()).collect();
+    // Only the crosswalk PINV builds: entries a contribution carries are ignored, since
+    // a source that could write them could claim another source's ids (contributions
+    // stored before POSTs refused the field may still hold some).
+    let mut contributors: Vec<usize> = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
 
     let mut crosswalk: Vec<(usize, &str)> = inputs
         .iter()
@@ -1196,7 +1187,7 @@ mod tests {
     }
 
     #[test]
-    fn service_owned_fields_are_set_and_local_ids_go_to_the_crosswalk() {
+    fn service_owned_fields_are_set_and_only_local_ids_go_to_the_crosswalk() {
         let r = rules(&["billing", "provisioning"], vec![]);
         let cs = [
             contribution(
@@ -1227,9 +1218,9 @@ mod tests {
         assert_eq!(m.document["href"], json!(pid(1).href()));
         assert_eq!(
             m.document["externalIdentifier"],
+            // Stored entries (a forged "billing" one among them) are ignored: only PINV
+            // writes the crosswalk.
             json!([
-                {"owner": "CRM", "externalIdentifierType": "AccountID", "id": "7"},
-                {"owner": "CRM", "externalIdentifierType": "id", "id": "crm-9"},
                 {"owner": "billing", "externalIdentifierType": "id", "id": "41-1"},
                 {"owner": "provisioning", "externalIdentifierType": "id", "id": "p-1"},
             ])
@@ -1288,6 +1279,62 @@ mod tests {
         );
         // The contributions themselves are untouched.
         assert_eq!(cs[0].value["productRelationship"][0]["id"], json!("b-port"));
+    }
+
+    #[test]
+    fn keys_come_in_tmf637_order_id_href_type_first() {
+        let r = rules(&["provisioning", "billing"], vec![]);
+        let cs = vec![
+            contribution(
+                "billing",
+                1,
+                json!({"zz": 1, "status": "active", "name": "x", "@type": "Product",
+                    "productRelationship": [{"relationshipType": "bundles", "id": "R-1"}],
+                    "aa": 2, "id": "b"}),
+            ),
+            contribution(
+                "provisioning",
+                2,
+                json!({"description": "d", "@baseType": "Product", "id": "p"}),
+            ),
+        ];
+        let doc = merge(&pid(1), &cs, &Links::default(), &r).document;
+        let keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "href",
+                "@type",
+                "@baseType",
+                "description",
+                "name",
+                "productRelationship",
+                "status",
+                "externalIdentifier",
+                "aa",
+                "zz"
+            ]
+        );
+        let element: Vec<&str> = doc["productRelationship"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(element, ["id", "relationshipType"]);
+        // The same bytes whatever the order of the contributions.
+        let reversed: Vec<Contribution> = cs.iter().rev().cloned().collect();
+        assert_eq!(
+            serde_json::to_string(&merge(&pid(1), &reversed, &Links::default(), &r).document)
+                .unwrap(),
+            serde_json::to_string(&doc).unwrap()
+        );
     }
 
     #[test]

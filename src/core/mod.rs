@@ -11,6 +11,7 @@ pub mod identity;
 pub mod ids;
 pub mod ingest;
 pub mod merge;
+pub mod order;
 pub mod package;
 pub mod record;
 pub mod remerge;

@@ -52,6 +52,17 @@ pub fn role_of(product: &Value, rules: &Rules) -> Option<Role> {
     rules.role_of(product.pointer("/productSpecification/id")?.as_str()?)
 }
 
+/// Sorts parts of a package into the order they are listed in (POST and GET with
+/// `as-adi-package`): by role in package order (ADI, ACCESS, PORT, DD), parts without a
+/// recognised role last, then by PINV id. `merged` gives a part's merged document.
+pub fn sort_members<T>(parts: &mut [T], merged: impl Fn(&T) -> (&Value, PinvId), rules: &Rules) {
+    parts.sort_by_cached_key(|part| {
+        let (document, id) = merged(part);
+        let role = role_of(document, rules);
+        (role.is_none(), role, id)
+    });
+}
+
 /// Checks that the roles of a package's parts form a valid package: exactly one `ADI`,
 /// one `ACCESS`, one `PORT`, at most one `DD`, and every part recognised.
 ///
@@ -176,6 +187,29 @@ mod tests {
 
     fn id(n: u128) -> PinvId {
         PinvId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn members_sort_by_role_then_unrecognised_then_by_id() {
+        let rules = Rules::from_files(&[(
+            "rules.toml".into(),
+            "[events]\naccepted_types = [\"t\"]\n[package.roles]\nADI = [\"PR-ADI\"]\nACCESS = [\"PR-ACCESS\"]\nPORT = [\"PR-PORT\"]\nDD = [\"PR-DD\"]\n"
+                .into(),
+        )])
+        .unwrap();
+        let part = |n: u128, spec: &str| (json!({"productSpecification": {"id": spec}}), id(n));
+        let mut parts = vec![
+            part(1, "other"),
+            part(2, "PR-DD"),
+            part(9, "PR-PORT"),
+            part(3, "PR-PORT"),
+            part(4, "PR-ACCESS"),
+            part(8, "PR-ADI"),
+            (json!({}), id(0)),
+        ];
+        sort_members(&mut parts, |(v, i)| (v, *i), &rules);
+        let order: Vec<PinvId> = parts.iter().map(|p| p.1).collect();
+        assert_eq!(order, [8, 4, 3, 9, 2, 0, 1].map(id));
     }
 
     #[test]

@@ -52,6 +52,8 @@ impl std::fmt::Debug for Schemas {
 impl Schemas {
     /// Compiles the bundled schemas.
     pub fn compile() -> Result<Self, String> {
+        // Built here so that the first merge does not pay for reading the schema.
+        crate::core::order::KeyOrder::product();
         Ok(Self {
             envelope: compile_file(ENVELOPE_FILE)?,
             product: compile_file(PRODUCT_FILE)?,

@@ -502,6 +502,7 @@ impl EncodedPlan {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
         let keys = keys.to_vec();
         self.read(move |txn| {
@@ -518,6 +519,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "embedded", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
         let ids = ids.to_vec();
         self.read(move |txn| {
@@ -533,6 +535,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "embedded", source = %source, event_id = %event_id))]
     async fn get_processed(
         &self,
         source: &Source,
@@ -551,6 +554,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
         let keys = keys.to_vec();
         self.read(move |txn| {
@@ -567,6 +571,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "embedded", root = %root))]
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
         let root = id_bytes(root);
         self.read(move |txn| {
@@ -585,6 +590,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "embedded", products = set.products.len()))]
     async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
         let (set, encoded) = if set.products.len() < PARALLEL_DECODE_MIN {
             // A POST's set: a few records, cheaper to encode right here.
@@ -617,6 +623,12 @@ impl Store for EmbeddedStore {
     }
 
     /// A full scan: every product is read and its merged document decoded and filtered.
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.list",
+        skip_all,
+        fields(store = "embedded")
+    )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let query = query.clone();
         self.read(move |txn| {
@@ -639,6 +651,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.history", skip_all, fields(store = "embedded", product = %id))]
     async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
         let id = id_bytes(id);
         self.read(move |txn| {
@@ -653,6 +666,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.scan",
+        skip_all,
+        fields(store = "embedded", limit)
+    )]
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
         let after = after.as_ref().map(id_bytes);
         self.read(move |txn| {
@@ -674,6 +693,12 @@ impl Store for EmbeddedStore {
 
     /// The products table's length, which redb keeps: no scan (the default counts through
     /// `list`, which decodes every product).
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.count",
+        skip_all,
+        fields(store = "embedded")
+    )]
     async fn count(&self) -> StoreResult<u64> {
         self.read(|txn| {
             txn.open_table(PRODUCTS)
@@ -684,6 +709,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.ping",
+        skip_all,
+        fields(store = "embedded")
+    )]
     async fn ping(&self) -> StoreResult<()> {
         if self.jobs.is_none() || self.writer.as_ref().is_none_or(|w| w.is_finished()) {
             return Err(StoreError::unavailable("the writer thread has stopped"));

@@ -99,6 +99,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "memory", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
         let state = self.lock()?;
         Ok(keys
@@ -107,6 +108,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "memory", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
         let state = self.lock()?;
         Ok(ids
@@ -115,6 +117,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "memory", source = %source, event_id = %event_id))]
     async fn get_processed(
         &self,
         source: &Source,
@@ -127,6 +130,7 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "memory", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
         let state = self.lock()?;
         Ok(keys
@@ -140,6 +144,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "memory", root = %root))]
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
         let state = self.lock()?;
         let lowest = PinvId::from_uuid(uuid::Uuid::nil());
@@ -151,6 +156,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "memory", products = set.products.len()))]
     async fn commit(&self, set: WriteSet) -> StoreResult<()> {
         let mut state = self.lock()?;
         let plan = plan(set, &*state)?;
@@ -158,6 +164,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.list",
+        skip_all,
+        fields(store = "memory")
+    )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let state = self.lock()?;
         let mut total = 0u64;
@@ -174,6 +186,7 @@ impl Store for MemoryStore {
         Ok(ListPage { items, total })
     }
 
+    #[tracing::instrument(level = "debug", name = "store.history", skip_all, fields(store = "memory", product = %id))]
     async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
         let state = self.lock()?;
         Ok(state
@@ -183,6 +196,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.scan",
+        skip_all,
+        fields(store = "memory", limit)
+    )]
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
         use std::ops::Bound;
         let state = self.lock()?;
@@ -195,6 +214,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.ping",
+        skip_all,
+        fields(store = "memory")
+    )]
     async fn ping(&self) -> StoreResult<()> {
         self.lock().map(|_| ())
     }

@@ -394,6 +394,15 @@ impl MongoStore {
     /// Every change of `set` inside the session's transaction; the first failed guard
     /// returns [`StoreError::Conflict`] and the caller aborts.
     async fn apply(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+        self.record_processed(s, set).await?;
+        self.claim_keys(s, set).await?;
+        self.write_products(s, set).await?;
+        self.update_waiters(s, set).await?;
+        self.append_history(s, set).await
+    }
+
+    /// Remembers the event: a second commit of it fails on the unique id.
+    async fn record_processed(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if let Some(p) = &set.processed {
             self.coll(PROCESSED)
                 .insert_one(processed_doc(p)?)
@@ -402,7 +411,12 @@ impl MongoStore {
                 .map_err(|e| classify_conflict(e, "event already processed"))?;
             self.call.replied();
         }
+        Ok(())
+    }
 
+    /// Claims the keys of `set` for their owners; a key owned by another product, or claimed
+    /// twice, is a conflict.
+    async fn claim_keys(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if !set.claim_keys.is_empty() {
             let mut wanted: BTreeMap<&MatchKey, PinvId> = BTreeMap::new();
             for (key, owner) in &set.claim_keys {
@@ -454,7 +468,11 @@ impl MongoStore {
                 self.call.replied();
             }
         }
+        Ok(())
+    }
 
+    /// Inserts new products and replaces stored ones at the revision the plan read.
+    async fn write_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         for write in &set.products {
             let doc = product_doc(&write.record)?;
             match write.expected_revision {
@@ -482,7 +500,11 @@ impl MongoStore {
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Adds the new waiters and drops those whose key is now claimed.
+    async fn update_waiters(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         for (key, product) in &set.add_waiters {
             let id = waiter_id(key, product);
             self.coll(WAITERS)
@@ -506,7 +528,11 @@ impl MongoStore {
                 .map_err(classify)?;
             self.call.replied();
         }
+        Ok(())
+    }
 
+    /// Appends the history entries.
+    async fn append_history(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         if !set.history.is_empty() {
             let docs = set
                 .history
@@ -545,6 +571,7 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
+    #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "mongo", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
@@ -568,6 +595,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "mongo", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -591,6 +619,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "mongo", source = %source, event_id = %event_id))]
     async fn get_processed(
         &self,
         source: &Source,
@@ -610,6 +639,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "mongo", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
@@ -635,6 +665,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "mongo", root = %root))]
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
         let root = root.to_string();
         self.run(move |s| async move {
@@ -656,6 +687,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "mongo", products = set.products.len()))]
     async fn commit(&self, set: WriteSet) -> StoreResult<()> {
         let only_one_product = set.products.len() == 1
             && set.claim_keys.is_empty()
@@ -682,6 +714,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.list",
+        skip_all,
+        fields(store = "mongo")
+    )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let query = query.clone();
         self.run(move |s| async move {
@@ -717,6 +755,7 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "store.history", skip_all, fields(store = "mongo", product = %id))]
     async fn history(&self, id: &PinvId) -> StoreResult<Vec<HistoryEntry>> {
         let id = id.to_string();
         self.run(move |s| async move {
@@ -740,6 +779,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.scan",
+        skip_all,
+        fields(store = "mongo", limit)
+    )]
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -762,6 +807,12 @@ impl Store for MongoStore {
         .await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.ping",
+        skip_all,
+        fields(store = "mongo")
+    )]
     async fn ping(&self) -> StoreResult<()> {
         self.run(|s| async move {
             s.db.run_command(doc! { "ping": 1 })

@@ -114,6 +114,39 @@ async fn repeated_event_is_200_with_the_same_document() {
     );
 }
 
+/// The same JSON with the keys of every object in reverse order.
+fn keys_reversed(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), keys_reversed(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(keys_reversed).collect()),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn repeated_event_with_its_keys_in_another_order_is_200() {
+    let app = spawn_app().await;
+    let first = created(app.post_products(&seed_request(), &["billing"]).await).await;
+    let reordered = keys_reversed(&seed_request());
+    assert_ne!(
+        serde_json::to_string(&reordered["value"]).unwrap(),
+        serde_json::to_string(&seed_request()["value"]).unwrap(),
+        "the test needs the keys to come in another order"
+    );
+    let res = app.post_products(&reordered, &["billing"]).await;
+    assert_eq!(res.status(), 200);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(
+        again["responseData"][0]["value"],
+        first["responseData"][0]["value"]
+    );
+}
+
 #[tokio::test]
 async fn same_event_id_with_another_value_is_409() {
     let app = spawn_app().await;

@@ -230,120 +230,32 @@ impl Parser {
 
     fn field_rule(&mut self, file: &str, at: &str, t: &Table) {
         self.check_keys(file, at, t, &FIELD_KEYS);
-        let sub = |k: &str| format!("{at}.{k}");
-
-        let path = match t.get("path") {
-            None => {
-                self.problem(file, sub("path"), "required: the dotted path of the field");
-                None
-            }
-            Some(v) => match v.as_str() {
-                None => {
-                    self.problem(file, sub("path"), "must be a string");
-                    None
-                }
-                Some(p) => match path_problem(p) {
-                    Some(problem) => {
-                        self.problem(file, sub("path"), problem);
-                        None
-                    }
-                    None => Some(p.to_owned()),
-                },
-            },
-        };
-
-        let strategy = match t.get("strategy") {
-            None => {
-                self.problem(
-                    file,
-                    sub("strategy"),
-                    "required: one of priority, recency, oldest, owner, union",
-                );
-                None
-            }
-            Some(v) => self.strategy(file, &sub("strategy"), v),
-        };
+        let path = self.field_path(file, at, t);
+        let strategy = self.field_strategy(file, at, t);
         let union = strategy.map(|s| s == Strategy::Union);
         let owner = strategy.map(|s| s == Strategy::Owner);
-
-        let key = match t.get("key") {
-            Some(v) => {
-                if union == Some(false) {
-                    self.problem(file, sub("key"), "only allowed with strategy = \"union\"");
-                }
-                self.key_list(file, &sub("key"), v)
-            }
-            None => {
-                if union == Some(true) {
-                    self.problem(
-                        file,
-                        sub("key"),
-                        "required with strategy = \"union\": the element fields that match elements across sources",
-                    );
-                }
-                None
-            }
-        };
-
-        let element_strategy = match t.get("element_strategy") {
-            Some(v) => {
-                if union == Some(false) {
-                    self.problem(
-                        file,
-                        sub("element_strategy"),
-                        "only allowed with strategy = \"union\"",
-                    );
-                }
-                self.element_strategy(file, &sub("element_strategy"), v)
-            }
-            None => Some(ElementStrategy::Merge),
-        };
-
-        let owners = match t.get("owners") {
-            Some(v) => {
-                if owner == Some(false) {
-                    self.problem(
-                        file,
-                        sub("owners"),
-                        "only allowed with strategy = \"owner\"",
-                    );
-                }
-                self.sources(file, &sub("owners"), v, true)
-            }
-            None => {
-                if owner == Some(true) {
-                    self.problem(
-                        file,
-                        sub("owners"),
-                        "required with strategy = \"owner\": the sources allowed to set the field",
-                    );
-                }
-                None
-            }
-        };
-
+        let key = self.field_key(file, at, t, union);
+        let element_strategy = self.field_element_strategy(file, at, t, union);
+        let owners = self.field_owners(file, at, t, owner);
         let precedence = match t.get("precedence") {
-            Some(v) => self.sources(file, &sub("precedence"), v, false).map(Some),
+            Some(v) => self
+                .sources(file, &format!("{at}.precedence"), v, false)
+                .map(Some),
             None => Some(None),
         };
-
         let keep_empty = match t.get("keep_empty") {
             None => Some(false),
             Some(Value::Boolean(b)) => Some(*b),
             Some(_) => {
-                self.problem(file, sub("keep_empty"), "must be true or false");
+                self.problem(file, format!("{at}.keep_empty"), "must be true or false");
                 None
             }
         };
 
         let Some(path) = path else { return };
-        if let Some((first_file, first_at)) = self.field_sites.get(&path) {
-            let problem = format!("a rule for \"{path}\" is already declared in {first_file} ({first_at}); declare each path once");
-            self.problem(file, sub("path"), problem);
+        if !self.declare_field(file, at, &path) {
             return;
         }
-        self.field_sites
-            .insert(path.clone(), (file.to_owned(), at.to_owned()));
         // Any missing part was reported above; the rule is then never used.
         if let (Some(strategy), Some(element_strategy), Some(precedence), Some(keep_empty)) =
             (strategy, element_strategy, precedence, keep_empty)
@@ -360,6 +272,138 @@ impl Parser {
             };
             self.fields.insert(path, rule);
         }
+    }
+
+    /// `path`: required, a valid dotted path.
+    fn field_path(&mut self, file: &str, at: &str, t: &Table) -> Option<String> {
+        let sub = format!("{at}.path");
+        match t.get("path") {
+            None => {
+                self.problem(file, sub, "required: the dotted path of the field");
+                None
+            }
+            Some(v) => match v.as_str() {
+                None => {
+                    self.problem(file, sub, "must be a string");
+                    None
+                }
+                Some(p) => match path_problem(p) {
+                    Some(problem) => {
+                        self.problem(file, sub, problem);
+                        None
+                    }
+                    None => Some(p.to_owned()),
+                },
+            },
+        }
+    }
+
+    /// `strategy`: required.
+    fn field_strategy(&mut self, file: &str, at: &str, t: &Table) -> Option<Strategy> {
+        let sub = format!("{at}.strategy");
+        match t.get("strategy") {
+            None => {
+                self.problem(
+                    file,
+                    sub,
+                    "required: one of priority, recency, oldest, owner, union",
+                );
+                None
+            }
+            Some(v) => self.strategy(file, &sub, v),
+        }
+    }
+
+    /// `key`: required with `union` and only allowed there (`union`: whether the strategy
+    /// is `union`, if known).
+    fn field_key(
+        &mut self,
+        file: &str,
+        at: &str,
+        t: &Table,
+        union: Option<bool>,
+    ) -> Option<Vec<String>> {
+        let sub = format!("{at}.key");
+        match t.get("key") {
+            Some(v) => {
+                if union == Some(false) {
+                    self.problem(file, &sub, "only allowed with strategy = \"union\"");
+                }
+                self.key_list(file, &sub, v)
+            }
+            None => {
+                if union == Some(true) {
+                    self.problem(
+                        file,
+                        sub,
+                        "required with strategy = \"union\": the element fields that match elements across sources",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// `element_strategy`: only allowed with `union`; `merge` when absent.
+    fn field_element_strategy(
+        &mut self,
+        file: &str,
+        at: &str,
+        t: &Table,
+        union: Option<bool>,
+    ) -> Option<ElementStrategy> {
+        let sub = format!("{at}.element_strategy");
+        match t.get("element_strategy") {
+            Some(v) => {
+                if union == Some(false) {
+                    self.problem(file, &sub, "only allowed with strategy = \"union\"");
+                }
+                self.element_strategy(file, &sub, v)
+            }
+            None => Some(ElementStrategy::Merge),
+        }
+    }
+
+    /// `owners`: required with `owner` and only allowed there.
+    fn field_owners(
+        &mut self,
+        file: &str,
+        at: &str,
+        t: &Table,
+        owner: Option<bool>,
+    ) -> Option<Vec<Source>> {
+        let sub = format!("{at}.owners");
+        match t.get("owners") {
+            Some(v) => {
+                if owner == Some(false) {
+                    self.problem(file, &sub, "only allowed with strategy = \"owner\"");
+                }
+                self.sources(file, &sub, v, true)
+            }
+            None => {
+                if owner == Some(true) {
+                    self.problem(
+                        file,
+                        sub,
+                        "required with strategy = \"owner\": the sources allowed to set the field",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Records where the rule for `path` is declared; false (and a problem) when another
+    /// rule declared it first.
+    fn declare_field(&mut self, file: &str, at: &str, path: &str) -> bool {
+        if let Some((first_file, first_at)) = self.field_sites.get(path) {
+            let problem = format!("a rule for \"{path}\" is already declared in {first_file} ({first_at}); declare each path once");
+            self.problem(file, format!("{at}.path"), problem);
+            return false;
+        }
+        self.field_sites
+            .insert(path.to_owned(), (file.to_owned(), at.to_owned()));
+        true
     }
 
     fn strategy(&mut self, file: &str, at: &str, v: &Value) -> Option<Strategy> {

@@ -1,0 +1,278 @@
+//! The order of keys in a merged document, as a TMF637 reader expects it: `id`, `href`,
+//! `@type` first, then the properties the product schema defines for that object (those it
+//! inherits through `$ref` first, as TMF lists a base class's attributes before a
+//! subclass's), then any other key alphabetically.
+//!
+//! The table is built once from the bundled product schema
+//! ([`crate::core::schema::PRODUCT_FILE`]); ordering an object is then one hash lookup
+//! per key, and an object already in order is left as it is.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+
+use crate::core::schema;
+
+/// Keys that lead every object, in this order, whatever its schema says.
+const LEADING: [&str; 3] = ["id", "href", "@type"];
+
+/// The key order of every object type of the product schema.
+#[derive(Debug)]
+pub struct KeyOrder {
+    /// Every key name any type defines -> its column in `types` (one hash per key looked
+    /// up, instead of a search per object type).
+    columns: foldhash::HashMap<String, usize>,
+    /// Per object type, per column: where the key goes, if the type defines it.
+    types: Vec<Vec<Option<Place>>>,
+    root: usize,
+}
+
+/// Where an object is in the schema: the object type its keys are ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectNode(usize);
+
+static PRODUCT: LazyLock<KeyOrder> = LazyLock::new(|| {
+    let text = schema::file(schema::PRODUCT_FILE).expect("the product schema is bundled");
+    let schema: Value = serde_json::from_str(text).expect("the bundled product schema is JSON");
+    KeyOrder::from_schema(&schema).expect("the bundled product schema names its root type")
+});
+
+impl KeyOrder {
+    /// The order of the bundled TMF637 product schema, built on first use.
+    pub fn product() -> &'static KeyOrder {
+        &PRODUCT
+    }
+
+    /// Builds the order from a schema whose root is `{"$ref": "#/$defs/<Root>"}` and whose
+    /// object types are `$defs` with `properties` (and a `$ref` to the type they extend).
+    /// `None` when the root does not name a type with properties.
+    pub fn from_schema(schema: &Value) -> Option<Self> {
+        let defs = schema.get("$defs").and_then(Value::as_object)?;
+        let names: Vec<&String> = defs.keys().collect();
+        let index = |name: &str| names.iter().position(|n| *n == name);
+        let def_of = |schema: &Value| -> Option<usize> {
+            let target = schema
+                .get("$ref")
+                .or_else(|| schema.get("items").and_then(|items| items.get("$ref")))?;
+            index(target.as_str()?.strip_prefix("#/$defs/")?)
+        };
+        // Own properties, then the base's, then its base's (a cycle stops the walk).
+        let chain = |mut def: usize| -> Vec<&Map<String, Value>> {
+            let mut seen = vec![def];
+            let mut out = Vec::new();
+            loop {
+                if let Some(props) = defs[names[def]]
+                    .get("properties")
+                    .and_then(Value::as_object)
+                {
+                    out.push(props);
+                }
+                match def_of(&defs[names[def]]) {
+                    Some(base) if !seen.contains(&base) => {
+                        seen.push(base);
+                        def = base;
+                    }
+                    _ => return out,
+                }
+            }
+        };
+        let has_properties = |def: usize| !chain(def).is_empty();
+        let ranked: Vec<BTreeMap<&str, Place>> = (0..names.len())
+            .map(|def| {
+                let mut ranked: BTreeMap<&str, Place> = BTreeMap::new();
+                let mut next = LEADING.len() as u16;
+                for props in chain(def).into_iter().rev() {
+                    for (name, property) in props {
+                        if ranked.contains_key(name.as_str()) {
+                            continue;
+                        }
+                        let rank = match LEADING.iter().position(|l| l == name) {
+                            Some(leading) => leading as u16,
+                            None => {
+                                next += 1;
+                                next - 1
+                            }
+                        };
+                        let child = def_of(property)
+                            .filter(|&d| has_properties(d))
+                            .map(ObjectNode);
+                        ranked.insert(name, Place { rank, child });
+                    }
+                }
+                ranked
+            })
+            .collect();
+        let root = def_of(schema).filter(|&d| has_properties(d))?;
+        let mut columns = foldhash::HashMap::default();
+        for name in ranked.iter().flat_map(BTreeMap::keys) {
+            let next = columns.len();
+            columns.entry((*name).to_owned()).or_insert(next);
+        }
+        let types = ranked
+            .iter()
+            .map(|places| {
+                let mut row = vec![None; columns.len()];
+                for (name, place) in places {
+                    row[columns[*name]] = Some(*place);
+                }
+                row
+            })
+            .collect();
+        Some(Self {
+            columns,
+            types,
+            root,
+        })
+    }
+
+    /// The node of the schema's root type (the product).
+    pub fn root(&self) -> ObjectNode {
+        ObjectNode(self.root)
+    }
+
+    /// Where `key` goes in an object at `node`: its rank (every key the schema does not
+    /// define shares the last rank, and goes by name), and the node of the objects below it.
+    pub fn place(&self, node: ObjectNode, key: &str) -> Place {
+        self.columns
+            .get(key)
+            .and_then(|&column| self.types[node.0][column])
+            .unwrap_or(Place {
+                rank: u16::MAX,
+                child: None,
+            })
+    }
+
+    /// Puts the keys of `value` (an object at `node`, or an array of them) in order, and
+    /// those of every object below it that the schema knows.
+    pub fn order(&self, node: ObjectNode, value: &mut Value) {
+        match value {
+            Value::Object(map) => self.order_object(node, map),
+            Value::Array(items) => {
+                for item in items {
+                    if let Value::Object(map) = item {
+                        self.order_object(node, map);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Self::order`] of the value at each place below an object whose keys are in order.
+    pub fn order_below(&self, places: &[Place], map: &mut Map<String, Value>) {
+        for (place, value) in places.iter().zip(map.values_mut()) {
+            if let Some(child) = place.child {
+                self.order(child, value);
+            }
+        }
+    }
+
+    fn order_object(&self, node: ObjectNode, map: &mut Map<String, Value>) {
+        // One lookup per key; a map already in order (the common case: a source that sends
+        // TMF637 order) is not rebuilt, as rebuilding hashes every key again.
+        let mut places = Vec::with_capacity(map.len());
+        let mut in_order = true;
+        let mut previous: Option<(u16, &str)> = None;
+        for key in map.keys() {
+            let place = self.place(node, key);
+            let here = (place.rank, key.as_str());
+            in_order &= previous.is_none_or(|p| p <= here);
+            previous = Some(here);
+            places.push(place);
+        }
+        if in_order {
+            self.order_below(&places, map);
+            return;
+        }
+        let mut entries: Vec<(Place, (String, Value))> =
+            places.into_iter().zip(std::mem::take(map)).collect();
+        entries.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+        *map = Map::with_capacity(entries.len());
+        for (place, (key, mut value)) in entries {
+            if let Some(child) = place.child {
+                self.order(child, &mut value);
+            }
+            map.insert(key, value);
+        }
+    }
+}
+
+/// Where a key goes in its object: see [`KeyOrder::place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Lower ranks come first; keys of equal rank go by name.
+    pub rank: u16,
+    /// The node of the objects under the key, if the schema orders them.
+    pub child: Option<ObjectNode>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn keys(value: &Value) -> Vec<&str> {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn a_product_starts_with_id_href_type_then_follows_the_schema_then_the_alphabet() {
+        let order = KeyOrder::product();
+        let mut doc = json!({
+            "zeta": 1, "status": "active", "@type": "Product", "name": "n", "alpha": 2,
+            "href": "h", "@baseType": "b", "id": "i", "description": "d",
+        });
+        order.order(order.root(), &mut doc);
+        assert_eq!(
+            keys(&doc),
+            [
+                "id",
+                "href",
+                "@type",
+                "@baseType",
+                "description",
+                "name",
+                "status",
+                "alpha",
+                "zeta"
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_objects_and_array_elements_follow_their_own_type() {
+        let order = KeyOrder::product();
+        let mut doc = json!({
+            "productRelationship": [{"relationshipType": "bundles", "x": 1, "id": "r"}],
+            "productSpecification": {"version": "1", "name": "s", "id": "PR-1"},
+            "productCharacteristic": [{"value": {"z": 1, "a": 2}, "name": "c"}],
+            "product": [{"name": "inner", "id": "p"}],
+        });
+        order.order(order.root(), &mut doc);
+        assert_eq!(
+            keys(&doc["productRelationship"][0]),
+            ["id", "relationshipType", "x"]
+        );
+        assert_eq!(
+            keys(&doc["productSpecification"]),
+            ["id", "name", "version"]
+        );
+        assert_eq!(keys(&doc["productCharacteristic"][0]), ["name", "value"]);
+        // A value the schema does not describe keeps its order.
+        assert_eq!(keys(&doc["productCharacteristic"][0]["value"]), ["z", "a"]);
+        assert_eq!(keys(&doc["product"][0]), ["id", "name"]);
+    }
+
+    #[test]
+    fn a_schema_without_a_root_type_gives_no_order() {
+        assert!(KeyOrder::from_schema(&json!({"$defs": {}})).is_none());
+        assert!(KeyOrder::from_schema(&json!({"$ref": "#/$defs/X", "$defs": {"X": {}}})).is_none());
+    }
+}
