@@ -32,8 +32,9 @@ pub async fn post_products(
     settings: web::Data<Settings>,
     budget: web::Data<BodyBudget>,
 ) -> Result<HttpResponse, ApiError> {
-    let options = PostOptions {
+    let mut options = PostOptions {
         as_adi_package: as_adi_package(req.query_string())?,
+        body_bytes: 0,
     };
     require_json(&req)?;
     let max = settings.server.max_body_bytes;
@@ -50,6 +51,7 @@ pub async fn post_products(
         .await?;
     let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
     let body = parse_json(&bytes)?;
+    options.body_bytes = bytes.len();
     drop(bytes);
     context_of(&body).attach(&req);
 

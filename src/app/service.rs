@@ -32,6 +32,34 @@ pub struct Service {
 pub struct PostOptions {
     /// `?as-adi-package=true`: also return every other part of the package(s) concerned.
     pub as_adi_package: bool,
+    /// Size of the request body in bytes: a body over [`OFFLOAD_BODY_BYTES`] is validated and
+    /// planned on the blocking pool.
+    pub body_bytes: usize,
+}
+
+/// Bodies larger than this are validated and planned on the blocking pool, so that their
+/// work (linear in the body, but a megabyte of it takes tens of milliseconds) does not stall
+/// the other requests of the worker. Smaller bodies, the common case, are handled in place:
+/// a hop to the pool and back costs more than their whole validation and plan, and under
+/// load the pool's extra threads (each with its own allocator heap) cost memory too.
+pub const OFFLOAD_BODY_BYTES: usize = 64 * 1024;
+
+impl PostOptions {
+    fn offload(&self) -> bool {
+        self.body_bytes > OFFLOAD_BODY_BYTES
+    }
+}
+
+/// Runs `f` on the blocking pool when `offload`, else in place.
+async fn maybe_blocking<T: Send + 'static>(
+    offload: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    if offload {
+        run_blocking(f).await
+    } else {
+        f()
+    }
 }
 
 /// Whether a POST stored anything.
@@ -108,9 +136,9 @@ impl Service {
         options: PostOptions,
         may_write: &(dyn Fn(&Source) -> bool + Sync),
     ) -> Result<PostOutcome, IngestError> {
-        // Validation and planning take time in proportion to the body: they run on the
-        // blocking pool so that a large body does not stall the other requests of its worker.
-        // The verdict on the token is taken here, as `may_write` borrows from the caller.
+        // Validation and planning take time in proportion to the body: for a large body they
+        // run on the blocking pool (see `OFFLOAD_BODY_BYTES`). The verdict on the token is
+        // taken here, as `may_write` borrows from the caller.
         let verdict = body
             .pointer("/headers/source")
             .and_then(Value::as_str)
@@ -120,7 +148,7 @@ impl Service {
                 (s, allowed)
             });
         let this = self.clone();
-        let event = run_blocking(move || {
+        let event = maybe_blocking(options.offload(), move || {
             this.validate(body, &|s| {
                 verdict
                     .as_ref()
@@ -135,7 +163,7 @@ impl Service {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_post(&event).await {
+            match self.try_post(&event, options.offload()).await {
                 Ok((status, result)) => {
                     let outcome = self.respond(&event, status, result, options).await?;
                     if !span.is_disabled() {
@@ -206,7 +234,11 @@ impl Service {
     /// Reads what the event touches, plans, commits. A conflict comes back as
     /// `StoreError::Conflict` for the caller to retry.
     #[tracing::instrument(level = "debug", name = "service.try_post", skip_all)]
-    async fn try_post(&self, event: &Arc<Event>) -> Result<(PostStatus, Replayed), IngestError> {
+    async fn try_post(
+        &self,
+        event: &Arc<Event>,
+        offload: bool,
+    ) -> Result<(PostStatus, Replayed), IngestError> {
         let store = &*self.store;
         let processed = store
             .get_processed(&event.headers.source, &event.headers.id)
@@ -237,7 +269,7 @@ impl Service {
             waiters,
         };
         let (planned, rules) = (event.clone(), self.rules.clone());
-        let plan = run_blocking(move || {
+        let plan = maybe_blocking(offload, move || {
             ingest::plan(
                 &planned,
                 &ids,
@@ -393,4 +425,20 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 /// A few bits of randomness for retry jitter, without a dependency for it.
 fn rand_jitter() -> u64 {
     u64::from(uuid::Uuid::new_v4().as_fields().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_large_bodies_go_to_the_blocking_pool() {
+        let options = |body_bytes| PostOptions {
+            as_adi_package: false,
+            body_bytes,
+        };
+        assert!(!options(0).offload());
+        assert!(!options(OFFLOAD_BODY_BYTES).offload());
+        assert!(options(OFFLOAD_BODY_BYTES + 1).offload());
+    }
 }
