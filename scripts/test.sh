@@ -75,7 +75,9 @@ TOML
     PINV_STORE=memory PINV_BIND="127.0.0.1:$port" target/debug/pinv serve >"$workdir/serve.log" 2>&1 &
     serve_pid=$!
     for _ in $(seq 1 150); do
-        curl -fsS "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break
+        # Python, not curl: a fresh machine has Python for sure.
+        "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+            "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break
         sleep 0.2
     done
     (cd "$workdir" && "$OLDPWD/$VENV/bin/schemathesis" --config-file "$workdir/schemathesis.toml" \
