@@ -66,8 +66,8 @@ fn invalid_rules(into: &Path) -> PathBuf {
     })
 }
 
-/// Runs `pinv` with only the `PINV_*` variables given (the caller's are removed).
-fn pinv(args: &[&str], store: &Path, rules: &Path) -> Output {
+/// `pinv` with `args`, the store and rules given, and none of the caller's `PINV_*` variables.
+fn pinv_command(args: &[&str], store: &Path, rules: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pinv"));
     for (name, _) in std::env::vars() {
         if name.starts_with("PINV_") {
@@ -79,7 +79,14 @@ fn pinv(args: &[&str], store: &Path, rules: &Path) -> Output {
         .env("PINV_STORE", store)
         .env("PINV_RULES_DIR", rules)
         .env("RUST_LOG", "warn");
-    command.output().expect("the pinv binary runs")
+    command
+}
+
+/// Runs `pinv` with only the `PINV_*` variables given (the caller's are removed).
+fn pinv(args: &[&str], store: &Path, rules: &Path) -> Output {
+    pinv_command(args, store, rules)
+        .output()
+        .expect("the pinv binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -590,20 +597,11 @@ fn http_get(url: &str) -> Option<(u16, Value)> {
 
 /// Runs `pinv` as [`pinv`] does, with the server's address and secret.
 fn pinv_beside(args: &[&str], store: &Path, rules: &Path, port: u16) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pinv"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PINV_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .args(args)
-        .env("PINV_STORE", store)
-        .env("PINV_RULES_DIR", rules)
+    pinv_command(args, store, rules)
         .env("PINV_BIND", format!("127.0.0.1:{port}"))
         .env("PINV_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn");
-    command.output().expect("the pinv binary runs")
+        .output()
+        .expect("the pinv binary runs")
 }
 
 /// Beside a running `pinv serve`, which holds the embedded store, `pinv remerge` has the

@@ -253,12 +253,7 @@ async fn schema_violation_is_400_with_a_pointer() {
         "VALIDATION_FAILED",
     )
     .await;
-    let pointers: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["pointer"].as_str().unwrap())
-        .collect();
+    let pointers = error_pointers(&body);
     assert!(pointers.contains(&"/value/status"), "{pointers:?}");
 }
 
@@ -351,12 +346,17 @@ async fn header_and_schema_violations_are_reported_together() {
         "VALIDATION_FAILED",
     )
     .await;
-    let pointers: Vec<&str> = body["error"]["details"]
+    let pointers = error_pointers(&body);
+    assert!(pointers.contains(&"/headers/time"), "{pointers:?}");
+    assert!(pointers.contains(&"/value/relatedParty"), "{pointers:?}");
+}
+
+/// The `pointer` of every detail of an error body.
+fn error_pointers(body: &Value) -> Vec<&str> {
+    body["error"]["details"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d["pointer"].as_str().unwrap())
-        .collect();
-    assert!(pointers.contains(&"/headers/time"), "{pointers:?}");
-    assert!(pointers.contains(&"/value/relatedParty"), "{pointers:?}");
+        .collect()
 }
