@@ -285,20 +285,19 @@ impl Service {
             return Ok((PostStatus::Unchanged, Replayed::Plan(Box::new(plan))));
         }
         let mut plan = plan;
-        let ours = plan.write.processed.clone();
         match store.commit(std::mem::take(&mut plan.write)).await {
             Ok(()) => {}
             Err(e @ StoreError::OutcomeUnknown(_)) => {
                 // The commit was sent and no answer came. The processed event is part of the
-                // write set, so finding it stored (with this event's digest and products)
-                // proves the whole set was; anything else leaves the outcome unknown: a
-                // commit still running on the server may land after this read.
-                let found = match &ours {
-                    Some(p) => store.get_processed(&p.source, &p.event_id).await.ok(),
-                    None => None,
-                };
-                match (found, ours) {
-                    (Some(Some(stored)), Some(ours)) if stored == ours => {
+                // write set, so finding this event stored (same source, id and digest: an id
+                // is never stored with another digest) proves the whole set was; anything
+                // else leaves the outcome unknown: a commit still running on the server may
+                // land after this read.
+                let found = store
+                    .get_processed(&event.headers.source, &event.headers.id)
+                    .await;
+                match found {
+                    Ok(Some(stored)) if stored.digest == event.digest => {
                         tracing::info!(
                             error = %e.chain(),
                             "commit outcome was unknown; read back: stored"
