@@ -619,6 +619,7 @@ fn finish(
                     event: event_ref.clone(),
                     rules_hash: rules.hash.clone(),
                     patch: patch_between(old_merged, &record.merged),
+                    deleted: false,
                 });
                 if !posted.contains(&id) {
                     changed_others.push(id);
