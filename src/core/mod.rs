@@ -15,6 +15,7 @@ pub mod order;
 pub mod package;
 pub mod record;
 pub mod remerge;
+pub mod retract;
 pub mod rules;
 pub mod schema;
 pub mod traceparent;
