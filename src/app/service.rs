@@ -119,7 +119,7 @@ pub enum IngestError {
 /// How many times a write is planned again after a conflicting concurrent write before
 /// the POST gives up with `503`. Conflicts come from writers touching the same product at
 /// the same instant, so a handful of retries with a short pause settles them.
-const MAX_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_ATTEMPTS: u32 = 16;
 
 impl Service {
     /// Handles one `POST /products` body. `may_write` says whether the caller's token may
@@ -430,7 +430,7 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// A few bits of randomness for retry jitter, without a dependency for it.
-fn rand_jitter() -> u64 {
+pub(crate) fn rand_jitter() -> u64 {
     u64::from(uuid::Uuid::new_v4().as_fields().1)
 }
 

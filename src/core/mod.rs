@@ -96,6 +96,19 @@ impl Violations {
         self.shown.retain(keep);
     }
 
+    /// Re-roots the kept violations' pointers: `prefix` at their start becomes `with` (a
+    /// document checked inside an envelope built for it is reported against the document
+    /// the client sent).
+    pub fn rebase(&mut self, prefix: &str, with: &str) {
+        for v in &mut self.shown {
+            if let Some(rest) = v.pointer.strip_prefix(prefix) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    v.pointer = format!("{with}{rest}");
+                }
+            }
+        }
+    }
+
     /// How many violations were reported, counted ones included.
     pub fn total(&self) -> usize {
         self.shown.len() + self.hidden
