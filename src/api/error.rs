@@ -61,6 +61,12 @@ pub enum ErrorCode {
     RemergeRunning,
     /// The server's loaded merge rules are not the ones the request expects.
     RulesHashMismatch,
+    /// A request header (`PINV-Source`, `Idempotency-Key`) is missing or invalid.
+    BadHeader,
+    /// A JSON patch's `test` operation failed.
+    PatchTestFailed,
+    /// A patch is not a valid patch or cannot be applied (a path that does not exist).
+    PatchInvalid,
 }
 
 impl ErrorCode {
@@ -86,6 +92,9 @@ impl ErrorCode {
         Self::AdminRequired,
         Self::RemergeRunning,
         Self::RulesHashMismatch,
+        Self::BadHeader,
+        Self::PatchTestFailed,
+        Self::PatchInvalid,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -183,6 +192,21 @@ impl ErrorCode {
                 "RULES_HASH_MISMATCH",
                 "The server's loaded merge rules are not the expected ones",
             ),
+            Self::BadHeader => (
+                StatusCode::BAD_REQUEST,
+                "BAD_HEADER",
+                "A request header is missing or invalid",
+            ),
+            Self::PatchTestFailed => (
+                StatusCode::CONFLICT,
+                "PATCH_TEST_FAILED",
+                "A test operation of the JSON patch failed",
+            ),
+            Self::PatchInvalid => (
+                StatusCode::BAD_REQUEST,
+                "PATCH_INVALID",
+                "The patch is invalid or cannot be applied",
+            ),
         }
     }
 
@@ -266,6 +290,20 @@ impl ApiError {
             ErrorCode::BadQuery,
             format!("query parameter '{parameter}': {problem}"),
         )
+    }
+
+    /// The error body of the TMF637 surface: the OAS `Error` (`code`, `reason`, `message`,
+    /// `status` as a string, `@type`), with PINV's stable code as `code` and the located
+    /// `details`.
+    pub fn tmf_body(&self) -> serde_json::Value {
+        json!({
+            "@type": "Error",
+            "code": self.code.code(),
+            "reason": self.code.reason(),
+            "message": self.message,
+            "status": self.code.status().as_u16().to_string(),
+            "details": self.details,
+        })
     }
 
     /// The error body of `docs/reference.md` §3.4.

@@ -18,10 +18,12 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_tmf_write;
 pub mod products;
 pub mod query;
 pub mod reads;
 pub mod schema;
+pub mod tmf_write;
 
 /// One route: method, path pattern (actix syntax, which is also OpenAPI's) and its handler.
 pub struct RouteDef {
@@ -59,6 +61,26 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/products/{id}/history",
         route: || web::get().to(reads::get_history),
+    },
+    RouteDef {
+        method: Method::DELETE,
+        path: "/products/{id}/sources/{source}",
+        route: || web::delete().to(tmf_write::delete_source),
+    },
+    RouteDef {
+        method: Method::POST,
+        path: "/tmf-api/productInventory/v5/product",
+        route: || web::post().to(tmf_write::post_product),
+    },
+    RouteDef {
+        method: Method::PATCH,
+        path: "/tmf-api/productInventory/v5/product/{id}",
+        route: || web::patch().to(tmf_write::patch_product),
+    },
+    RouteDef {
+        method: Method::DELETE,
+        path: "/tmf-api/productInventory/v5/product/{id}",
+        route: || web::delete().to(tmf_write::delete_product),
     },
     RouteDef {
         method: Method::POST,
@@ -127,9 +149,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 Err::<HttpResponse, _>(e)
             }
         }));
-        cfg.service(resource.wrap(actix_web::middleware::from_fn(
+        let resource = resource.wrap(actix_web::middleware::from_fn(
             crate::api::middleware::catch_panics,
-        )));
+        ));
+        if path.starts_with(tmf_write::TMF_BASE) {
+            cfg.service(resource.wrap(actix_web::middleware::from_fn(tmf_write::tmf_errors)));
+        } else {
+            cfg.service(resource);
+        }
     }
 }
 

@@ -110,7 +110,7 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     }
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
     let secured = json!([{"bearer": []}]);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "PINV product-inventory merge store",
@@ -152,7 +152,8 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     "properties": {"revision": {"type": "integer"}, "time": {"type": "string", "format": "date-time"},
                         "event": {"type": "object", "properties": {"source": {"type": "string"}, "id": {"type": "string"}}},
                         "rulesHash": {"type": "string", "description": "Content hash of the merge rules that made this change"},
-                        "patch": {"type": "array", "description": "RFC 6902 operations", "items": {"type": "object"}}}},
+                        "patch": {"type": "array", "description": "RFC 6902 operations", "items": {"type": "object"}},
+                        "deleted": {"const": true, "description": "Present on the last entry of a deleted product (its patch takes the document to {})"}}},
                 "RemergeRequest": {"type": "object", "additionalProperties": false,
                     "properties": {
                         "dryRun": {"type": "boolean", "default": false, "description": "Count what would change; write nothing"},
@@ -251,7 +252,7 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     "security": secured,
                     "parameters": [id_param()],
                     "responses": with(read_errors(), json!({
-                        "200": {"description": "History", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}},
+                        "200": {"description": "History (kept after the product is deleted)", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}}},
                         "404": error_response("Unknown product (NOT_FOUND)", json!({}))
                     }))
                 }
@@ -314,7 +315,9 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                 "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "405": method_not_allowed()}}}
         }
-    })
+    });
+    crate::api::openapi_tmf_write::add_to(&mut doc);
+    doc
 }
 
 /// `GET /openapi.json`.
@@ -336,7 +339,9 @@ mod tests {
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
                 let secured = op.get("security").is_some();
-                let needs_token = path.starts_with("/products") || path.starts_with("/admin/");
+                let needs_token = path.starts_with("/products")
+                    || path.starts_with("/admin/")
+                    || path.starts_with("/tmf-api/");
                 assert_eq!(secured, needs_token, "{method} {path}");
             }
         }

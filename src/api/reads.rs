@@ -183,19 +183,27 @@ pub async fn get_history(
     id: web::Path<String>,
     service: web::Data<Service>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = load(&service, &id).await?;
-    let mut entries = service.store.history(&record.id).await?;
+    // A deleted product keeps its history (its last entry says `deleted`).
+    let pinv_id = parse_id(&id)?;
+    let mut entries = service.store.history(&pinv_id).await?;
+    if entries.is_empty() {
+        load(&service, &id).await?;
+    }
     entries.sort_by_key(|e| e.revision);
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|e| {
-            json!({
+            let mut entry = json!({
                 "revision": e.revision,
                 "time": rfc3339(e.time),
                 "event": {"source": e.event.source, "id": e.event.id},
                 "rulesHash": e.rules_hash,
                 "patch": e.patch,
-            })
+            });
+            if e.deleted {
+                entry["deleted"] = Value::Bool(true);
+            }
+            entry
         })
         .collect();
     Ok(HttpResponse::Ok().json(entries))
