@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::api::auth::{Claims, ANY_SOURCE};
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::limits::{BodyBudget, BUDGET_WAIT};
+use crate::api::limits::{BodyBudget, BodyReservation, BUDGET_WAIT};
 use crate::api::products::{declared_length, parse_json, read_body, require_json, too_large};
 use crate::app::service::{PostStatus, Service};
 use crate::app::tmf_write::{ProductPatch, Retraction, WriteError};
@@ -52,7 +52,7 @@ pub async fn post_product(
     let source = writing_source(&claims, &req)?;
     let event_id = event_id(&req)?;
     require_json(&req)?;
-    let (body, bytes) = read_json(&req, payload, &settings, &budget).await?;
+    let (body, bytes, _reservation) = read_json(&req, payload, &settings, &budget).await?;
     if !body.is_object() {
         return Err(ApiError::new(
             ErrorCode::ValidationFailed,
@@ -92,7 +92,7 @@ pub async fn patch_product(
     let source = writing_source(&claims, &req)?;
     let event_id = event_id(&req)?;
     let json_patch = patch_media_type(&req)?;
-    let (body, _) = read_json(&req, payload, &settings, &budget).await?;
+    let (body, _, _reservation) = read_json(&req, payload, &settings, &budget).await?;
     let patch = if json_patch {
         ProductPatch::Json(serde_json::from_value(body).map_err(|e| {
             ApiError::new(
@@ -269,26 +269,28 @@ fn patch_media_type(req: &HttpRequest) -> Result<bool, ApiError> {
     }
 }
 
-/// Reads a JSON body under the same limits as `POST /products`; also its length.
+/// Reads a JSON body under the same limits as `POST /products`; also its length, and the
+/// share of the body budget, to hold until the answer is built (the write costs a multiple of
+/// the body).
 async fn read_json(
     req: &HttpRequest,
     payload: web::Payload,
     settings: &Settings,
     budget: &BodyBudget,
-) -> Result<(Value, usize), ApiError> {
+) -> Result<(Value, usize, BodyReservation), ApiError> {
     let max = settings.server.max_body_bytes;
     let declared = declared_length(req);
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
-    let _reservation = budget
+    let reservation = budget
         .reserve(
             declared.unwrap_or(max),
             BUDGET_WAIT.min(settings.server.body_timeout),
         )
         .await?;
     let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
-    Ok((parse_json(&bytes)?, bytes.len()))
+    Ok((parse_json(&bytes)?, bytes.len(), reservation))
 }
 
 /// The answer of a refused TMF write.

@@ -126,11 +126,11 @@ impl Service {
         loop {
             attempt += 1;
             let record = self.read_one(id).await?;
-            let current = record
-                .contributions
-                .iter()
-                .find(|c| &c.source == source)
-                .map_or_else(|| json!({}), |c| c.value.clone());
+            let current = record.contributions.iter().find(|c| &c.source == source);
+            // The patch is made from the kept contribution, so it supersedes it even when that
+            // one carries a later event time (which would otherwise make this one stale).
+            let time = current.map_or(time, |c| time.max(c.time));
+            let current = current.map_or_else(|| json!({}), |c| c.value.clone());
             let patched = apply(patch, current)?;
             let envelope = self.envelope(source, event_id, time, patched);
             let event = self
@@ -239,7 +239,7 @@ impl Service {
                 "id": event_id.as_str(),
                 "source": source.as_str(),
                 "type": event_type,
-                "time": time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "time": time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
                 "datacontenttype": "application/json",
             },
             "value": product,

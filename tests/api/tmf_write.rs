@@ -495,3 +495,33 @@ async fn an_admin_deletes_the_whole_product_and_its_keys_are_free() {
     assert_ne!(again, id, "the freed key makes a new product");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_patch_supersedes_a_contribution_with_a_later_event_time() {
+    let app = spawn_app().await;
+    let event = crate::helpers::small_event(
+        "billing",
+        "future-1",
+        "2999-01-01T00:00:00.123456Z",
+        product("b-10", "from the future"),
+    );
+    let res = app.post_products(&event, &["billing"]).await;
+    assert_eq!(res.status().as_u16(), 201);
+    let body: Value = res.json().await.unwrap();
+    let id = body["responseData"][0]["value"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .tmf_patch(
+            &id,
+            "billing",
+            "application/merge-patch+json",
+            &json!({"name": "patched"}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["name"], "patched");
+    assert_eq!(app.product(&id).await.1["name"], "patched");
+    app.stop().await;
+}
