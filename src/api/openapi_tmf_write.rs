@@ -87,13 +87,19 @@ pub fn add_to(doc: &mut Value) {
             "properties": {"op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
                 "path": {"type": "string"}, "from": {"type": "string"}, "value": {}}}});
     let paths = &mut doc["paths"];
+    // Links let a client (and schemathesis' stateful phase) follow a created product.
+    let id_of_created = json!({"id": "$response.body#/id"});
     paths["/tmf-api/productInventory/v5/product"] = json!({"post": {
+        "operationId": "createProduct",
         "summary": "Store a bare TMF637 product as the writing source's contribution (validated, identified, merged, history kept)",
         "security": [{"bearer": []}],
         "parameters": [source_header(), idempotency_key()],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Product"}}}},
         "responses": with(common(tmf_error), json!({
             "201": {"description": "Stored; the merged product",
+                "links": {
+                    "PatchProduct": {"operationId": "patchProduct", "parameters": id_of_created},
+                    "DeleteProduct": {"operationId": "deleteProduct", "parameters": id_of_created}},
                 "headers": {"Location": {"schema": {"type": "string"}, "description": "/tmf-api/productInventory/v5/product/{id}"}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Product"}}}},
             "200": product_answer("Same Idempotency-Key and body again, or an older event: nothing stored; the current product"),
@@ -106,6 +112,7 @@ pub fn add_to(doc: &mut Value) {
     }});
     paths["/tmf-api/productInventory/v5/product/{id}"] = json!({
         "patch": {
+            "operationId": "patchProduct",
             "summary": "Change the writing source's own contribution (a source without one starts from {}); validated like a POST, merged, history kept",
             "security": [{"bearer": []}],
             "parameters": [id_param(), source_header(), idempotency_key()],
@@ -122,6 +129,7 @@ pub fn add_to(doc: &mut Value) {
             }))
         },
         "delete": {
+            "operationId": "deleteProduct",
             "summary": "Retract the writing source's contribution (its local-id key is freed; the product is merged again, or deleted with the last contribution); a pinv_admin token deletes the whole product",
             "security": [{"bearer": []}],
             "parameters": [id_param(), source_header()],
