@@ -486,6 +486,19 @@ mod tests {
     }
 
     #[test]
+    fn tmf_body_is_the_oas_error_with_the_same_code_and_details() {
+        let e = ApiError::new(ErrorCode::PatchTestFailed, "test failed")
+            .with_details(vec![Violation::new("/1", "operation 1 failed")]);
+        let b = e.tmf_body();
+        assert_eq!(b["@type"], "Error");
+        assert_eq!(b["code"], "PATCH_TEST_FAILED");
+        assert_eq!(b["status"], "409");
+        assert_eq!(b["reason"], ErrorCode::PatchTestFailed.reason());
+        assert_eq!(b["message"], "test failed");
+        assert_eq!(b["details"][0]["pointer"], "/1");
+    }
+
+    #[test]
     fn body_has_the_contract_shape() {
         let e = ApiError::new(ErrorCode::ValidationFailed, "bad")
             .with_details(vec![Violation::new("/value/status", "required")]);

@@ -177,12 +177,10 @@ pub async fn tmf_errors(
 }
 
 /// The response of `error` on the TMF surface: the same status and headers, the OAS body.
+/// Built from the error, so that the request's log line still finds its code.
 fn tmf_response(error: &ApiError) -> HttpResponse {
-    use actix_web::ResponseError;
-    let mut res = error.error_response();
     let body = error.tmf_body().to_string();
-    res = res.set_body(actix_web::body::BoxBody::new(body));
-    res
+    HttpResponse::from_error(error.clone()).set_body(actix_web::body::BoxBody::new(body))
 }
 
 /// The writing source: the `PINV-Source` header if given (the token must write for it),
