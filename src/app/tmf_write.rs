@@ -99,7 +99,13 @@ impl Service {
             .into_iter()
             .next()
             .map(|p| p.value)
-            .ok_or_else(|| StoreError::other("a stored product read back as nothing"))?;
+            .ok_or_else(|| {
+                // Only a repeat answers without a product: the event's product was deleted.
+                WriteError::NotFound(format!(
+                    "event '{event_id}' of source '{source}' was stored before, and its product \
+                     has since been deleted"
+                ))
+            })?;
         Ok(Written {
             status: outcome.status,
             product,

@@ -525,3 +525,41 @@ async fn a_patch_supersedes_a_contribution_with_a_later_event_time() {
     assert_eq!(app.product(&id).await.1["name"], "patched");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn repeating_the_event_of_a_deleted_product_is_not_found() {
+    let app = spawn_app().await;
+    let body = product("b-11", "x");
+    let res = app.tmf_post(&body, &["billing"], None, Some("k-11")).await;
+    assert_eq!(res.status().as_u16(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .delete_with(&format!("{PRODUCT}/{id}"), &token(&["billing"]))
+        .await;
+    assert_eq!(res.status().as_u16(), 204);
+    let res = app.tmf_post(&body, &["billing"], None, Some("k-11")).await;
+    assert_tmf_error(res, 404, "NOT_FOUND").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_patch_whose_keys_lead_to_another_product_is_an_identity_conflict() {
+    let app = spawn_app().await;
+    let first = create(&app, "billing", &product("b-12", "first")).await;
+    let second = create(&app, "billing", &product("b-13", "second")).await;
+    let res = app
+        .tmf_patch(
+            &second,
+            "billing",
+            "application/merge-patch+json",
+            &json!({"id": "b-12"}),
+        )
+        .await;
+    let err = assert_tmf_error(res, 409, "IDENTITY_CONFLICT").await;
+    assert!(err["message"].as_str().unwrap().contains(&first), "{err}");
+    assert_eq!(app.product(&second).await.1["name"], "second");
+    app.stop().await;
+}
