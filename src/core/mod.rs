@@ -190,6 +190,19 @@ mod tests {
     }
 
     #[test]
+    fn rebasing_replaces_a_whole_leading_segment_only() {
+        let mut v = Violations::from(vec![
+            Violation::new("/value", "a"),
+            Violation::new("/value/status", "b"),
+            Violation::new("/values/x", "c"),
+            Violation::new("/headers/id", "d"),
+        ]);
+        v.rebase("/value", "");
+        let pointers: Vec<&str> = v.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(pointers, ["", "/status", "/values/x", "/headers/id"]);
+    }
+
+    #[test]
     fn violations_within_the_limit_are_all_kept() {
         let v = Violations::from(vec![Violation::new("/a", "x"); 3]);
         assert_eq!(v.total(), 3);
