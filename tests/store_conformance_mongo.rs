@@ -103,11 +103,7 @@ async fn awkward_tmf_keys_round_trip_exactly() {
     let scanned = store.scan(None, 10).await.expect("scan");
     assert_eq!(scanned, vec![rec.clone()]);
     let listed = store
-        .list(&ListQuery {
-            filters: vec![("@type".into(), "Product".into())],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([("@type", "Product")]))
         .await
         .expect("list");
     assert_eq!(listed.items, vec![rec.merged]);
@@ -127,11 +123,7 @@ async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
         .await
         .expect("commit");
     let page = store
-        .list(&ListQuery {
-            filters: vec![("a.b".into(), "x".into())],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([("a.b", "x")]))
         .await
         .expect("list");
     assert_eq!(page.total, 1);
@@ -180,18 +172,17 @@ async fn list_limit_zero_counts_without_items() {
     }
     let page = store
         .list(&ListQuery {
-            filters: vec![("s".into(), "on".into())],
-            offset: 0,
             limit: 0,
+            ..ListQuery::equalities([("s", "on")])
         })
         .await
         .expect("list");
     assert_eq!((page.total, page.items.len()), (3, 0));
     let beyond = store
         .list(&ListQuery {
-            filters: vec![],
             offset: 5,
             limit: 10,
+            ..ListQuery::default()
         })
         .await
         .expect("list");

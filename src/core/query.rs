@@ -380,42 +380,26 @@ impl Query {
         self.filters.iter().all(|f| f.matches(doc))
     }
 
-    /// The page of `docs` (in PINV id order) this query asks for, and how many match in
-    /// all. Sorting is stable (ties keep id order), absent values last in either direction.
-    /// Only `offset + limit` documents are kept at a time.
+    /// The page of `docs` (matching documents, in PINV id order) this query asks for, and
+    /// how many there are in all. Sorting is stable (ties keep id order), absent values last
+    /// in either direction. Only `offset + limit` documents are kept at a time.
     pub fn page(&self, docs: impl IntoIterator<Item = Value>) -> (Vec<Value>, u64) {
-        let want = self.offset.saturating_add(self.limit);
-        let mut total = 0u64;
-        if self.sort.is_empty() {
-            let mut items = Vec::new();
-            for doc in docs.into_iter().filter(|d| self.matches(d)) {
-                if total >= self.offset && (items.len() as u64) < self.limit {
-                    items.push(doc);
-                }
-                total += 1;
-            }
-            return (items, total);
+        let mut pager = self.pager();
+        for doc in docs {
+            pager.push(doc);
         }
-        let keep = usize::try_from(want).unwrap_or(usize::MAX);
-        let mut kept: Vec<(Vec<Option<Typed>>, u64, Value)> = Vec::new();
-        for doc in docs.into_iter().filter(|d| self.matches(d)) {
-            let keys = self.sort_values(&doc);
-            kept.push((keys, total, doc));
-            total += 1;
-            // Trim when twice the page: amortised n log(page) rather than n log n memory.
-            if kept.len() >= keep.saturating_mul(2).max(64) {
-                self.sort_entries(&mut kept);
-                kept.truncate(keep);
-            }
+        pager.finish()
+    }
+
+    /// [`Self::page`] one document at a time, for documents that arrive asynchronously.
+    pub fn pager(&self) -> Pager<'_> {
+        Pager {
+            query: self,
+            keep: usize::try_from(self.offset.saturating_add(self.limit)).unwrap_or(usize::MAX),
+            total: 0,
+            items: Vec::new(),
+            sorted: Vec::new(),
         }
-        self.sort_entries(&mut kept);
-        let items = kept
-            .into_iter()
-            .skip(usize::try_from(self.offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(self.limit).unwrap_or(usize::MAX))
-            .map(|(_, _, doc)| doc)
-            .collect();
-        (items, total)
     }
 
     /// The sort values of `doc`: per key, the first leaf at the path, if any.
@@ -447,7 +431,7 @@ impl Query {
         Ordering::Equal
     }
 
-    fn sort_entries(&self, entries: &mut [(Vec<Option<Typed>>, u64, Value)]) {
+    fn sort_entries(&self, entries: &mut [SortEntry]) {
         entries.sort_by(|a, b| {
             self.compare_sort_values(&a.0, &b.0)
                 .then_with(|| a.1.cmp(&b.1))
@@ -460,6 +444,57 @@ impl Query {
             Some(fields) => project(&doc, fields),
             None => doc,
         }
+    }
+}
+
+/// A document's sort values, its position among the matches, and the document.
+type SortEntry = (Vec<Option<Typed>>, u64, Value);
+
+/// Builds a page from matching documents pushed in PINV id order; see [`Query::page`].
+#[derive(Debug)]
+pub struct Pager<'q> {
+    query: &'q Query,
+    keep: usize,
+    total: u64,
+    items: Vec<Value>,
+    sorted: Vec<SortEntry>,
+}
+
+impl Pager<'_> {
+    /// Counts `doc` and keeps it if it may be on the page.
+    pub fn push(&mut self, doc: Value) {
+        let query = self.query;
+        if query.sort.is_empty() {
+            if self.total >= query.offset && (self.items.len() as u64) < query.limit {
+                self.items.push(doc);
+            }
+        } else {
+            let keys = query.sort_values(&doc);
+            self.sorted.push((keys, self.total, doc));
+            // Trim at twice the page: n log(page) time, page-sized memory.
+            if self.sorted.len() >= self.keep.saturating_mul(2).max(64) {
+                query.sort_entries(&mut self.sorted);
+                self.sorted.truncate(self.keep);
+            }
+        }
+        self.total += 1;
+    }
+
+    /// The page, and how many documents were pushed.
+    pub fn finish(mut self) -> (Vec<Value>, u64) {
+        let query = self.query;
+        if query.sort.is_empty() {
+            return (self.items, self.total);
+        }
+        query.sort_entries(&mut self.sorted);
+        let items = self
+            .sorted
+            .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .map(|(_, _, doc)| doc)
+            .collect();
+        (items, self.total)
     }
 }
 
@@ -867,6 +902,11 @@ mod tests {
         assert_eq!(p.filters[0].op, Op::Eq);
     }
 
+    fn run(raw: &str, docs: Vec<Value>) -> (Vec<Value>, u64) {
+        let query = q(raw);
+        query.page(docs.into_iter().filter(|d| query.matches(d)))
+    }
+
     fn ids(items: &[Value]) -> Vec<&str> {
         items.iter().map(|d| d["id"].as_str().unwrap()).collect()
     }
@@ -879,15 +919,15 @@ mod tests {
             json!({"id": "3", "name": "a", "n": 2}),
             json!({"id": "4", "name": "b", "n": 1}),
         ];
-        let (items, total) = q("sort=name").page(docs.clone());
+        let (items, total) = run("sort=name", docs.clone());
         assert_eq!((ids(&items), total), (vec!["3", "1", "4", "2"], 4));
-        let (items, _) = q("sort=-name").page(docs.clone());
+        let (items, _) = run("sort=-name", docs.clone());
         assert_eq!(ids(&items), ["1", "4", "3", "2"]);
-        let (items, _) = q("sort=name,-n").page(docs.clone());
+        let (items, _) = run("sort=name,-n", docs.clone());
         assert_eq!(ids(&items), ["3", "1", "4", "2"]);
-        let (items, _) = q("sort=n").page(docs.clone());
+        let (items, _) = run("sort=n", docs.clone());
         assert_eq!(ids(&items), ["4", "1", "3", "2"]);
-        let (items, total) = q("sort=-n&offset=1&limit=2&n.lt=10").page(docs);
+        let (items, total) = run("sort=-n&offset=1&limit=2&n.lt=10", docs);
         assert_eq!((ids(&items), total), (vec!["3", "4"], 3));
     }
 
@@ -961,8 +1001,8 @@ mod tests {
                     None => json!({"id": i.to_string()}),
                 }).collect();
                 let sort = if descending { "-a" } else { "a" };
-                let (all, total) = q(&format!("sort={sort}&limit=1000")).page(docs.clone());
-                let (page, t) = q(&format!("sort={sort}&offset={offset}&limit={limit}")).page(docs);
+                let (all, total) = run(&format!("sort={sort}&limit=1000"), docs.clone());
+                let (page, t) = run(&format!("sort={sort}&offset={offset}&limit={limit}"), docs);
                 prop_assert_eq!(total, t);
                 let expected: Vec<Value> = all.into_iter().skip(offset as usize).take(limit as usize).collect();
                 prop_assert_eq!(page, expected);

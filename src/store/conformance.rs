@@ -556,12 +556,9 @@ pub async fn list_filters_pages_and_orders_by_id(store: &dyn Store) {
     };
     let ids = |ns: &[u128]| -> Vec<String> { ns.iter().map(|n| id(*n).to_string()).collect() };
     let query = |filters: &[(&str, &str)], offset: u64, limit: u64| ListQuery {
-        filters: filters
-            .iter()
-            .map(|(p, v)| ((*p).to_owned(), (*v).to_owned()))
-            .collect(),
         offset,
         limit,
+        ..ListQuery::equalities(filters.iter().copied())
     };
 
     let all = store.list(&query(&[], 0, 100)).await.expect("list");
@@ -708,14 +705,10 @@ pub async fn numbers_read_back_exactly_as_written(store: &dyn Store) {
         "123456789012345678901234567890"
     );
     let found = store
-        .list(&ListQuery {
-            filters: vec![(
-                "big".to_owned(),
-                "123456789012345678901234567890".to_owned(),
-            )],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([(
+            "big",
+            "123456789012345678901234567890",
+        )]))
         .await
         .expect("list");
     assert_eq!(
