@@ -307,9 +307,7 @@ impl Query {
     pub fn parse(raw: &str, ignored: &[&str]) -> Result<Self, QueryError> {
         let mut query = Self::default();
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
-            let (raw_name, symbol, raw_value) = split_pair(pair)?;
-            let name = decode(raw_name).map_err(|why| QueryError::new(raw_name, why))?;
-            let value = decode(raw_value).map_err(|why| QueryError::new(&name, why))?;
+            let (name, symbol, value) = split_pair(pair)?;
             if ignored.contains(&name.as_str()) {
                 continue;
             }
@@ -583,42 +581,64 @@ pub fn collect_leaves(node: &Value, path: &[String], out: &mut Vec<Typed>) {
     }
 }
 
-/// Splits a raw `name<op>value` pair at its first operator character.
-fn split_pair(pair: &str) -> Result<(&str, Option<Op>, &str), QueryError> {
-    let Some(at) = pair.find(['=', '<', '>', '!']) else {
-        // A name alone: a flag, or a filter with an empty value.
-        return Ok((pair, Some(Op::Eq), ""));
+/// Decodes a raw `name<op>value` pair and splits it at its operator. Clients send a
+/// symbol raw (`startDate>=x`) or percent-encoded (`startDate%3E=x`, as URL libraries
+/// encode `<` and `>`): either way the decoded name ends in the symbol's first character
+/// when the pair has an `=`, or holds the symbol and the value when it has none.
+fn split_pair(pair: &str) -> Result<(String, Option<Op>, String), QueryError> {
+    let (raw_name, raw_value) = match pair.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (pair, None),
     };
-    let name = &pair[..at];
-    let rest = &pair[at..];
-    let (op, len) = if rest.starts_with(">=") {
-        (Op::Gte, 2)
-    } else if rest.starts_with("<=") {
-        (Op::Lte, 2)
-    } else if rest.starts_with("!=") {
-        (Op::Ne, 2)
-    } else if rest.starts_with('>') {
-        (Op::Gt, 1)
-    } else if rest.starts_with('<') {
-        (Op::Lt, 1)
-    } else if rest.starts_with('=') {
-        (Op::Eq, 1)
-    } else {
-        let shown: String = rest.chars().take(2).collect();
-        return Err(QueryError::new(
+    let decoded = decode(raw_name).map_err(|why| QueryError::new(raw_name, why))?;
+    let unknown = |name: &str, shown: &str| {
+        QueryError::new(
             name,
-            format!("unknown operator '{shown}' (use = != > >= < <=)"),
-        ));
+            format!("unknown operator '{shown}' (use = != > >= < <=, or .gt .gte .lt .lte .ne)"),
+        )
     };
-    let value = &rest[len..];
-    if value.starts_with(['=', '<', '>', '!', '~']) {
-        let shown: String = rest.chars().take(len + 1).collect();
-        return Err(QueryError::new(
-            name,
-            format!("unknown operator '{shown}' (use = != > >= < <=; percent-encode a value that starts with one of = < > ! ~)"),
-        ));
+    let Some(at) = decoded.find(['<', '>', '!']) else {
+        let value = match raw_value {
+            Some(v) => {
+                // `==`, `=~`, `=<`...: not operators PINV knows (an encoded value may start so).
+                if let Some(c) = v.chars().next().filter(|c| "=~<>!".contains(*c)) {
+                    return Err(unknown(&decoded, &format!("={c}")));
+                }
+                decode(v).map_err(|why| QueryError::new(&decoded, why))?
+            }
+            None => String::new(),
+        };
+        return Ok((decoded, Some(Op::Eq), value));
+    };
+    let name = decoded[..at].to_owned();
+    let symbol = &decoded[at..];
+    match raw_value {
+        Some(v) => {
+            let op = match symbol {
+                ">" => Op::Gte,
+                "<" => Op::Lte,
+                "!" => Op::Ne,
+                _ => return Err(unknown(&name, &format!("{symbol}="))),
+            };
+            if let Some(c) = v.chars().next().filter(|c| "=~<>!".contains(*c)) {
+                return Err(unknown(&name, &format!("{symbol}={c}")));
+            }
+            let value = decode(v).map_err(|why| QueryError::new(&name, why))?;
+            Ok((name, Some(op), value))
+        }
+        None => {
+            let op = match symbol.chars().next() {
+                Some('>') => Op::Gt,
+                Some('<') => Op::Lt,
+                _ => return Err(unknown(&name, &symbol[..1])),
+            };
+            let value = symbol[1..].to_owned();
+            if value.starts_with(['=', '~', '<', '>', '!']) {
+                return Err(unknown(&name, &symbol[..2]));
+            }
+            Ok((name, Some(op), value))
+        }
     }
-    Ok((name, Some(op), value))
 }
 
 fn parse_filter(name: &str, symbol: Option<Op>, value: &str) -> Result<Filter, QueryError> {
@@ -893,6 +913,15 @@ mod tests {
         assert!(err("offset=18446744073709551616")
             .message
             .contains("too large"));
+    }
+
+    #[test]
+    fn encoded_symbols_in_the_name_are_operators_as_url_libraries_send_them() {
+        assert_eq!(q("startDate%3E=2024-01-01"), q("startDate>=2024-01-01"));
+        assert_eq!(q("startDate%3C=2024-01-01"), q("startDate<=2024-01-01"));
+        assert_eq!(q("startDate%3E2024-01-01"), q("startDate>2024-01-01"));
+        assert_eq!(q("startDate%3C2024-01-01"), q("startDate.lt=2024-01-01"));
+        assert_eq!(q("status%21=active"), q("status.ne=active"));
     }
 
     #[test]

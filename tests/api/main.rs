@@ -17,3 +17,4 @@ mod products;
 mod reads;
 mod restart;
 mod schema;
+mod tmf_query;
