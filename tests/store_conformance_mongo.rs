@@ -219,3 +219,45 @@ async fn malformed_uri_is_refused() {
     let outcome = MongoStore::connect("mongodb://", "pinv", test_options()).await;
     assert!(matches!(outcome, Err(StoreError::Other(_))));
 }
+
+#[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
+async fn the_list_index_is_read_and_rebuilt_when_the_indexed_paths_change() {
+    use pinv::core::index::IndexedPaths;
+    use pinv::store::conformance::listed;
+
+    let uri = uri();
+    let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
+    let with_paths = |p: &[&str]| MongoOptions {
+        indexed_paths: IndexedPaths::parse(p.iter().copied()).expect("paths"),
+        ..test_options()
+    };
+    let first = MongoStore::connect(&uri, &database, with_paths(&["status"]))
+        .await
+        .expect("connect");
+    let _guard = TestStore::with_guard(
+        first,
+        DropDatabase {
+            uri: uri.clone(),
+            database: database.clone(),
+        },
+    );
+    let store = &_guard.store;
+    store
+        .commit(create(record(
+            id(1),
+            1,
+            json!({"status": "on", "name": "x"}),
+        )))
+        .await
+        .expect("commit");
+    assert_eq!(listed(&**store, "name=x").await.0, vec![id(1)], "by a scan");
+    // Another set of paths: the index of `name` is built from the stored products; were it
+    // not, the list (which reads only the index for an indexed path) would be empty.
+    let again = MongoStore::connect(&uri, &database, with_paths(&["name"]))
+        .await
+        .expect("reconnect");
+    assert_eq!(listed(&again, "name=x").await.0, vec![id(1)]);
+    assert_eq!(listed(&again, "name.gte=w&status=on").await.0, vec![id(1)]);
+    assert_eq!(listed(&again, "name=y").await.0, vec![]);
+}
