@@ -112,7 +112,7 @@ async fn awkward_tmf_keys_round_trip_exactly() {
 #[tokio::test]
 #[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
-    // Matches `core::filter::matches`: a path splits on '.', so key "a.b" is never walked.
+    // As `core::query`: a path splits on '.', so key "a.b" is never walked.
     let (_guard, store) = fresh().await;
     store
         .commit(create(record(id(1), 1, json!({"a.b": "x"}))))

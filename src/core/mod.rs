@@ -6,7 +6,6 @@
 #![deny(missing_docs)]
 
 pub mod envelope;
-pub mod filter;
 pub mod identity;
 pub mod ids;
 pub mod index;

@@ -981,7 +981,7 @@ fn term(path: &str, leaf: &str) -> String {
 }
 
 /// One term per leaf (string, number, boolean) of `doc`, arrays transparent, in the form
-/// [`crate::core::filter::matches`] compares: strings as they are, numbers and booleans as
+/// the former equality filters compared: strings as they are, numbers and booleans as
 /// their JSON text. Keys containing `.` are skipped: no dotted path can name them.
 fn terms(doc: &Value) -> Vec<String> {
     fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, out: &mut BTreeSet<String>) {
