@@ -296,6 +296,10 @@ pub struct ServerSettings {
     /// Bytes of request bodies handled at once (at least --max-body-bytes).
     #[arg(long, env = "PINV_BODY_BUDGET_BYTES", default_value = "8388608", value_parser = checked(parse_positive_usize))]
     pub body_budget_bytes: usize,
+    /// Base URL of `href` on the TMF637 surface (e.g. `https://pinv.example.com`); unset,
+    /// the request's scheme and host.
+    #[arg(long = "public-url", value_name = "URL", env = "PINV_PUBLIC_URL", value_parser = checked(parse_public_url))]
+    pub public_url: Option<String>,
 }
 
 /// Where products are stored.
@@ -306,6 +310,12 @@ pub struct StoreSettings {
     #[arg(id = "store", long = "store", value_name = "STORE",
         hide_env_values = true, env = "PINV_STORE", default_value = "./pinv-data", value_parser = checked(StoreSetting::parse))]
     pub location: StoreSetting,
+    /// Comma-separated dotted paths that list filters find through an index (embedded and
+    /// MongoDB stores); changing them rebuilds the index when the store opens.
+    #[arg(long = "indexed-paths", value_name = "PATHS", env = "PINV_INDEXED_PATHS",
+        default_value = "status,externalReference.id,externalIdentifier.id,relatedParty.id,productSpecification.id,productOffering.id,startDate",
+        value_parser = checked(parse_indexed_paths))]
+    pub indexed_paths: crate::core::index::IndexedPaths,
 }
 
 /// How the MongoDB store connects; ignored by the other stores.
@@ -573,6 +583,23 @@ pub fn ignore_empty_env(cmd: clap::Command) -> clap::Command {
     names
         .iter()
         .fold(cmd, |cmd, name| cmd.mut_subcommand(name, ignore_empty_env))
+}
+
+fn parse_indexed_paths(text: &str) -> Result<crate::core::index::IndexedPaths, String> {
+    crate::core::index::IndexedPaths::parse(text.split(',').filter(|p| !p.trim().is_empty()))
+}
+
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let base = text.trim_end_matches('/');
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(base.to_owned()),
+        _ => Err(format!(
+            "'{text}' is not an http(s) base URL such as https://pinv.example.com"
+        )),
+    }
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {

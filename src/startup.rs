@@ -183,11 +183,18 @@ pub async fn open_store(
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::unavailable_from(format!("cannot create {}", dir.display()), e)
             })?;
-            Ok(Arc::new(EmbeddedStore::open(dir)?))
+            Ok(Arc::new(EmbeddedStore::open_indexed(
+                dir,
+                store.indexed_paths.clone(),
+            )?))
         }
         StoreSetting::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSetting::Mongo(uri) => {
-            let store = MongoStore::connect(uri, &mongodb.database, mongo_options(mongodb)).await?;
+            let options = MongoOptions {
+                indexed_paths: store.indexed_paths.clone(),
+                ..mongo_options(mongodb)
+            };
+            let store = MongoStore::connect(uri, &mongodb.database, options).await?;
             Ok(Arc::new(store))
         }
     }
@@ -202,7 +209,11 @@ mod tests {
 
     async fn open(location: StoreSetting) -> Result<Arc<dyn Store>, StartupError> {
         let settings = Settings::for_tests("unused", SECRET);
-        open_store(&StoreSettings { location }, &settings.mongodb).await
+        let store = StoreSettings {
+            location,
+            ..settings.store
+        };
+        open_store(&store, &settings.mongodb).await
     }
 
     #[test]

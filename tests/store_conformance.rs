@@ -196,3 +196,30 @@ async fn embedded_large_write_set_is_stored_whole_and_in_order() {
         assert_eq!(history[0].product, id(n));
     }
 }
+
+#[tokio::test]
+async fn the_list_index_is_read_and_rebuilt_when_the_indexed_paths_change() {
+    use pinv::core::index::IndexedPaths;
+    use pinv::store::conformance::listed;
+
+    let dir = TempDir::new().expect("temporary directory");
+    let paths = |p: &[&str]| IndexedPaths::parse(p.iter().copied()).expect("paths");
+    {
+        let store = EmbeddedStore::open_indexed(dir.path(), paths(&["status"])).expect("open");
+        store
+            .commit(create(record(
+                id(1),
+                1,
+                json!({"status": "on", "name": "x"}),
+            )))
+            .await
+            .expect("commit");
+        assert_eq!(listed(&store, "name=x").await.0, vec![id(1)], "by a scan");
+    }
+    // Another set of paths: the index of `name` is built from the stored products; were
+    // it not, the list (which reads only the index for an indexed path) would be empty.
+    let store = EmbeddedStore::open_indexed(dir.path(), paths(&["name"])).expect("reopen");
+    assert_eq!(listed(&store, "name=x").await.0, vec![id(1)]);
+    assert_eq!(listed(&store, "name.gte=w&status=on").await.0, vec![id(1)]);
+    assert_eq!(listed(&store, "name=y").await.0, vec![]);
+}

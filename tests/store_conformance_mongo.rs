@@ -103,11 +103,7 @@ async fn awkward_tmf_keys_round_trip_exactly() {
     let scanned = store.scan(None, 10).await.expect("scan");
     assert_eq!(scanned, vec![rec.clone()]);
     let listed = store
-        .list(&ListQuery {
-            filters: vec![("@type".into(), "Product".into())],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([("@type", "Product")]))
         .await
         .expect("list");
     assert_eq!(listed.items, vec![rec.merged]);
@@ -116,7 +112,7 @@ async fn awkward_tmf_keys_round_trip_exactly() {
 #[tokio::test]
 #[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
-    // Matches `core::filter::matches`: a path splits on '.', so key "a.b" is never walked.
+    // As `core::query`: a path splits on '.', so key "a.b" is never walked.
     let (_guard, store) = fresh().await;
     store
         .commit(create(record(id(1), 1, json!({"a.b": "x"}))))
@@ -127,11 +123,7 @@ async fn dotted_key_is_not_reachable_by_a_dotted_filter() {
         .await
         .expect("commit");
     let page = store
-        .list(&ListQuery {
-            filters: vec![("a.b".into(), "x".into())],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([("a.b", "x")]))
         .await
         .expect("list");
     assert_eq!(page.total, 1);
@@ -180,18 +172,17 @@ async fn list_limit_zero_counts_without_items() {
     }
     let page = store
         .list(&ListQuery {
-            filters: vec![("s".into(), "on".into())],
-            offset: 0,
             limit: 0,
+            ..ListQuery::equalities([("s", "on")])
         })
         .await
         .expect("list");
     assert_eq!((page.total, page.items.len()), (3, 0));
     let beyond = store
         .list(&ListQuery {
-            filters: vec![],
             offset: 5,
             limit: 10,
+            ..ListQuery::default()
         })
         .await
         .expect("list");
@@ -227,4 +218,46 @@ async fn connect_to_a_closed_port_is_unavailable_within_the_timeout() {
 async fn malformed_uri_is_refused() {
     let outcome = MongoStore::connect("mongodb://", "pinv", test_options()).await;
     assert!(matches!(outcome, Err(StoreError::Other(_))));
+}
+
+#[tokio::test]
+#[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
+async fn the_list_index_is_read_and_rebuilt_when_the_indexed_paths_change() {
+    use pinv::core::index::IndexedPaths;
+    use pinv::store::conformance::listed;
+
+    let uri = uri();
+    let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
+    let with_paths = |p: &[&str]| MongoOptions {
+        indexed_paths: IndexedPaths::parse(p.iter().copied()).expect("paths"),
+        ..test_options()
+    };
+    let first = MongoStore::connect(&uri, &database, with_paths(&["status"]))
+        .await
+        .expect("connect");
+    let _guard = TestStore::with_guard(
+        first,
+        DropDatabase {
+            uri: uri.clone(),
+            database: database.clone(),
+        },
+    );
+    let store = &_guard.store;
+    store
+        .commit(create(record(
+            id(1),
+            1,
+            json!({"status": "on", "name": "x"}),
+        )))
+        .await
+        .expect("commit");
+    assert_eq!(listed(&**store, "name=x").await.0, vec![id(1)], "by a scan");
+    // Another set of paths: the index of `name` is built from the stored products; were it
+    // not, the list (which reads only the index for an indexed path) would be empty.
+    let again = MongoStore::connect(&uri, &database, with_paths(&["name"]))
+        .await
+        .expect("reconnect");
+    assert_eq!(listed(&again, "name=x").await.0, vec![id(1)]);
+    assert_eq!(listed(&again, "name.gte=w&status=on").await.0, vec![id(1)]);
+    assert_eq!(listed(&again, "name=y").await.0, vec![]);
 }

@@ -23,6 +23,7 @@ pub mod products;
 pub mod query;
 pub mod reads;
 pub mod schema;
+pub mod tmf;
 pub mod tmf_write;
 
 /// One route: method, path pattern (actix syntax, which is also OpenAPI's) and its handler.
@@ -51,6 +52,16 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/products/{id}",
         route: || web::get().to(reads::get_product),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/tmf-api/productInventory/v5/product",
+        route: || web::get().to(tmf::list_products),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/tmf-api/productInventory/v5/product/{id}",
+        route: || web::get().to(tmf::get_product),
     },
     RouteDef {
         method: Method::GET,

@@ -64,14 +64,14 @@ fn read_errors() -> Value {
 }
 
 /// `responses` with `extra` added to `base`.
-fn with(mut base: Value, extra: Value) -> Value {
+pub(crate) fn with(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
         b.extend(e);
     }
     base
 }
 
-fn id_param() -> Value {
+pub(crate) fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true,
            "description": "PINV id (UUID); anything else is an unknown product (404)",
            "schema": {"type": "string"}})
@@ -99,6 +99,32 @@ fn envelope_schema() -> Value {
 
 /// `fields=`: at least one name once split at commas and trimmed; the class is the
 /// whitespace `str::trim` removes (Rust's, which differs from a regex's `\s`).
+/// How the list routes read their query string.
+const LIST_DESCRIPTION: &str = "Every query parameter other than fields, sort, offset and limit is a filter on a \
+dotted attribute path (arrays transparent): `path=v` (comma: any of), `path.ne=v` or `path!=v` (no value equal; \
+an absent path matches), `path.gt`, `.gte`, `.lt`, `.lte` or `path>v`, `>=`, `<`, `<=`. Values compare in the \
+document value's kind: numbers as numbers, dates (RFC 3339 date-times, YYYY-MM-DD dates) as instants, other \
+strings as strings, true/false as booleans. An unknown operator or unreadable parameter is 400 BAD_QUERY \
+naming it.";
+
+fn fields_param() -> Value {
+    json!({"name": "fields", "in": "query",
+        "description": "Comma-separated dotted paths to keep (into objects and arrays); id, href and @type are always kept",
+        "schema": {"type": "string", "pattern": FIELDS_PATTERN}})
+}
+
+/// The named parameters of the list routes (filters are any other name).
+fn list_params() -> Value {
+    json!([
+        fields_param(),
+        {"name": "sort", "in": "query",
+         "description": "Comma-separated dotted paths, `-` before one for descending; stable, absent values last",
+         "schema": {"type": "string", "pattern": "^[-+]?[^,-]"}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
+    ])
+}
+
 const FIELDS_PATTERN: &str = r"^[,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][\s\S]*$";
 
 /// The OpenAPI document. `accepted_types` are the event types of the loaded merge rules
@@ -206,14 +232,10 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     }
                 },
                 "get": {
-                    "summary": "List merged products; any other query parameter is an equality filter on a dotted path",
+                    "summary": "List merged products (TMF630 filters, sort, fields, paging)",
                     "security": secured,
-                    "parameters": [
-                        {"name": "fields", "in": "query", "description": "Comma-separated attributes to keep (at least one)",
-                         "schema": {"type": "string", "pattern": FIELDS_PATTERN}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
-                    ],
+                    "description": LIST_DESCRIPTION,
+                    "parameters": list_params(),
                     "responses": with(read_errors(), json!({
                         "200": {"description": "Matching documents",
                             "headers": {
@@ -231,6 +253,33 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     "responses": with(read_errors(), json!({
                         "200": {"description": "The product, or with as-adi-package=true the package (requested product first)",
                             "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Product"}, {"$ref": "#/components/schemas/PackageResponse"}]}}}},
+                        "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+                    }))
+                }
+            },
+            "/tmf-api/productInventory/v5/product": {
+                "get": {
+                    "summary": "TMF637: list merged products, as GET /products, with absolute href",
+                    "description": LIST_DESCRIPTION,
+                    "security": secured,
+                    "parameters": list_params(),
+                    "responses": with(read_errors(), json!({
+                        "200": {"description": "Matching documents",
+                            "headers": {
+                                "X-Total-Count": {"description": "Documents matching the filters", "required": true, "schema": {"type": "integer", "minimum": 0}},
+                                "X-Result-Count": {"description": "Documents in this page", "required": true, "schema": {"type": "integer", "minimum": 0}}},
+                            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
+                    }))
+                }
+            },
+            "/tmf-api/productInventory/v5/product/{id}": {
+                "get": {
+                    "summary": "TMF637: one merged product, as GET /products/{id}, with absolute href",
+                    "security": secured,
+                    "parameters": [id_param(), fields_param()],
+                    "responses": with(read_errors(), json!({
+                        "200": {"description": "The product (projected with fields)",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Product"}}}},
                         "404": error_response("Unknown product (NOT_FOUND)", json!({}))
                     }))
                 }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::error::ErrorCode;
+use crate::api::openapi::{id_param, with};
 use crate::api::tmf_write::{IDEMPOTENCY_KEY, JSON_PATCH, MERGE_PATCH, SOURCE_HEADER};
 
 /// An error answer of the TMF surface (OAS `Error` shape).
@@ -40,13 +41,6 @@ fn common(error: fn(&str) -> Value) -> Value {
     })
 }
 
-fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-    base
-}
-
 fn source_header() -> Value {
     json!({"name": SOURCE_HEADER, "in": "header", "required": false,
            "description": "The writing source; required when the token may write for several sources (or `*`), and the token must be allowed to write for it",
@@ -57,12 +51,6 @@ fn idempotency_key() -> Value {
     json!({"name": IDEMPOTENCY_KEY, "in": "header", "required": false,
            "description": "The event id (else a new UUID): the same key with the same body again is answered 200 with the current product; with another body 409 EVENT_ID_REUSED",
            "schema": {"type": "string", "minLength": 1, "maxLength": 256}})
-}
-
-fn id_param() -> Value {
-    json!({"name": "id", "in": "path", "required": true,
-           "description": "PINV id (UUID); anything else is an unknown product (404)",
-           "schema": {"type": "string"}})
 }
 
 fn product_answer(description: &str) -> Value {
@@ -89,7 +77,7 @@ pub fn add_to(doc: &mut Value) {
     let paths = &mut doc["paths"];
     // Links let a client (and schemathesis' stateful phase) follow a created product.
     let id_of_created = json!({"id": "$response.body#/id"});
-    paths["/tmf-api/productInventory/v5/product"] = json!({"post": {
+    paths["/tmf-api/productInventory/v5/product"]["post"] = json!({
         "operationId": "createProduct",
         "summary": "Store a bare TMF637 product as the writing source's contribution (validated, identified, merged, history kept)",
         "security": [{"bearer": []}],
@@ -109,9 +97,9 @@ pub fn add_to(doc: &mut Value) {
             "413": tmf_error("Body over the limit (PAYLOAD_TOO_LARGE)"),
             "415": tmf_error("Not application/json (UNSUPPORTED_MEDIA_TYPE)"),
         }))
-    }});
-    paths["/tmf-api/productInventory/v5/product/{id}"] = json!({
-        "patch": {
+    });
+    let by_id = &mut paths["/tmf-api/productInventory/v5/product/{id}"];
+    by_id["patch"] = json!({
             "operationId": "patchProduct",
             "summary": "Change the writing source's own contribution (a source without one starts from {}); validated like a POST, merged, history kept",
             "security": [{"bearer": []}],
@@ -127,8 +115,8 @@ pub fn add_to(doc: &mut Value) {
                 "413": tmf_error("Body over the limit (PAYLOAD_TOO_LARGE)"),
                 "415": tmf_error("Neither application/merge-patch+json nor application/json-patch+json (UNSUPPORTED_MEDIA_TYPE)"),
             }))
-        },
-        "delete": {
+    });
+    by_id["delete"] = json!({
             "operationId": "deleteProduct",
             "summary": "Retract the writing source's contribution (its local-id key is freed; the product is merged again, or deleted with the last contribution); a pinv_admin token deletes the whole product",
             "security": [{"bearer": []}],
@@ -137,9 +125,8 @@ pub fn add_to(doc: &mut Value) {
                 "204": {"description": "Retracted or deleted"},
                 "400": tmf_error("A bad PINV-Source (BAD_HEADER), a bad query (BAD_QUERY)"),
             }))
-        }
     });
-    paths["/products/{id}/sources/{source}"] = json!({"delete": {
+    paths["/products/{id}/sources/{source}"]["delete"] = json!({
         "summary": "Retract one source's contribution (its local-id key is freed; the product is merged again, or deleted with the last contribution)",
         "security": [{"bearer": []}],
         "parameters": [id_param(),
@@ -148,5 +135,26 @@ pub fn add_to(doc: &mut Value) {
             "204": {"description": "Retracted"},
             "400": pinv_error("A bad query (BAD_QUERY)"),
         }))
-    }});
+    });
+    // Every answer under the TMF base path, the reads' included, has the TMF error shape.
+    for (path, item) in paths.as_object_mut().into_iter().flatten() {
+        if path.starts_with("/tmf-api/") {
+            use_tmf_errors(item);
+        }
+    }
+}
+
+/// Points every error schema below `value` at the TMF `Error` shape.
+fn use_tmf_errors(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("$ref").and_then(Value::as_str) == Some("#/components/schemas/ErrorResponse")
+            {
+                map.insert("$ref".into(), json!("#/components/schemas/TmfError"));
+            }
+            map.values_mut().for_each(use_tmf_errors);
+        }
+        Value::Array(items) => items.iter_mut().for_each(use_tmf_errors),
+        _ => {}
+    }
 }

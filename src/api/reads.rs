@@ -9,90 +9,41 @@ use crate::api::error::ApiError;
 use crate::api::products::as_adi_package;
 use crate::app::service::Service;
 use crate::core::record::ProductRecord;
-use crate::core::{filter, PinvId};
+use crate::core::PinvId;
 use crate::store::ListQuery;
 
-/// Default page size of `GET /products`.
-pub const DEFAULT_LIMIT: u64 = 100;
-/// Largest page size of `GET /products`.
-pub const MAX_LIMIT: u64 = 1000;
+pub use crate::core::query::{DEFAULT_LIMIT, MAX_LIMIT};
 
-/// A parsed `GET /products` query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListParams {
-    /// Filters, offset and limit for the store.
-    pub query: ListQuery,
-    /// `fields=` projection, if asked.
-    pub fields: Option<Vec<String>>,
+/// Parses a list route's query string (a `400 BAD_QUERY` naming the parameter PINV cannot
+/// read).
+pub fn parse_list_query(query_string: &str) -> Result<ListQuery, ApiError> {
+    ListQuery::parse(query_string, &[]).map_err(|e| ApiError::bad_query(&e.parameter, e.message))
 }
 
-impl ListParams {
-    /// Parses a query string: `fields`, `offset`, `limit`; every other parameter is an
-    /// equality filter on a dotted path.
-    pub fn parse(query_string: &str) -> Result<Self, ApiError> {
-        let pairs = crate::api::query::pairs(query_string)?;
-        let mut query = ListQuery {
-            filters: Vec::new(),
-            offset: 0,
-            limit: DEFAULT_LIMIT,
-        };
-        let mut fields = None;
-        for (name, value) in pairs {
-            match name.as_str() {
-                "fields" => {
-                    let list: Vec<String> = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|f| !f.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    if list.is_empty() {
-                        return Err(ApiError::bad_query(
-                            "fields",
-                            "must name at least one field",
-                        ));
-                    }
-                    fields = Some(list);
-                }
-                "offset" => {
-                    query.offset = value.parse().map_err(|e: std::num::ParseIntError| {
-                        let problem = match e.kind() {
-                            std::num::IntErrorKind::PosOverflow => {
-                                format!("'{value}' is too large (at most {})", u64::MAX)
-                            }
-                            _ => format!("'{value}' is not a whole number from 0"),
-                        };
-                        ApiError::bad_query("offset", problem)
-                    })?;
-                }
-                "limit" => {
-                    query.limit = match value.parse::<u64>() {
-                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                        _ => {
-                            return Err(ApiError::bad_query(
-                                "limit",
-                                format!("'{value}' is not a number from 1 to {MAX_LIMIT}"),
-                            ))
-                        }
-                    };
-                }
-                _ => {
-                    if name.is_empty() || name.split('.').any(str::is_empty) {
-                        return Err(ApiError::bad_query(&name, "is not a dotted attribute path"));
-                    }
-                    query.filters.push((name, value));
-                }
-            }
-        }
-        Ok(Self { query, fields })
-    }
+/// The page a list route answers, projected, and how many products match in all.
+pub async fn list_page(
+    service: &Service,
+    query_string: &str,
+) -> Result<(Vec<Value>, u64), ApiError> {
+    let query = parse_list_query(query_string)?;
+    let page = service.store.list(&query).await?;
+    let items = page.items.into_iter().map(|d| query.project(d)).collect();
+    Ok((items, page.total))
 }
 
-fn parse_id(raw: &str) -> Result<PinvId, ApiError> {
+/// A list answer: the items, with `X-Total-Count` and `X-Result-Count`.
+pub fn list_response(items: &[Value], total: u64) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("X-Total-Count", total.to_string()))
+        .insert_header(("X-Result-Count", items.len().to_string()))
+        .json(items)
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<PinvId, ApiError> {
     PinvId::parse(raw).map_err(|_| ApiError::product_not_found(raw))
 }
 
-async fn load(service: &Service, raw_id: &str) -> Result<ProductRecord, ApiError> {
+pub(crate) async fn load(service: &Service, raw_id: &str) -> Result<ProductRecord, ApiError> {
     let id = parse_id(raw_id)?;
     service
         .store
@@ -130,26 +81,14 @@ pub async fn get_product(
     })))
 }
 
-/// `GET /products`: filtered, projected, paged list.
+/// `GET /products`: filtered, sorted, projected, paged list.
 pub async fn list_products(
     _claims: Claims,
     req: HttpRequest,
     service: web::Data<Service>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = ListParams::parse(req.query_string())?;
-    let page = service.store.list(&params.query).await?;
-    let items: Vec<Value> = match &params.fields {
-        Some(fields) => page
-            .items
-            .iter()
-            .map(|d| filter::project(d, fields))
-            .collect(),
-        None => page.items,
-    };
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-Total-Count", page.total.to_string()))
-        .insert_header(("X-Result-Count", items.len().to_string()))
-        .json(items))
+    let (items, total) = list_page(&service, req.query_string()).await?;
+    Ok(list_response(&items, total))
 }
 
 /// `GET /products/{id}/sources`: one entry per contribution.
@@ -219,60 +158,20 @@ mod tests {
     use crate::api::error::ErrorCode;
 
     #[test]
-    fn list_defaults_and_filters() {
-        let p = ListParams::parse("status=active&externalReference.id=X").unwrap();
-        assert_eq!(p.query.offset, 0);
-        assert_eq!(p.query.limit, DEFAULT_LIMIT);
-        assert_eq!(
-            p.query.filters,
-            vec![
-                ("status".to_string(), "active".to_string()),
-                ("externalReference.id".to_string(), "X".to_string())
-            ]
-        );
-        assert_eq!(p.fields, None);
-    }
-
-    #[test]
-    fn list_reads_fields_offset_and_limit() {
-        let p = ListParams::parse("fields=name,%20status&offset=5&limit=1000").unwrap();
-        assert_eq!(
-            p.fields,
-            Some(vec!["name".to_string(), "status".to_string()])
-        );
-        assert_eq!(p.query.offset, 5);
-        assert_eq!(p.query.limit, 1000);
-        assert!(p.query.filters.is_empty());
-    }
-
-    #[test]
-    fn bad_paging_is_bad_query() {
-        for q in [
-            "limit=abc",
-            "limit=1001",
-            "limit=0",
-            "limit=-1",
-            "offset=x",
-            "fields=",
-            "a..b=1",
+    fn list_errors_are_bad_query_naming_the_parameter() {
+        for (q, name) in [
+            ("limit=0", "limit"),
+            ("status=~a", "status"),
+            ("a..b=1", "a..b"),
         ] {
-            let e = ListParams::parse(q).unwrap_err();
+            let e = parse_list_query(q).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadQuery, "{q}");
+            assert!(
+                e.message.starts_with(&format!("query parameter '{name}'")),
+                "{q}: {}",
+                e.message
+            );
         }
-    }
-
-    #[test]
-    fn offset_beyond_u64_is_too_large_not_a_non_number() {
-        let e = ListParams::parse("offset=18446744073709551616").unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadQuery);
-        assert!(e.message.contains("too large"), "{}", e.message);
-        assert_eq!(
-            ListParams::parse("offset=18446744073709551615")
-                .unwrap()
-                .query
-                .offset,
-            u64::MAX
-        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::core::filter;
+use crate::core::query::Query;
 use crate::core::record::{EventRef, ProductRecord, WriteSet};
 use crate::core::remerge::{remerge, Remerged, REMERGE_SOURCE};
 use crate::core::rules::Rules;
@@ -220,14 +220,16 @@ async fn remerge_all(
             parts.push(std::mem::replace(&mut rest, tail));
         }
         parts.push(rest);
+        // The equality filters of `GET /products`, typed the same way.
+        let query = Query::equalities(filters.iter().map(|(p, v)| (p.as_str(), v.as_str())));
         std::thread::scope(|s| {
             let handles: Vec<_> = parts
                 .into_iter()
                 .map(|part| {
-                    let (rules, run, filters) = (&rules, &run, &filters);
+                    let (rules, run, query) = (&rules, &run, &query);
                     s.spawn(move || {
                         part.into_iter()
-                            .filter(|r| filter::matches(&r.merged, filters))
+                            .filter(|r| query.matches(&r.merged))
                             .map(|r| remerge(r, rules, run, now))
                             .collect::<Vec<_>>()
                     })

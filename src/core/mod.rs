@@ -6,13 +6,14 @@
 #![deny(missing_docs)]
 
 pub mod envelope;
-pub mod filter;
 pub mod identity;
 pub mod ids;
+pub mod index;
 pub mod ingest;
 pub mod merge;
 pub mod order;
 pub mod package;
+pub mod query;
 pub mod record;
 pub mod remerge;
 pub mod retract;

@@ -86,6 +86,7 @@ macro_rules! store_conformance_tests {
             waiters_are_added_as_a_set_and_cleared_per_key,
             package_members_follow_the_package_root,
             list_filters_pages_and_orders_by_id,
+            list_query_language_follows_updates,
             history_is_oldest_first_per_product,
             scan_pages_cover_every_product_once,
             numbers_read_back_exactly_as_written,
@@ -183,6 +184,21 @@ pub fn update(record: ProductRecord, expected: u64) -> WriteSet {
         }],
         ..WriteSet::default()
     }
+}
+
+/// The PINV ids a list query answers, in order, and its total.
+pub async fn listed(store: &dyn Store, query: &str) -> (Vec<PinvId>, u64) {
+    let q = crate::core::query::Query::parse(query, &[]).expect("test query parses");
+    let page = store.list(&q).await.expect("list");
+    let ids = page
+        .items
+        .iter()
+        .map(|d| {
+            PinvId::parse(d["id"].as_str().expect("listed documents have an id"))
+                .expect("a PINV id")
+        })
+        .collect();
+    (ids, page.total)
 }
 
 /// A history entry for (product, revision).
@@ -562,12 +578,9 @@ pub async fn list_filters_pages_and_orders_by_id(store: &dyn Store) {
     };
     let ids = |ns: &[u128]| -> Vec<String> { ns.iter().map(|n| id(*n).to_string()).collect() };
     let query = |filters: &[(&str, &str)], offset: u64, limit: u64| ListQuery {
-        filters: filters
-            .iter()
-            .map(|(p, v)| ((*p).to_owned(), (*v).to_owned()))
-            .collect(),
         offset,
         limit,
+        ..ListQuery::equalities(filters.iter().copied())
     };
 
     let all = store.list(&query(&[], 0, 100)).await.expect("list");
@@ -714,14 +727,10 @@ pub async fn numbers_read_back_exactly_as_written(store: &dyn Store) {
         "123456789012345678901234567890"
     );
     let found = store
-        .list(&ListQuery {
-            filters: vec![(
-                "big".to_owned(),
-                "123456789012345678901234567890".to_owned(),
-            )],
-            offset: 0,
-            limit: 10,
-        })
+        .list(&ListQuery::equalities([(
+            "big",
+            "123456789012345678901234567890",
+        )]))
         .await
         .expect("list");
     assert_eq!(
@@ -855,7 +864,7 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
 /// freed (another product may claim the keys), and its history keeps every entry, the
 /// deletion last.
 pub async fn deleting_a_product_frees_its_keys_and_keeps_its_history(store: &dyn Store) {
-    let mut rec = record(id(1), 1, json!({"name": "doomed"}));
+    let mut rec = record(id(1), 1, json!({"name": "doomed", "status": "active"}));
     rec.match_keys = vec![key("a"), key("b")];
     rec.package_root = Some(id(9));
     let mut set = create(rec);
@@ -897,6 +906,12 @@ pub async fn deleting_a_product_frees_its_keys_and_keeps_its_history(store: &dyn
     let page = store.list(&all).await.expect("list");
     assert_eq!(page.total, 1);
     assert_eq!(store.count().await.expect("count"), 1);
+    // `status` is an indexed path: the deletion took the index entry with it.
+    let active = ListQuery {
+        limit: 10,
+        ..ListQuery::equalities([("status", "active")])
+    };
+    assert_eq!(store.list(&active).await.expect("list").total, 0);
     let scanned = store.scan(None, 10).await.expect("scan");
     assert_eq!(scanned.iter().map(|r| r.id).collect::<Vec<_>>(), [id(2)]);
     let history = store.history(&id(1)).await.expect("history");
@@ -967,4 +982,55 @@ pub async fn releasing_a_key_frees_only_the_named_owners_key(store: &dyn Store) 
     commit_ok(store, set, "moving a key").await;
     let owners = store.resolve_keys(&[key("c")]).await.expect("keys");
     assert_eq!(owners, BTreeMap::from([(key("c"), id(2))]));
+}
+
+/// Operators, sort and paging answer the same on every store, on indexed paths (`status`,
+/// `startDate`, `relatedParty.id` are indexed by default) and others, and follow updates:
+/// a changed value is found under its new value only.
+pub async fn list_query_language_follows_updates(store: &dyn Store) {
+    let doc = |status: &str, start: &str, n: i64, party: &str| json!({"status": status, "startDate": start, "n": n, "relatedParty": [{"id": party}, {"id": "shared"}]});
+    let docs = [
+        doc("active", "2024-01-01T00:00:00Z", 3, "a"),
+        doc("suspended", "2024-02-01T00:00:00+01:00", 1, "b"),
+        doc("active", "2023-06-01", 2, "c"),
+    ];
+    for (n, d) in (1..).zip(docs) {
+        commit_ok(store, create(record(id(n), 1, d)), "creating").await;
+    }
+    let cases: &[(&str, &[u128])] = &[
+        ("status=active", &[1, 3]),
+        ("status!=active", &[2]),
+        ("status=active,suspended&startDate.gte=2024-01-01", &[1, 2]),
+        ("startDate<2024-01-31T23:00:00Z", &[1, 3]),
+        ("startDate<=2024-01-31T23:00:00Z", &[1, 2, 3]),
+        ("relatedParty.id=shared&n.gt=1", &[1, 3]),
+        ("relatedParty.id=b", &[2]),
+        ("n>=2&sort=-n", &[1, 3]),
+        ("sort=startDate", &[3, 1, 2]),
+        ("sort=-status,n", &[2, 3, 1]),
+        ("sort=n&offset=1&limit=1", &[3]),
+    ];
+    for (query, expected) in cases {
+        let (got, _) = listed(store, query).await;
+        let want: Vec<PinvId> = expected.iter().map(|n| id(*n)).collect();
+        assert_eq!(got, want, "{query}");
+    }
+    assert_eq!(listed(store, "sort=n&offset=1&limit=1").await.1, 3);
+
+    let changed = doc("terminated", "2025-01-01T00:00:00Z", 9, "z");
+    commit_ok(store, update(record(id(1), 2, changed), 1), "updating").await;
+    for (query, expected) in [
+        ("status=active", vec![id(3)]),
+        ("status=terminated", vec![id(1)]),
+        ("relatedParty.id=a", vec![]),
+        ("relatedParty.id=z", vec![id(1)]),
+        ("startDate.gte=2024-12-31", vec![id(1)]),
+        ("startDate=2024-01-01", vec![]),
+    ] {
+        assert_eq!(
+            listed(store, query).await.0,
+            expected,
+            "after the update: {query}"
+        );
+    }
 }

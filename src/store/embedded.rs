@@ -27,8 +27,8 @@
 //!
 //! # Limitations
 //!
-//! - [`Store::list`] scans and decodes every product (there is no secondary index on
-//!   merged attributes yet): fine for tens of thousands of products, slow beyond.
+//! - [`Store::list`] reads the products of the list index (`embedded_index`) when a filter
+//!   is on an indexed path; otherwise, and to sort, it decodes every matching product.
 //! - If applying a set fails for an I/O reason mid-batch, the whole batch is aborted and
 //!   every set in it gets the error, including sets that were fine.
 //! - A caller that drops a `commit` future after the set was queued cannot stop it: the set
@@ -50,9 +50,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::filter;
+use crate::core::index::IndexedPaths;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::embedded_index::{self, Entries, IndexTables};
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
@@ -97,6 +98,8 @@ struct Encoded {
     history: Vec<Vec<u8>>,
     /// `set.processed`, if any.
     processed: Option<Vec<u8>>,
+    /// The list-index entries of `set.products`.
+    index: Entries,
 }
 
 impl Encoded {
@@ -120,6 +123,7 @@ impl Encoded {
             products,
             history,
             processed,
+            index: Vec::new(),
         })
     }
 }
@@ -158,13 +162,20 @@ fn encode_all<T: Send>(
 /// (so every acknowledged write is on disk) and closes the database.
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    index: Arc<IndexedPaths>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, indexing the default list paths.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_indexed(dir, IndexedPaths::standard())
+    }
+
+    /// Opens (creating if needed) the store in `dir`, with a list index on `paths` (built
+    /// now when the store's index was made for other paths).
+    pub fn open_indexed(dir: &Path, paths: IndexedPaths) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::unavailable_from(format!("cannot create directory {}", dir.display()), e)
         })?;
@@ -173,6 +184,9 @@ impl EmbeddedStore {
             .create(dir.join(FILE_NAME))
             .map_err(db_err)?;
         create_tables(&db)?;
+        embedded_index::ensure(&db, &paths, |bytes| {
+            decode_product::<MergedOnly>(bytes).map(|m| m.merged)
+        })?;
         let db = Arc::new(db);
 
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -183,6 +197,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::other_from("cannot start the writer thread", e))?;
         Ok(Self {
             db,
+            index: Arc::new(paths),
             jobs: Some(jobs),
             writer: Some(writer),
         })
@@ -265,11 +280,14 @@ fn apply_batch(db: &Database, sets: Vec<(WriteSet, Encoded)>) -> StoreResult<Vec
     let mut outcomes = Vec::with_capacity(sets.len());
     {
         let mut tables = WriteTables::open(&txn)?;
-        for (set, encoded) in sets {
+        let mut index = IndexTables::open(&txn)?;
+        for (set, mut encoded) in sets {
+            let entries = std::mem::take(&mut encoded.index);
             // Planning only reads; a set refused here has written nothing.
             match plan(set, &tables).and_then(|p| EncodedPlan::encode(p, encoded)) {
                 Ok(encoded) => {
                     tables.apply(encoded)?;
+                    index.update(&entries)?;
                     outcomes.push(Ok(()));
                 }
                 Err(refusal) => outcomes.push(Err(refusal)),
@@ -604,11 +622,14 @@ impl Store for EmbeddedStore {
     async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
         let (set, encoded) = if set.products.len() < PARALLEL_DECODE_MIN {
             // A POST's set: a few records, cheaper to encode right here.
+            let index = embedded_index::entries_of(&self.index, &set);
             let encoded = Encoded::take_from(&mut set)?;
-            (set, encoded)
+            (set, Encoded { index, ..encoded })
         } else {
+            let paths = Arc::clone(&self.index);
             let (set, encoded) = tokio::task::spawn_blocking(move || {
-                let encoded = Encoded::take_from(&mut set);
+                let index = embedded_index::entries_of(&paths, &set);
+                let encoded = Encoded::take_from(&mut set).map(|e| Encoded { index, ..e });
                 (set, encoded)
             })
             .await
@@ -632,7 +653,7 @@ impl Store for EmbeddedStore {
             .map_err(|_| StoreError::unavailable("the writer thread stopped before answering"))?
     }
 
-    /// A full scan: every product is read and its merged document decoded and filtered.
+    /// The products the list index proposes, or else every product, decoded and filtered.
     #[tracing::instrument(
         level = "debug",
         name = "store.list",
@@ -641,20 +662,40 @@ impl Store for EmbeddedStore {
     )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let query = query.clone();
+        let lists = self.index.candidates(&query);
         self.read(move |txn| {
             let table = txn.open_table(PRODUCTS).map_err(db_err)?;
-            let mut total = 0u64;
-            let mut items = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (_, value) = entry.map_err(db_err)?;
-                let MergedOnly { merged } = decode_product(value.value())?;
-                if !filter::matches(&merged, &query.filters) {
-                    continue;
+            // The page keeps only what it shows (or sorts), so documents stream through it;
+            // the first failure is kept aside and answered instead.
+            let failure = std::cell::RefCell::new(None);
+            let fail = |e: StoreError| {
+                failure.borrow_mut().get_or_insert(e);
+                None
+            };
+            let matching = |bytes: &[u8]| match decode_product::<MergedOnly>(bytes) {
+                Ok(MergedOnly { merged }) => query.matches(&merged).then_some(merged),
+                Err(e) => fail(e),
+            };
+            let (items, total) = match lists {
+                Some(lists) => {
+                    let ids = embedded_index::candidates(txn, &lists)?;
+                    query.page(ids.iter().filter_map(|id| {
+                        match table.get(&id_bytes(id)).map_err(db_err) {
+                            Ok(Some(guard)) => matching(guard.value()),
+                            Ok(None) => None,
+                            Err(e) => fail(e),
+                        }
+                    }))
                 }
-                if total >= query.offset && (items.len() as u64) < query.limit {
-                    items.push(merged);
-                }
-                total += 1;
+                None => query.page(table.iter().map_err(db_err)?.filter_map(|entry| {
+                    match entry.map_err(db_err) {
+                        Ok((_, value)) => matching(value.value()),
+                        Err(e) => fail(e),
+                    }
+                })),
+            };
+            if let Some(e) = failure.into_inner() {
+                return Err(e);
             }
             Ok(ListPage { items, total })
         })

@@ -5,7 +5,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::core::filter;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
@@ -178,17 +177,12 @@ impl Store for MemoryStore {
     )]
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let state = self.lock()?;
-        let mut total = 0u64;
-        let mut items = Vec::new();
-        for record in state.products.values() {
-            if !filter::matches(&record.merged, &query.filters) {
-                continue;
-            }
-            if total >= query.offset && (items.len() as u64) < query.limit {
-                items.push(record.merged.clone());
-            }
-            total += 1;
-        }
+        let matching = state
+            .products
+            .values()
+            .filter(|r| query.matches(&r.merged))
+            .map(|r| r.merged.clone());
+        let (items, total) = query.page(matching);
         Ok(ListPage { items, total })
     }
 

@@ -14,6 +14,7 @@ use crate::core::{EventId, MatchKey, PinvId, Source};
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod embedded;
+mod embedded_index;
 pub mod memory;
 pub mod mongo;
 mod plan;
@@ -213,21 +214,16 @@ impl fmt::Display for Chain<'_> {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A `GET /products` query: attribute equality filters over the merged document.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListQuery {
-    /// `(dotted path, value)` pairs; all must hold. Arrays are transparent in paths.
-    pub filters: Vec<(String, String)>,
-    /// How many matching documents to skip.
-    pub offset: u64,
-    /// At most this many documents.
-    pub limit: u64,
-}
+/// A list query: TMF630 filters, sort and paging over merged documents (see
+/// [`crate::core::query`]). Stores answer its filters, sort, offset and limit; `fields` is
+/// the caller's.
+pub type ListQuery = crate::core::query::Query;
 
 /// One page of `GET /products`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListPage {
-    /// Matching merged documents, in PINV id order, after offset and limit.
+    /// Matching merged documents, in the query's sort order (PINV id order without one, and
+    /// for ties), after offset and limit.
     pub items: Vec<Value>,
     /// How many documents match in all.
     pub total: u64,

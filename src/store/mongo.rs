@@ -36,9 +36,13 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern
 use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde_json::Value;
 
+use crate::core::index::IndexedPaths;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
+
+#[path = "mongo_index.rs"]
+mod list_index;
 
 const PRODUCTS: &str = "products";
 const MATCH_KEYS: &str = "match_keys";
@@ -70,6 +74,8 @@ pub struct MongoOptions {
     /// nx-27017, whose concurrent transactions share one SQLite transaction (no isolation,
     /// and one aborting can undo another's acknowledged writes). Off for MongoDB.
     pub one_at_a_time: bool,
+    /// The paths of the list index (`store::mongo::list_index`).
+    pub indexed_paths: IndexedPaths,
 }
 
 impl Default for MongoOptions {
@@ -79,6 +85,7 @@ impl Default for MongoOptions {
             journal: None,
             timeout: Duration::from_secs(5),
             one_at_a_time: false,
+            indexed_paths: IndexedPaths::standard(),
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct MongoStore {
     gate: Option<Arc<tokio::sync::Mutex<()>>>,
     /// The call this clone runs (each call runs on its own clone).
     call: Arc<Call>,
+    /// The paths of the list index.
+    index: Arc<IndexedPaths>,
 }
 
 /// What the caller of a store call and the task running it share.
@@ -190,8 +199,12 @@ impl MongoStore {
                 .one_at_a_time
                 .then(|| Arc::new(tokio::sync::Mutex::new(()))),
             call: Arc::new(Call::new()),
+            index: Arc::new(options.indexed_paths),
         };
         store.run(|s| async move { s.init().await }).await?;
+        store
+            .run(|s| async move { s.ensure_list_index().await })
+            .await?;
         Ok(store)
     }
 
@@ -211,7 +224,16 @@ impl MongoStore {
             .map_err(classify)?
             .into_iter()
             .collect();
-        for name in [PRODUCTS, MATCH_KEYS, WAITERS, PROCESSED, HISTORY] {
+        for name in [
+            PRODUCTS,
+            MATCH_KEYS,
+            WAITERS,
+            PROCESSED,
+            HISTORY,
+            list_index::INDEX,
+            list_index::INDEX_OF,
+            list_index::META,
+        ] {
             if !existing.contains(name) {
                 if let Err(e) = self.db.create_collection(name).await {
                     // Another instance may have created it meanwhile (NamespaceExists).
@@ -399,6 +421,7 @@ impl MongoStore {
         self.claim_keys(s, set).await?;
         self.write_products(s, set).await?;
         self.delete_products(s, set).await?;
+        self.update_list_index(s, set).await?;
         self.update_waiters(s, set).await?;
         self.append_history(s, set).await
     }
@@ -746,7 +769,8 @@ impl Store for MongoStore {
             return Ok(());
         }
         self.run(move |s| async move {
-            if only_one_product {
+            // With a list index, even one product's write updates two collections.
+            if only_one_product && s.index.paths().is_empty() {
                 s.commit_single(&set.products[0]).await
             } else {
                 s.commit_transaction(&set).await
@@ -764,33 +788,56 @@ impl Store for MongoStore {
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         let query = query.clone();
         self.run(move |s| async move {
-            let filter = list_filter(&query.filters);
-            let total = s.replied(
-                s.products()
-                    .count_documents(filter.clone())
-                    .await
-                    .map_err(classify)?,
-            );
-            if query.limit == 0 || query.offset >= total {
-                return Ok(ListPage {
-                    items: Vec::new(),
-                    total,
-                });
+            let mut pager = query.pager();
+            let mut take = |d: &Document| -> StoreResult<()> {
+                let merged: Value = from_json(&str_field(d, "merged")?, "merged document")?;
+                if query.matches(&merged) {
+                    pager.push(merged);
+                }
+                Ok(())
+            };
+            match s.index.candidates(&query) {
+                Some(lists) => {
+                    let ids: Vec<String> = s
+                        .list_candidates(&lists)
+                        .await?
+                        .iter()
+                        .map(PinvId::to_string)
+                        .collect();
+                    for chunk in ids.chunks(CHUNK) {
+                        let docs = s
+                            .find_all(
+                                PRODUCTS,
+                                doc! { "_id": { "$in": chunk } },
+                                None,
+                                Some(doc! { "merged": 1 }),
+                            )
+                            .await?;
+                        // The server's order of an `$in` answer is not the id order.
+                        let by_id: BTreeMap<String, &Document> = docs
+                            .iter()
+                            .map(|d| Ok((str_field(d, "_id")?, d)))
+                            .collect::<StoreResult<_>>()?;
+                        for d in by_id.values() {
+                            take(d)?;
+                        }
+                    }
+                }
+                None => {
+                    let mut cursor = s
+                        .products()
+                        .find(doc! {})
+                        .sort(doc! { "_id": 1 })
+                        .projection(doc! { "merged": 1 })
+                        .await
+                        .map_err(classify)?;
+                    while let Some(d) = cursor.try_next().await.map_err(classify)? {
+                        s.call.replied();
+                        take(&d)?;
+                    }
+                }
             }
-            let cursor = s
-                .products()
-                .find(filter)
-                .sort(doc! { "_id": 1 })
-                .skip(query.offset)
-                .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
-                .projection(doc! { "merged": 1 })
-                .await
-                .map_err(classify)?;
-            let docs: Vec<Document> = cursor.try_collect().await.map_err(classify)?;
-            let items = docs
-                .iter()
-                .map(|d| from_json(&str_field(d, "merged")?, "merged document"))
-                .collect::<StoreResult<Vec<Value>>>()?;
+            let (items, total) = pager.finish();
             Ok(ListPage { items, total })
         })
         .await
@@ -975,7 +1022,7 @@ fn term(path: &str, leaf: &str) -> String {
 }
 
 /// One term per leaf (string, number, boolean) of `doc`, arrays transparent, in the form
-/// [`crate::core::filter::matches`] compares: strings as they are, numbers and booleans as
+/// the former equality filters compared: strings as they are, numbers and booleans as
 /// their JSON text. Keys containing `.` are skipped: no dotted path can name them.
 fn terms(doc: &Value) -> Vec<String> {
     fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, out: &mut BTreeSet<String>) {
@@ -1009,19 +1056,6 @@ fn terms(doc: &Value) -> Vec<String> {
     let mut out = BTreeSet::new();
     walk(doc, &mut Vec::new(), &mut out);
     out.into_iter().collect()
-}
-
-/// Every filter as `terms: {$in: [term]}`: `$in` rather than plain equality because some
-/// wire-compatible servers (nx-27017) miss single elements of an indexed array otherwise.
-fn list_filter(filters: &[(String, String)]) -> Document {
-    if filters.is_empty() {
-        return doc! {};
-    }
-    let clauses: Vec<Document> = filters
-        .iter()
-        .map(|(path, value)| doc! { "terms": { "$in": [term(path, value)] } })
-        .collect();
-    doc! { "$and": clauses }
 }
 
 // ---- errors -----------------------------------------------------------------------------
@@ -1160,22 +1194,6 @@ mod tests {
         assert!(has(&json!({"a": {"b": "c"}}), "a.b", "c"));
     }
 
-    #[test]
-    fn list_filter_uses_in_for_every_clause() {
-        let f = list_filter(&[
-            ("status".into(), "active".into()),
-            ("a.b".into(), "1".into()),
-        ]);
-        assert_eq!(
-            f,
-            doc! { "$and": [
-                { "terms": { "$in": [r#"["status","active"]"#] } },
-                { "terms": { "$in": [r#"["a.b","1"]"#] } },
-            ] }
-        );
-        assert_eq!(list_filter(&[]), doc! {});
-    }
-
     fn server_error(code: i32) -> MongoError {
         let reply: mongodb::error::CommandError = mongodb::bson::from_document(
             doc! { "code": code, "codeName": "Whatever", "errmsg": "the server failed" },
@@ -1256,6 +1274,7 @@ mod tests {
             timeout,
             gate: one_at_a_time.then(|| Arc::new(tokio::sync::Mutex::new(()))),
             call: Arc::new(Call::new()),
+            index: Arc::new(IndexedPaths::standard()),
         }
     }
 

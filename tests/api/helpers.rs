@@ -441,3 +441,16 @@ impl Store for PanickingStore {
         Ok(())
     }
 }
+
+/// Checks the TMF `Error` shape and the code; returns the body.
+pub async fn assert_tmf_error(res: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["@type"], "Error", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.to_string(), "{body}");
+    assert!(body["reason"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert!(body["details"].is_array(), "{body}");
+    body
+}

@@ -17,4 +17,5 @@ mod products;
 mod reads;
 mod restart;
 mod schema;
+mod tmf_query;
 mod tmf_write;

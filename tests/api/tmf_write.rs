@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, spawn_app, token, TestApp};
+use crate::helpers::{admin_token, assert_tmf_error, spawn_app, token, TestApp};
 
 const PRODUCT: &str = "/tmf-api/productInventory/v5/product";
 
@@ -69,19 +69,6 @@ impl TestApp {
 
 fn product(local_id: &str, name: &str) -> Value {
     json!({"@type": "Product", "id": local_id, "name": name, "status": "active"})
-}
-
-/// Checks the TMF `Error` shape and the code; returns the body.
-async fn assert_tmf_error(res: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(res.status().as_u16(), status, "status");
-    let body: Value = res.json().await.expect("error body is JSON");
-    assert_eq!(body["@type"], "Error", "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status.to_string(), "{body}");
-    assert!(body["reason"].is_string(), "{body}");
-    assert!(body["message"].is_string(), "{body}");
-    assert!(body["details"].is_array(), "{body}");
-    body
 }
 
 /// Posts `body` as `source` and returns the PINV id.
