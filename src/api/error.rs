@@ -61,6 +61,10 @@ pub enum ErrorCode {
     RemergeRunning,
     /// The server's loaded merge rules are not the ones the request expects.
     RulesHashMismatch,
+    /// A hub subscription's callback is not an allowed http(s) URL.
+    BadCallback,
+    /// A hub subscription's query is invalid.
+    BadHubQuery,
 }
 
 impl ErrorCode {
@@ -86,6 +90,8 @@ impl ErrorCode {
         Self::AdminRequired,
         Self::RemergeRunning,
         Self::RulesHashMismatch,
+        Self::BadCallback,
+        Self::BadHubQuery,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -182,6 +188,16 @@ impl ErrorCode {
                 StatusCode::CONFLICT,
                 "RULES_HASH_MISMATCH",
                 "The server's loaded merge rules are not the expected ones",
+            ),
+            Self::BadCallback => (
+                StatusCode::BAD_REQUEST,
+                "BAD_CALLBACK",
+                "The callback is not an allowed http or https URL",
+            ),
+            Self::BadHubQuery => (
+                StatusCode::BAD_REQUEST,
+                "BAD_HUB_QUERY",
+                "The subscription query is invalid",
             ),
         }
     }
