@@ -40,7 +40,9 @@ pub fn check_callback(callback: &str, allow: &[String]) -> Result<(), ApiError> 
     }
     let allow: Vec<&String> = allow.iter().filter(|p| !p.is_empty()).collect();
     if !allow.is_empty() && !allow.iter().any(|p| callback.starts_with(p.as_str())) {
-        return Err(bad("does not start with any prefix of PINV_HUB_CALLBACK_ALLOW"));
+        return Err(bad(
+            "does not start with any prefix of PINV_HUB_CALLBACK_ALLOW",
+        ));
     }
     Ok(())
 }

@@ -338,20 +338,20 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
         }
     });
     doc["paths"][base] = json!({"post": {
-        "summary": "Subscribe a callback to product events (TMF637 hub)",
-        "security": secured,
-        "requestBody": {"required": true, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["callback"],
-            "properties": {"callback": {"type": "string"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
-        "responses": {
-            "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": hub}}},
-            "400": error_response("BAD_CALLBACK, BAD_HUB_QUERY, MALFORMED_JSON or VALIDATION_FAILED", json!({})),
-            "401": unauthorized(),
-            "405": method_not_allowed(),
-            "500": internal(),
-            "503": unavailable("The store is unavailable (STORE_UNAVAILABLE); see Retry-After")
-        }}});
+    "summary": "Subscribe a callback to product events (TMF637 hub)",
+    "security": secured,
+    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["callback"],
+        "properties": {"callback": {"type": "string"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
+    "responses": {
+        "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": hub}}},
+        "400": error_response("BAD_CALLBACK, BAD_HUB_QUERY, MALFORMED_JSON or VALIDATION_FAILED", json!({})),
+        "401": unauthorized(),
+        "405": method_not_allowed(),
+        "500": internal(),
+        "503": unavailable("The store is unavailable (STORE_UNAVAILABLE); see Retry-After")
+    }}});
     doc["paths"][format!("{base}/{{id}}")] = json!({
         "get": {"summary": "A subscription and its delivery status", "security": secured, "parameters": [id],
             "responses": {"200": {"description": "The hub", "content": {"application/json": {"schema": hub}}},

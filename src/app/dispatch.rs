@@ -51,7 +51,10 @@ impl HubMetrics {
             dead: IntGauge::new("pinv_hub_outbox_dead", "Hub events given up on")
                 .expect("valid metric"),
             deliveries: IntCounterVec::new(
-                Opts::new("pinv_hub_deliveries_total", "Hub delivery attempts by outcome"),
+                Opts::new(
+                    "pinv_hub_deliveries_total",
+                    "Hub delivery attempts by outcome",
+                ),
                 &["outcome"],
             )
             .expect("valid metric"),
@@ -191,8 +194,12 @@ impl Dispatcher {
         let (pending, dead) = counts
             .values()
             .fold((0, 0), |(p, d), (cp, cd)| (p + cp, d + cd));
-        self.metrics.depth.set(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.metrics.dead.set(i64::try_from(dead).unwrap_or(i64::MAX));
+        self.metrics
+            .depth
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.metrics
+            .dead
+            .set(i64::try_from(dead).unwrap_or(i64::MAX));
     }
 
     /// Delivery rounds for one subscription until its due entries are done or one fails.
@@ -202,8 +209,8 @@ impl Dispatcher {
             // Longer than one round can take, so another instance never delivers the same
             // batch while this one is still at it.
             let span = self.settings.hub_timeout * 2 * self.settings.hub_batch.min(1000) as u32;
-            let until = Utc::now()
-                + chrono::Duration::from_std(span).unwrap_or(chrono::Duration::hours(1));
+            let until =
+                Utc::now() + chrono::Duration::from_std(span).unwrap_or(chrono::Duration::hours(1));
             match self.store.lease(&lease, &self.holder, until).await {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -346,7 +353,10 @@ mod tests {
         let max = Duration::from_secs(1);
         for _ in 0..50 {
             let first = backoff(1, base, max);
-            assert!(first >= Duration::from_millis(50) && first <= base, "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= base,
+                "{first:?}"
+            );
             let third = backoff(3, base, max);
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
             let late = backoff(40, base, max);
