@@ -206,18 +206,9 @@ impl Dispatcher {
     async fn deliver(&self, mut sub: Subscription) {
         let lease = format!("hub/{}", sub.id);
         loop {
-            // Longer than one round can take, so another instance never delivers the same
-            // batch while this one is still at it.
-            let span = self.settings.hub_timeout * 2 * self.settings.hub_batch.min(1000) as u32;
-            let until =
-                Utc::now() + chrono::Duration::from_std(span).unwrap_or(chrono::Duration::hours(1));
-            match self.store.lease(&lease, &self.holder, until).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e.chain(), "hub: cannot take the delivery lease");
-                    return;
-                }
+            let mut until = Utc::now();
+            if !self.hold(&lease, &mut until).await {
+                return;
             }
             let entries = match self.store.outbox(&sub.id, self.settings.hub_batch).await {
                 Ok(entries) => entries,
@@ -227,7 +218,7 @@ impl Dispatcher {
                 }
             };
             let full = entries.len() == self.settings.hub_batch;
-            let (settlements, delivered_any) = self.round(&mut sub, entries).await;
+            let (settlements, delivered_any) = self.round(&mut sub, entries, &lease, until).await;
             let status_changed = !settlements.is_empty();
             if let Err(e) = self.store.settle(settlements).await {
                 tracing::warn!(error = %e.chain(), "hub: cannot record deliveries");
@@ -255,6 +246,8 @@ impl Dispatcher {
         &self,
         sub: &mut Subscription,
         entries: Vec<OutboxEntry>,
+        lease: &str,
+        mut until: chrono::DateTime<Utc>,
     ) -> (Vec<Settlement>, bool) {
         let mut waiting: BTreeSet<PinvId> = BTreeSet::new();
         let mut settlements = Vec::new();
@@ -266,6 +259,10 @@ impl Dispatcher {
             if entry.next_attempt > Utc::now() {
                 waiting.insert(entry.product);
                 continue;
+            }
+            // Another instance may take over once the lease lapses: stop before that.
+            if !self.hold(lease, &mut until).await {
+                break;
             }
             match self.post(sub, &entry).await {
                 Ok(()) => {
@@ -310,6 +307,29 @@ impl Dispatcher {
             }
         }
         (settlements, delivered_any)
+    }
+
+    /// Keeps the subscription's lease for at least one more delivery: renews it (to two
+    /// delivery timeouts plus a margin) when less than half of that is left. False when
+    /// another instance holds it.
+    async fn hold(&self, lease: &str, until: &mut chrono::DateTime<Utc>) -> bool {
+        let span = self.settings.hub_timeout * 2 + Duration::from_secs(5);
+        let span = chrono::Duration::from_std(span).unwrap_or(chrono::Duration::hours(1));
+        let now = Utc::now();
+        if *until - now > span / 2 {
+            return true;
+        }
+        match self.store.lease(lease, &self.holder, now + span).await {
+            Ok(true) => {
+                *until = now + span;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "hub: cannot take the delivery lease");
+                false
+            }
+        }
     }
 
     /// One HTTP POST of one entry; `Err` says why it did not get a 2xx.

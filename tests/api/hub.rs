@@ -140,8 +140,38 @@ async fn hub_app() -> TestApp {
     spawn_app_with(settings, store_under_test().await).await
 }
 
-async fn subscribe(app: &TestApp, body: Value) -> reqwest::Response {
-    app.client
+/// A PINV server the test talks to: in-process ([`TestApp`]) or a separate process.
+trait Server {
+    fn client(&self) -> &reqwest::Client;
+    fn url(&self, path: &str) -> String;
+}
+
+impl Server for TestApp {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    fn url(&self, path: &str) -> String {
+        TestApp::url(self, path)
+    }
+}
+
+/// A `pinv serve` process.
+struct Process {
+    address: String,
+    client: reqwest::Client,
+}
+
+impl Server for Process {
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+}
+
+async fn subscribe(app: &impl Server, body: Value) -> reqwest::Response {
+    app.client()
         .post(app.url(HUB))
         .bearer_auth(token(&["*"]))
         .json(&body)
@@ -150,7 +180,7 @@ async fn subscribe(app: &TestApp, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn subscribed(app: &TestApp, body: Value) -> String {
+async fn subscribed(app: &impl Server, body: Value) -> String {
     let res = subscribe(app, body).await;
     assert_eq!(res.status().as_u16(), 201);
     let hub: Value = res.json().await.unwrap();
@@ -164,12 +194,17 @@ async fn hub_status(app: &TestApp, id: &str) -> Value {
 }
 
 /// POSTs one product version; returns its PINV id.
-async fn post(app: &TestApp, circuit: &str, event: &str, second: u32, status: &str) -> String {
+async fn post(app: &impl Server, circuit: &str, event: &str, second: u32, status: &str) -> String {
     let value = product_with_circuit(&format!("{circuit}-local"), circuit, status);
     let time = format!("2024-10-03T12:00:{second:02}Z");
     let res = app
-        .post_products(&small_event("billing", event, &time, value), &["billing"])
-        .await;
+        .client()
+        .post(app.url("/products"))
+        .bearer_auth(token(&["billing"]))
+        .json(&small_event("billing", event, &time, value))
+        .send()
+        .await
+        .unwrap();
     let code = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
     assert!(code == 201 || code == 200, "{code} {body}");
@@ -351,14 +386,14 @@ async fn an_event_that_keeps_failing_is_kept_as_dead() {
 async fn concurrent_posts_yield_one_event_per_change_in_order_per_product() {
     let app = Arc::new(hub_app().await);
     let listener = Listener::start();
-    subscribed(&app, json!({"callback": listener.url})).await;
+    subscribed(&*app, json!({"callback": listener.url})).await;
     let mut tasks = Vec::new();
     for n in 0..20u32 {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
             let circuit = format!("HUB-CC{}", n % 4);
             let status = if n % 3 == 0 { "suspended" } else { "active" };
-            post(&app, &circuit, &format!("cc{n}"), n + 1, status).await
+            post(&*app, &circuit, &format!("cc{n}"), n + 1, status).await
         }));
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -478,4 +513,123 @@ async fn bad_subscriptions_are_refused() {
     let hub: Value = ok.json().await.unwrap();
     assert_eq!(location, format!("{HUB}/{}", hub["id"].as_str().unwrap()));
     app.stop().await;
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `pinv serve` on the embedded store in `dir`, as a separate process that can be SIGKILLed.
+async fn serve_process(dir: &std::path::Path) -> (std::process::Child, Process) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pinv"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PINV_") {
+            cmd.env_remove(name);
+        }
+    }
+    let child = cmd
+        .arg("serve")
+        .env("PINV_STORE", dir)
+        .env("PINV_BIND", format!("127.0.0.1:{port}"))
+        .env("PINV_JWT_SECRET", crate::helpers::SECRET)
+        .env("PINV_RULES_DIR", crate::helpers::rules_dir())
+        .env("PINV_HUB_POLL_MS", "20")
+        .env("PINV_HUB_RETRY_BASE_MS", "20")
+        .env("PINV_HUB_RETRY_MAX_MS", "50")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("pinv serve starts");
+    let app = Process {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+    };
+    for _ in 0..500 {
+        if let Ok(res) = app.client.get(app.url("/health/ready")).send().await {
+            if res.status().is_success() {
+                return (child, app);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("pinv serve did not become ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pending_at_a_sigkill_are_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start();
+    listener
+        .state
+        .fail_first
+        .store(usize::MAX, Ordering::SeqCst);
+    let (mut server, app) = serve_process(dir.path()).await;
+    subscribed(&app, json!({"callback": listener.url})).await;
+    let first = post(&app, "HUB-K1", "k1", 1, "active").await;
+    let second = post(&app, "HUB-K2", "k2", 2, "active").await;
+    for _ in 0..1500 {
+        if listener.state.attempts.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().unwrap();
+    assert!(listener.delivered().is_empty());
+
+    listener.state.fail_first.store(0, Ordering::SeqCst);
+    let (mut server, _app) = serve_process(dir.path()).await;
+    let got = listener.wait_for(2).await;
+    let mut ids: Vec<&str> = got.iter().map(|d| d.event_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut owed = vec![format!("{first}/1/create"), format!("{second}/1/create")];
+    owed.sort();
+    assert_eq!(ids, owed);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the nx-27017 server of ./scripts/test.sh (PINV_TEST_MONGODB_URI)"]
+async fn two_instances_on_one_mongodb_deliver_each_event_once() {
+    let uri = pinv::testing::mongo::uri();
+    let database = format!("pinv_hub_{}", uuid::Uuid::new_v4().simple());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let store = pinv::store::mongo::MongoStore::connect(
+            &uri,
+            &database,
+            pinv::testing::mongo::options(),
+        )
+        .await
+        .expect("MongoDB answers");
+        let mut settings = test_settings();
+        settings.hub.hub_poll = Duration::from_millis(10);
+        apps.push(spawn_app_with(settings, Arc::new(store)).await);
+    }
+    let listener = Listener::start();
+    subscribed(&apps[0], json!({"callback": listener.url})).await;
+    for n in 0..12u32 {
+        post(
+            &apps[0],
+            &format!("HUB-M{n}"),
+            &format!("m{n}"),
+            n + 1,
+            "active",
+        )
+        .await;
+    }
+    let got = listener.wait_for(12).await;
+    // Both dispatchers polled all along; any duplicate would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = listener.state.attempts.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<&str> =
+        all.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(distinct.len(), 12, "{got:?}");
+    assert_eq!(all.len(), 12, "each event once, not once per instance");
 }
