@@ -533,7 +533,7 @@ async fn serve_process(dir: &std::path::Path) -> (std::process::Child, Process) 
             cmd.env_remove(name);
         }
     }
-    let child = cmd
+    let mut child = cmd
         .arg("serve")
         .env("PINV_STORE", dir)
         .env("PINV_BIND", format!("127.0.0.1:{port}"))
@@ -557,6 +557,8 @@ async fn serve_process(dir: &std::path::Path) -> (std::process::Child, Process) 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("pinv serve did not become ready");
 }
 
