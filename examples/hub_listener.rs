@@ -20,7 +20,10 @@ async fn event(body: web::Bytes, seen: web::Data<Latencies>) -> HttpResponse {
         .and_then(|v| v["eventTime"].as_str().map(str::to_owned))
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
     if let Some(sent) = sent {
-        let ms = (now - sent.with_timezone(&Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let ms = (now - sent.with_timezone(&Utc))
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1000.0;
         seen.0.lock().unwrap().push(ms);
     }
     HttpResponse::NoContent().finish()

@@ -635,3 +635,44 @@ async fn two_instances_on_one_mongodb_deliver_each_event_once() {
     assert_eq!(distinct.len(), 12, "{got:?}");
     assert_eq!(all.len(), 12, "each event once, not once per instance");
 }
+
+#[tokio::test]
+async fn a_post_publishes_a_create_for_every_product_it_stores() {
+    let app = hub_app().await;
+    let listener = Listener::start();
+    subscribed(&app, json!({"callback": listener.url})).await;
+    let res = app
+        .post_products(&crate::helpers::seed_request(), &["billing"])
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let all: Value = app
+        .get_authorized("/products?limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut stored: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!stored.is_empty());
+    let got = listener.wait_for(stored.len()).await;
+    assert!(got
+        .iter()
+        .all(|d| d.body["eventType"] == "ProductCreateEvent"));
+    let mut products: Vec<String> = got
+        .iter()
+        .map(|d| {
+            d.body["event"]["product"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    products.sort();
+    stored.sort();
+    assert_eq!(products, stored);
+    app.stop().await;
+}
