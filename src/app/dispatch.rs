@@ -117,7 +117,11 @@ struct Dispatcher {
     running: Mutex<HashSet<String>>,
     rounds: Semaphore,
     counts: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    counted: Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// See [`Dispatcher::counts_due`].
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the dispatcher on the current runtime; it runs until the runtime stops.
 pub fn spawn(
@@ -138,6 +142,7 @@ pub fn spawn(
         holder: uuid::Uuid::new_v4().to_string(),
         running: Mutex::new(HashSet::new()),
         counts: Mutex::new(Default::default()),
+        counted: Mutex::new(Default::default()),
     });
     tokio::spawn(async move { dispatcher.run().await })
 }
@@ -179,6 +184,20 @@ impl Dispatcher {
         }
     }
 
+    /// Counting reads a subscription's whole outbox, so the depth gauges are refreshed at
+    /// most every [`COUNT_EVERY`] per subscription, not after every round.
+    fn counts_due(&self, id: &str) -> bool {
+        let mut last = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(id) {
+            Some(at) if now.duration_since(*at) < COUNT_EVERY => false,
+            _ => {
+                last.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -187,6 +206,10 @@ impl Dispatcher {
         let live: HashSet<&str> = subs.iter().map(|s| s.id.as_str()).collect();
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.retain(|id, _| live.contains(id.as_str()));
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| live.contains(id.as_str()));
         self.publish_counts(&counts);
     }
 
@@ -229,10 +252,12 @@ impl Dispatcher {
                     tracing::warn!(error = %e.chain(), "hub: cannot record the delivery status");
                 }
             }
-            if let Ok(c) = self.store.outbox_counts(&sub.id).await {
-                let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-                counts.insert(sub.id.clone(), (c.pending, c.dead));
-                self.publish_counts(&counts);
+            if self.counts_due(&sub.id) {
+                if let Ok(c) = self.store.outbox_counts(&sub.id).await {
+                    let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+                    counts.insert(sub.id.clone(), (c.pending, c.dead));
+                    self.publish_counts(&counts);
+                }
             }
             if !(full && delivered_any) {
                 return;

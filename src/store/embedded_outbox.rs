@@ -12,7 +12,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
 use crate::store::outbox::{
     key_range, DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription,
@@ -101,7 +103,17 @@ fn write_txn<T>(
     db: &Database,
     f: impl FnOnce(&WriteTransaction) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let txn = db.begin_write().map_err(err)?;
+    write_txn_with(db, Durability::Immediate, f)
+}
+
+/// Runs `f` in its own write transaction of the given durability.
+fn write_txn_with<T>(
+    db: &Database,
+    durability: Durability,
+    f: impl FnOnce(&WriteTransaction) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut txn = db.begin_write().map_err(err)?;
+    txn.set_durability(durability).map_err(err)?;
     let out = f(&txn)?;
     txn.commit().map_err(err)?;
     Ok(out)
@@ -141,12 +153,16 @@ pub(crate) fn delete_subscription(db: &Database, cache: &HubCache, id: &str) -> 
     Ok(existed)
 }
 
+// Delivery outcomes need no fsync of their own: one lost in a crash means the event is
+// delivered again (at least once) or its status is a little older; the next durable commit
+// (every POST's) makes them durable.
+
 pub(crate) fn set_delivery_status(
     db: &Database,
     id: &str,
     status: &DeliveryStatus,
 ) -> StoreResult<()> {
-    write_txn(db, |txn| {
+    write_txn_with(db, Durability::None, |txn| {
         let mut subs = txn.open_table(SUBSCRIPTIONS).map_err(err)?;
         let current = subs.get(id).map_err(err)?.map(|g| g.value().to_vec());
         if let Some(bytes) = current {
@@ -192,7 +208,7 @@ pub(crate) fn outbox_counts(db: &Database, sub: &str) -> StoreResult<OutboxCount
 }
 
 pub(crate) fn settle(db: &Database, settlements: Vec<Settlement>) -> StoreResult<()> {
-    write_txn(db, |txn| {
+    write_txn_with(db, Durability::None, |txn| {
         let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
         for s in settlements {
             match s {
