@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration="${1:-20s}"
 connections="${2:-64}"
-shift 2 || true
-counts=("${@:-0 1 10}")
-[[ $# -gt 0 ]] || counts=(0 1 10)
+counts=("${@:3}")
+[[ ${#counts[@]} -gt 0 ]] || counts=(0 1 10)
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bin pinv --example hub_listener
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-hub-load.XXXXXX")"

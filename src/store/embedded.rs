@@ -11,6 +11,10 @@
 //! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON         |
 //! | `events`        | (source, event id)                    | `ProcessedEvent` as JSON       |
 //!
+//! The hub's `subscriptions` and `outbox` tables are described in `embedded_outbox.rs`; a
+//! set's outbox entries are written by the writer thread right after the set, in the same
+//! transaction.
+//!
 //! Ids are keyed by their 16 bytes, whose order is [`PinvId`]'s `Ord` (and the order of
 //! the lowercase hyphenated strings), so `products` iterates in PINV id order.
 //!
