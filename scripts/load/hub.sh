@@ -54,7 +54,7 @@ for n in "${counts[@]}"; do
     | grep -E "Requests/sec|50%|99%|requests in"
   if [[ $n -gt 0 ]]; then
     start=$(date +%s)
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 180); do
       pending=0
       for h in "${hubs[@]}"; do
         p=$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/tmf-api/productInventory/v5/hub/$h" \
