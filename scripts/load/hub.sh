@@ -10,9 +10,16 @@ connections="${2:-64}"
 counts=("${@:3}")
 [[ ${#counts[@]} -gt 0 ]] || counts=(0 1 10)
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin pinv --example hub_listener
+# PROFILE=debug measures a debug build (only to compare the cases when a release build is
+# out of reach; its numbers are not the targets').
+profile="${PROFILE:-release}"
+if [[ $profile == release ]]; then
+  cargo build --release --quiet --bin pinv --example hub_listener
+else
+  cargo build --quiet --bin pinv --example hub_listener
+fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-hub-load.XXXXXX")"
-target="${CARGO_TARGET_DIR:-target}/release"
+target="${CARGO_TARGET_DIR:-target}/$profile"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
