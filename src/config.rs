@@ -209,6 +209,8 @@ pub struct Settings {
     pub rules: RulesSettings,
     /// Token validation.
     pub jwt: JwtSettings,
+    /// Change notifications (the TMF637 hub).
+    pub hub: HubSettings,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -257,6 +259,8 @@ pub struct SettingsArgs {
     rules: RulesSettings,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    hub: HubSettings,
 }
 
 impl SettingsArgs {
@@ -277,8 +281,38 @@ impl SettingsArgs {
             mongodb: self.mongodb,
             rules: self.rules,
             jwt: self.jwt.settings()?,
+            hub: self.hub,
         })
     }
+}
+
+/// Delivery of product events to hub subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct HubSettings {
+    /// Comma-separated URL prefixes a callback must start with (empty: any http/https URL).
+    #[arg(long, env = "PINV_HUB_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub hub_callback_allow: Vec<String>,
+    /// How often the dispatcher looks for events to deliver, in milliseconds.
+    #[arg(long, env = "PINV_HUB_POLL_MS", default_value = "100", value_parser = checked(parse_millis))]
+    pub hub_poll: Duration,
+    /// Time a listener has to answer one delivery, in milliseconds.
+    #[arg(long, env = "PINV_HUB_TIMEOUT_MS", default_value = "5000", value_parser = checked(parse_millis))]
+    pub hub_timeout: Duration,
+    /// Subscriptions delivered to at once.
+    #[arg(long, env = "PINV_HUB_CONCURRENCY", default_value = "16", value_parser = checked(parse_positive_usize))]
+    pub hub_concurrency: usize,
+    /// Outbox entries one subscription's delivery round reads.
+    #[arg(long, env = "PINV_HUB_BATCH", default_value = "256", value_parser = checked(parse_positive_usize))]
+    pub hub_batch: usize,
+    /// First retry delay, in milliseconds; each retry doubles it (with jitter).
+    #[arg(long, env = "PINV_HUB_RETRY_BASE_MS", default_value = "500", value_parser = checked(parse_millis))]
+    pub hub_retry_base: Duration,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "PINV_HUB_RETRY_MAX_MS", default_value = "60000", value_parser = checked(parse_millis))]
+    pub hub_retry_max: Duration,
+    /// How long an event is retried before it is kept as dead, in seconds.
+    #[arg(long, env = "PINV_HUB_RETRY_WINDOW_SECS", default_value = "86400", value_parser = checked(parse_seconds))]
+    pub hub_retry_window: Duration,
 }
 
 /// The HTTP server (`pinv serve`).

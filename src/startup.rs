@@ -59,6 +59,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The hub dispatcher, stopped with the server so that it lets go of the store.
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -109,8 +111,21 @@ impl Application {
             "listening"
         );
 
-        let service = web::Data::new(service);
         let metrics = web::Data::new(Metrics::new());
+        let hub_metrics = crate::app::dispatch::HubMetrics::new();
+        for collector in hub_metrics.collectors() {
+            metrics.register(collector);
+        }
+        // Delivery runs beside the server on the runtime building the app (`pinv serve`'s
+        // main one, or a test's); without a runtime there is no server to serve either.
+        let dispatcher = tokio::runtime::Handle::try_current().is_ok().then(|| {
+            crate::app::dispatch::spawn(
+                std::sync::Arc::clone(&service.store),
+                settings.hub.clone(),
+                hub_metrics,
+            )
+        });
+        let service = web::Data::new(service);
         let budget = web::Data::new(BodyBudget::new(settings.server.body_budget_bytes));
         // Re-merge runs go to the runtime building the app (`pinv serve`'s main one), not to
         // a request worker's.
@@ -131,7 +146,11 @@ impl Application {
         .listen(listener)
         .map_err(bind_error)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            dispatcher,
+        })
     }
 
     /// The port the server listens on.
@@ -146,7 +165,12 @@ impl Application {
 
     /// Serves until the server is stopped (signal or [`handle`](Self::handle)).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher.abort();
+            let _ = dispatcher.await;
+        }
+        served
     }
 }
 

@@ -307,3 +307,36 @@ async fn forged_external_identifiers_stored_in_a_contribution_are_dropped_by_a_r
         "{crosswalk:?}"
     );
 }
+
+#[tokio::test]
+async fn a_remerge_publishes_one_event_per_changed_product() {
+    let store = seeded(10, 3).await;
+    let hub = pinv::store::outbox::Subscription {
+        id: "remerge-hub".to_owned(),
+        callback: "http://127.0.0.1:9/hook".to_owned(),
+        query: String::new(),
+        secret: None,
+        created: chrono::Utc::now(),
+        status: Default::default(),
+    };
+    store.put_subscription(&hub).await.unwrap();
+    let summary = run(
+        Arc::clone(&store),
+        Arc::new(billing_names_first()),
+        &options(false),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.changed, 10);
+    let events = store.outbox(&hub.id, 100).await.unwrap();
+    assert_eq!(events.len(), 10);
+    let products: std::collections::BTreeSet<PinvId> = events.iter().map(|e| e.product).collect();
+    assert_eq!(products.len(), 10);
+    for e in &events {
+        assert_eq!(e.event["eventType"], "ProductAttributeValueChangeEvent");
+        assert_eq!(e.event["fieldPath"], "name");
+        assert_eq!(e.event["correlationId"], summary.run_id.as_str());
+        assert_eq!(e.event["event"]["product"]["name"], BILLING_NAME);
+    }
+}

@@ -67,6 +67,10 @@ pub enum ErrorCode {
     PatchTestFailed,
     /// A patch is not a valid patch or cannot be applied (a path that does not exist).
     PatchInvalid,
+    /// A hub subscription's callback is not an allowed http(s) URL.
+    BadCallback,
+    /// A hub subscription's query is invalid.
+    BadHubQuery,
 }
 
 impl ErrorCode {
@@ -95,6 +99,8 @@ impl ErrorCode {
         Self::BadHeader,
         Self::PatchTestFailed,
         Self::PatchInvalid,
+        Self::BadCallback,
+        Self::BadHubQuery,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -206,6 +212,16 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST,
                 "PATCH_INVALID",
                 "The patch is invalid or cannot be applied",
+            ),
+            Self::BadCallback => (
+                StatusCode::BAD_REQUEST,
+                "BAD_CALLBACK",
+                "The callback is not an allowed http or https URL",
+            ),
+            Self::BadHubQuery => (
+                StatusCode::BAD_REQUEST,
+                "BAD_HUB_QUERY",
+                "The subscription query is invalid",
             ),
         }
     }

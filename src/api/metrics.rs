@@ -97,6 +97,14 @@ impl Metrics {
         self.posts.with_label_values(&[outcome, code]).inc();
     }
 
+    /// Adds metrics kept elsewhere (the hub dispatcher's) to what [`render`](Self::render)
+    /// shows.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metrics: cannot register a collector");
+        }
+    }
+
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> Result<String, String> {
         let mut buf = Vec::new();

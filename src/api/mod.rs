@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
@@ -127,6 +128,21 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/openapi.json",
         route: || web::get().to(openapi::get_openapi),
+    },
+    RouteDef {
+        method: Method::POST,
+        path: "/tmf-api/productInventory/v5/hub",
+        route: || web::post().to(hub::post_hub),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/tmf-api/productInventory/v5/hub/{id}",
+        route: || web::get().to(hub::get_hub),
+    },
+    RouteDef {
+        method: Method::DELETE,
+        path: "/tmf-api/productInventory/v5/hub/{id}",
+        route: || web::delete().to(hub::delete_hub),
     },
 ];
 

@@ -365,8 +365,54 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                 "405": method_not_allowed()}}}
         }
     });
+    hub_paths(&mut doc, &secured);
     crate::api::openapi_tmf_write::add_to(&mut doc);
     doc
+}
+
+/// The hub's paths and schemas (`/tmf-api/productInventory/v5/hub`).
+fn hub_paths(doc: &mut Value, secured: &Value) {
+    let base = crate::api::hub::BASE;
+    let hub = json!({"$ref": "#/components/schemas/Hub"});
+    let id = json!({"name": "id", "in": "path", "required": true, "description": "Hub id", "schema": {"type": "string"}});
+    doc["components"]["schemas"]["Hub"] = json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"}, "href": {"type": "string"}, "@type": {"const": "Hub"},
+            "callback": {"type": "string"}, "query": {"type": "string"}, "signed": {"type": "boolean"},
+            "deliveryStatus": {"type": "object", "properties": {
+                "pendingCount": {"type": "integer"}, "deadCount": {"type": "integer"},
+                "deliveredCount": {"type": "integer"},
+                "lastSuccess": {"type": ["string", "null"], "format": "date-time"},
+                "lastError": {"type": ["string", "null"]},
+                "lastErrorAt": {"type": ["string", "null"], "format": "date-time"}}}
+        }
+    });
+    doc["paths"][base] = json!({"post": {
+    "summary": "Subscribe a callback to product events (TMF637 hub)",
+    "security": secured,
+    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["callback"],
+        "properties": {"callback": {"type": "string"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
+    "responses": {
+        "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": hub}}},
+        "400": error_response("BAD_CALLBACK, BAD_HUB_QUERY, MALFORMED_JSON or VALIDATION_FAILED", json!({})),
+        "401": unauthorized(),
+        "405": method_not_allowed(),
+        "500": internal(),
+        "503": unavailable("The store is unavailable (STORE_UNAVAILABLE); see Retry-After")
+    }}});
+    doc["paths"][format!("{base}/{{id}}")] = json!({
+        "get": {"summary": "A subscription and its delivery status", "security": secured, "parameters": [id],
+            "responses": {"200": {"description": "The hub", "content": {"application/json": {"schema": hub}}},
+                "401": unauthorized(), "404": error_response("No such hub (NOT_FOUND)", json!({})),
+                "405": method_not_allowed(), "500": internal()}},
+        "delete": {"summary": "Unsubscribe", "security": secured, "parameters": [id],
+            "responses": {"204": {"description": "Unsubscribed"},
+                "401": unauthorized(), "404": error_response("No such hub (NOT_FOUND)", json!({})),
+                "405": method_not_allowed(), "500": internal()}}
+    });
 }
 
 /// `GET /openapi.json`.

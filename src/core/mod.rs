@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod envelope;
+pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod index;

@@ -92,7 +92,9 @@ macro_rules! store_conformance_tests {
             numbers_read_back_exactly_as_written,
             deleting_a_product_frees_its_keys_and_keeps_its_history,
             deleting_at_a_stale_revision_conflicts_and_writes_nothing,
-            releasing_a_key_frees_only_the_named_owners_key
+            releasing_a_key_frees_only_the_named_owners_key,
+            outbox_entries_commit_with_their_change_or_not_at_all,
+            outbox_entries_are_settled_and_go_with_their_subscription
         );
         $crate::store_conformance_tests!(@shared $attrs $make;
             racing_key_claims_have_exactly_one_winner,
@@ -1033,4 +1035,138 @@ pub async fn list_query_language_follows_updates(store: &dyn Store) {
             "after the update: {query}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hub subscriptions and the outbox
+
+fn subscription(id: &str) -> crate::store::outbox::Subscription {
+    crate::store::outbox::Subscription {
+        id: id.to_owned(),
+        callback: "http://127.0.0.1:9/hook".to_owned(),
+        query: String::new(),
+        secret: None,
+        created: Utc
+            .timestamp_opt(1_700_000_000, 0)
+            .single()
+            .unwrap_or_default(),
+        status: Default::default(),
+    }
+}
+
+/// A change and its outbox entries are one commit: a refused set leaves no entry.
+pub async fn outbox_entries_commit_with_their_change_or_not_at_all(store: &dyn Store) {
+    store
+        .put_subscription(&subscription("s1"))
+        .await
+        .expect("subscribe");
+    let mut first = create(record(id(1), 1, json!({"status": "active"})));
+    first.history = vec![history_entry(id(1), 1)];
+    store.commit(first.clone()).await.expect("create");
+    let entries = store.outbox("s1", 10).await.expect("outbox");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].event["eventType"], "ProductCreateEvent");
+    assert_eq!(entries[0].event["event"]["product"]["status"], "active");
+
+    // The same creation again is refused, and so is a stale update: no entry for either.
+    assert!(matches!(
+        store.commit(first).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut stale = update(record(id(1), 2, json!({"status": "suspended"})), 5);
+    stale.history = vec![history_entry(id(1), 2)];
+    assert!(matches!(
+        store.commit(stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.outbox("s1", 10).await.expect("outbox").len(), 1);
+
+    let mut changed = update(record(id(1), 2, json!({"status": "suspended"})), 1);
+    let mut entry = history_entry(id(1), 2);
+    entry.patch = json!([{"op": "replace", "path": "/status", "value": "suspended"}]);
+    changed.history = vec![entry];
+    store.commit(changed).await.expect("update");
+    let kinds: Vec<Value> = store
+        .outbox("s1", 10)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.event["eventType"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ProductCreateEvent",
+            "ProductStateChangeEvent",
+            "ProductAttributeValueChangeEvent"
+        ]
+    );
+}
+
+/// Delivered entries go, kept ones are replaced, dead ones are counted but not listed,
+/// and deleting a subscription drops its entries.
+pub async fn outbox_entries_are_settled_and_go_with_their_subscription(store: &dyn Store) {
+    use crate::store::outbox::Settlement;
+    for s in ["a", "b"] {
+        store
+            .put_subscription(&subscription(s))
+            .await
+            .expect("subscribe");
+    }
+    let mut subs: Vec<String> = store
+        .subscriptions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    subs.sort();
+    assert_eq!(subs, ["a", "b"]);
+    for n in 1..=3 {
+        let mut set = create(record(id(n), 1, json!({})));
+        set.history = vec![history_entry(id(n), 1)];
+        store.commit(set).await.expect("create");
+    }
+    let entries = store.outbox("a", 10).await.expect("outbox");
+    assert_eq!(entries.len(), 3);
+    assert_eq!(store.outbox("a", 2).await.expect("outbox").len(), 2);
+    let mut dead = entries[1].clone();
+    dead.dead = true;
+    dead.attempts = 3;
+    store
+        .settle(vec![
+            Settlement::Delivered(entries[0].key()),
+            Settlement::Keep(dead),
+        ])
+        .await
+        .expect("settle");
+    let left = store.outbox("a", 10).await.expect("outbox");
+    assert_eq!(left, vec![entries[2].clone()]);
+    let counts = store.outbox_counts("a").await.expect("counts");
+    assert_eq!((counts.pending, counts.dead), (1, 1));
+
+    let status = crate::store::outbox::DeliveryStatus {
+        delivered: 1,
+        last_error: Some("boom".to_owned()),
+        ..Default::default()
+    };
+    store
+        .set_delivery_status("a", &status)
+        .await
+        .expect("status");
+    let a = store.subscriptions().await.expect("list");
+    let a = a.iter().find(|s| s.id == "a").expect("a is kept");
+    assert_eq!(a.status, status);
+
+    assert!(store.delete_subscription("a").await.expect("delete"));
+    assert!(!store.delete_subscription("a").await.expect("delete again"));
+    let counts = store.outbox_counts("a").await.expect("counts");
+    assert_eq!((counts.pending, counts.dead), (0, 0));
+    assert_eq!(store.outbox("b", 10).await.expect("outbox b").len(), 3);
+    // A settlement for an entry of a deleted subscription does not bring it back.
+    store
+        .settle(vec![Settlement::Keep(entries[2].clone())])
+        .await
+        .expect("settle");
+    assert!(store.outbox("a", 10).await.expect("outbox").is_empty());
 }

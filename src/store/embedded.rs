@@ -11,6 +11,10 @@
 //! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON         |
 //! | `events`        | (source, event id)                    | `ProcessedEvent` as JSON       |
 //!
+//! The hub's `subscriptions` and `outbox` tables are described in `embedded_outbox.rs`; a
+//! set's outbox entries are written by the writer thread right after the set, in the same
+//! transaction.
+//!
 //! Ids are keyed by their 16 bytes, whose order is [`PinvId`]'s `Ord` (and the order of
 //! the lowercase hyphenated strings), so `products` iterates in PINV id order.
 //!
@@ -54,6 +58,10 @@ use crate::core::index::IndexedPaths;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
+use crate::store::embedded_outbox::{self, HubCache};
+use crate::store::outbox::{
+    entries_for, DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription,
+};
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
@@ -100,6 +108,8 @@ struct Encoded {
     processed: Option<Vec<u8>>,
     /// The list-index entries of `set.products`.
     index: Entries,
+    /// The outbox entries the set owes subscribers (see [`embedded_outbox`]).
+    outbox: Vec<embedded_outbox::EncodedEntry>,
 }
 
 impl Encoded {
@@ -124,6 +134,7 @@ impl Encoded {
             history,
             processed,
             index: Vec::new(),
+            outbox: Vec::new(),
         })
     }
 }
@@ -165,6 +176,7 @@ pub struct EmbeddedStore {
     index: Arc<IndexedPaths>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    hub: Arc<HubCache>,
 }
 
 impl EmbeddedStore {
@@ -187,6 +199,8 @@ impl EmbeddedStore {
         embedded_index::ensure(&db, &paths, |bytes| {
             decode_product::<MergedOnly>(bytes).map(|m| m.merged)
         })?;
+        let hub = Arc::new(HubCache::default());
+        embedded_outbox::open(&db, &hub)?;
         let db = Arc::new(db);
 
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -200,6 +214,7 @@ impl EmbeddedStore {
             index: Arc::new(paths),
             jobs: Some(jobs),
             writer: Some(writer),
+            hub,
         })
     }
 
@@ -216,6 +231,19 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::other_from("the read task failed", e))?
+    }
+
+    /// Runs `f` with the database and the hub cache on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database, &HubCache) -> StoreResult<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let hub = Arc::clone(&self.hub);
+        tokio::task::spawn_blocking(move || f(&db, &hub))
+            .await
+            .map_err(|e| StoreError::other_from("the hub task failed", e))?
     }
 }
 
@@ -283,11 +311,13 @@ fn apply_batch(db: &Database, sets: Vec<(WriteSet, Encoded)>) -> StoreResult<Vec
         let mut index = IndexTables::open(&txn)?;
         for (set, mut encoded) in sets {
             let entries = std::mem::take(&mut encoded.index);
+            let outbox = std::mem::take(&mut encoded.outbox);
             // Planning only reads; a set refused here has written nothing.
             match plan(set, &tables).and_then(|p| EncodedPlan::encode(p, encoded)) {
                 Ok(encoded) => {
                     tables.apply(encoded)?;
                     index.update(&entries)?;
+                    embedded_outbox::write(&txn, outbox)?;
                     outcomes.push(Ok(()));
                 }
                 Err(refusal) => outcomes.push(Err(refusal)),
@@ -620,7 +650,11 @@ impl Store for EmbeddedStore {
 
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "embedded", products = set.products.len()))]
     async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
-        let (set, encoded) = if set.products.len() < PARALLEL_DECODE_MIN {
+        // Made before encoding, which drops the merged documents the events carry.
+        let subscriptions = self.hub.get();
+        let outbox =
+            embedded_outbox::encode(&entries_for(&set, &subscriptions, chrono::Utc::now()))?;
+        let (set, mut encoded) = if set.products.len() < PARALLEL_DECODE_MIN {
             // A POST's set: a few records, cheaper to encode right here.
             let index = embedded_index::entries_of(&self.index, &set);
             let encoded = Encoded::take_from(&mut set)?;
@@ -636,6 +670,7 @@ impl Store for EmbeddedStore {
             .map_err(|e| StoreError::other_from("the encoding task failed", e))?;
             (set, encoded?)
         };
+        encoded.outbox = outbox;
         let jobs = self
             .jobs
             .as_ref()
@@ -775,6 +810,46 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> StoreResult<()> {
+        let sub = subscription.clone();
+        self.blocking(move |db, hub| embedded_outbox::put_subscription(db, hub, &sub))
+            .await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        self.blocking(|db, _| embedded_outbox::subscriptions(db))
+            .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.blocking(move |db, hub| embedded_outbox::delete_subscription(db, hub, &id))
+            .await
+    }
+
+    async fn set_delivery_status(&self, id: &str, status: &DeliveryStatus) -> StoreResult<()> {
+        let (id, status) = (id.to_owned(), status.clone());
+        self.blocking(move |db, _| embedded_outbox::set_delivery_status(db, &id, &status))
+            .await
+    }
+
+    async fn outbox(&self, subscription: &str, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        let sub = subscription.to_owned();
+        self.blocking(move |db, _| embedded_outbox::outbox(db, &sub, limit))
+            .await
+    }
+
+    async fn outbox_counts(&self, subscription: &str) -> StoreResult<OutboxCounts> {
+        let sub = subscription.to_owned();
+        self.blocking(move |db, _| embedded_outbox::outbox_counts(db, &sub))
+            .await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<()> {
+        self.blocking(move |db, _| embedded_outbox::settle(db, settlements))
+            .await
     }
 }
 

@@ -7,6 +7,9 @@ use async_trait::async_trait;
 
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::outbox::{
+    entries_for, key_range, DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription,
+};
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
@@ -20,6 +23,8 @@ struct State {
     roots: BTreeSet<(PinvId, PinvId)>,
     history: BTreeMap<(PinvId, u64), HistoryEntry>,
     processed: BTreeMap<(Source, EventId), ProcessedEvent>,
+    subscriptions: BTreeMap<String, Subscription>,
+    outbox: BTreeMap<String, OutboxEntry>,
 }
 
 impl PlanView for State {
@@ -164,8 +169,13 @@ impl Store for MemoryStore {
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "memory", products = set.products.len()))]
     async fn commit(&self, set: WriteSet) -> StoreResult<()> {
         let mut state = self.lock()?;
+        let subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
+        let outbox = entries_for(&set, &subscriptions, chrono::Utc::now());
         let plan = plan(set, &*state)?;
         state.apply(plan);
+        state
+            .outbox
+            .extend(outbox.into_iter().map(|e| (e.key(), e)));
         Ok(())
     }
 
@@ -222,6 +232,79 @@ impl Store for MemoryStore {
     )]
     async fn ping(&self) -> StoreResult<()> {
         self.lock().map(|_| ())
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> StoreResult<()> {
+        let mut state = self.lock()?;
+        state
+            .subscriptions
+            .insert(subscription.id.clone(), subscription.clone());
+        Ok(())
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        Ok(self.lock()?.subscriptions.values().cloned().collect())
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
+        let mut state = self.lock()?;
+        let (lo, hi) = key_range(id);
+        let keys: Vec<String> = state.outbox.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            state.outbox.remove(&key);
+        }
+        Ok(state.subscriptions.remove(id).is_some())
+    }
+
+    async fn set_delivery_status(&self, id: &str, status: &DeliveryStatus) -> StoreResult<()> {
+        if let Some(sub) = self.lock()?.subscriptions.get_mut(id) {
+            sub.status = status.clone();
+        }
+        Ok(())
+    }
+
+    async fn outbox(&self, subscription: &str, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        let (lo, hi) = key_range(subscription);
+        Ok(self
+            .lock()?
+            .outbox
+            .range(lo..hi)
+            .map(|(_, e)| e)
+            .filter(|e| !e.dead)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn outbox_counts(&self, subscription: &str) -> StoreResult<OutboxCounts> {
+        let (lo, hi) = key_range(subscription);
+        let state = self.lock()?;
+        let mut counts = OutboxCounts::default();
+        for (_, e) in state.outbox.range(lo..hi) {
+            if e.dead {
+                counts.dead += 1;
+            } else {
+                counts.pending += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<()> {
+        let mut state = self.lock()?;
+        for s in settlements {
+            match s {
+                Settlement::Delivered(key) => {
+                    state.outbox.remove(&key);
+                }
+                Settlement::Keep(entry) => {
+                    if state.outbox.contains_key(&entry.key()) {
+                        state.outbox.insert(entry.key(), entry);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,13 +10,16 @@ use serde_json::Value;
 
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::outbox::{DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod embedded;
 mod embedded_index;
+mod embedded_outbox;
 pub mod memory;
 pub mod mongo;
+pub mod outbox;
 mod plan;
 
 /// What went wrong in a store.
@@ -275,6 +278,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    // Hub subscriptions and the outbox (see [`outbox`]). A store that keeps neither
+    // refuses to register subscriptions, so it never owes anyone an event.
+
+    /// Registers a subscription (its id is new).
+    async fn put_subscription(&self, _subscription: &Subscription) -> StoreResult<()> {
+        Err(StoreError::other("this store keeps no hub subscriptions"))
+    }
+
+    /// Every subscription, in id order.
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a subscription and its outbox entries; false when there was none.
+    async fn delete_subscription(&self, _id: &str) -> StoreResult<bool> {
+        Ok(false)
+    }
+
+    /// Replaces the delivery status of a subscription, if it still exists.
+    async fn set_delivery_status(&self, _id: &str, _status: &DeliveryStatus) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Up to `limit` live (not dead) entries of a subscription, in key order.
+    async fn outbox(&self, _subscription: &str, _limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        Ok(Vec::new())
+    }
+
+    /// How many entries of a subscription are pending and dead.
+    async fn outbox_counts(&self, _subscription: &str) -> StoreResult<OutboxCounts> {
+        Ok(OutboxCounts::default())
+    }
+
+    /// Applies the dispatcher's decisions; entries of a deleted subscription are ignored.
+    async fn settle(&self, _settlements: Vec<Settlement>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Takes or renews the delivery lease `name` for `holder` until `until`; false when
+    /// another holder's lease has not expired. A store only one process can open has
+    /// nobody to share with.
+    async fn lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use serde_json::Value;
 use crate::core::index::IndexedPaths;
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
+use crate::store::outbox::{DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
 #[path = "mongo_index.rs"]
@@ -49,6 +50,9 @@ const MATCH_KEYS: &str = "match_keys";
 const WAITERS: &str = "waiters";
 const PROCESSED: &str = "processed_events";
 const HISTORY: &str = "history";
+
+#[path = "mongo_outbox.rs"]
+mod hub;
 
 /// MongoDB's duplicate-key error code (E11000).
 const DUPLICATE_KEY: i32 = 11000;
@@ -233,6 +237,9 @@ impl MongoStore {
             list_index::INDEX,
             list_index::INDEX_OF,
             list_index::META,
+            hub::SUBSCRIPTIONS,
+            hub::OUTBOX,
+            hub::LEASES,
         ] {
             if !existing.contains(name) {
                 if let Err(e) = self.db.create_collection(name).await {
@@ -423,7 +430,8 @@ impl MongoStore {
         self.delete_products(s, set).await?;
         self.update_list_index(s, set).await?;
         self.update_waiters(s, set).await?;
-        self.append_history(s, set).await
+        self.append_history(s, set).await?;
+        self.append_outbox(s, set).await
     }
 
     /// Remembers the event: a second commit of it fails on the unique id.
@@ -909,6 +917,44 @@ impl Store for MongoStore {
                 .map_err(classify)
         })
         .await
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> StoreResult<()> {
+        self.hub_put(subscription.clone()).await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        self.hub_list().await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
+        self.hub_delete(id.to_owned()).await
+    }
+
+    async fn set_delivery_status(&self, id: &str, status: &DeliveryStatus) -> StoreResult<()> {
+        self.hub_status(id.to_owned(), status.clone()).await
+    }
+
+    async fn outbox(&self, subscription: &str, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        self.hub_outbox(subscription.to_owned(), limit).await
+    }
+
+    async fn outbox_counts(&self, subscription: &str) -> StoreResult<OutboxCounts> {
+        self.hub_counts(subscription.to_owned()).await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<()> {
+        self.hub_settle(settlements).await
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<bool> {
+        self.hub_lease(name.to_owned(), holder.to_owned(), until)
+            .await
     }
 }
 

@@ -7,6 +7,7 @@ mod concurrency;
 mod errors;
 mod health;
 mod helpers;
+mod hub;
 mod integrity;
 mod metrics;
 mod mongo_instances;

@@ -1,0 +1,420 @@
+//! The hub dispatcher: delivers outbox entries to subscribers' callbacks.
+//!
+//! Every poll it lists the subscriptions and starts a delivery round for each one that has
+//! none running, at most `PINV_HUB_CONCURRENCY` at once, so a slow listener holds up only
+//! its own round, never a POST or another listener. A round takes the subscription's lease
+//! (several instances on one MongoDB: one delivers, the others skip), reads a batch of
+//! entries in key order (subscription, product, revision) and POSTs them one after the
+//! other. A failed entry is retried later with exponential backoff and jitter, and the
+//! product's later entries wait behind it, so each product's events arrive in commit order.
+//! Entries are removed only after their listener answered 2xx: at least once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hmac::{Hmac, KeyInit, Mac};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::config::HubSettings;
+use crate::core::PinvId;
+use crate::store::outbox::{OutboxEntry, Settlement, Subscription};
+use crate::store::Store;
+
+/// Header carrying the event id of a delivery.
+pub const EVENT_ID_HEADER: &str = "x-pinv-event-id";
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body>` when the subscription has a secret.
+pub const SIGNATURE_HEADER: &str = "x-pinv-signature";
+
+/// The dispatcher's metrics.
+#[derive(Clone)]
+pub struct HubMetrics {
+    /// Entries waiting, summed over subscriptions (as of each one's last round).
+    pub depth: IntGauge,
+    /// Entries kept as dead, summed likewise.
+    pub dead: IntGauge,
+    /// Delivery attempts by outcome: `delivered`, `failed`, `dead`.
+    pub deliveries: IntCounterVec,
+    /// Seconds from commit to a listener's 2xx.
+    pub latency: Histogram,
+}
+
+impl HubMetrics {
+    /// Fresh, unregistered metrics.
+    pub fn new() -> Self {
+        Self {
+            depth: IntGauge::new("pinv_hub_outbox_depth", "Hub events waiting for delivery")
+                .expect("valid metric"),
+            dead: IntGauge::new("pinv_hub_outbox_dead", "Hub events given up on")
+                .expect("valid metric"),
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "pinv_hub_deliveries_total",
+                    "Hub delivery attempts by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pinv_hub_delivery_latency_seconds",
+                    "Time from commit to the listener's answer",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+                ]),
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// The collectors, to register with the app's metrics.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.depth.clone()),
+            Box::new(self.dead.clone()),
+            Box::new(self.deliveries.clone()),
+            Box::new(self.latency.clone()),
+        ]
+    }
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The delay before retry number `attempts` (1-based): `base * 2^(attempts-1)`, at most
+/// `max`, then a random half to all of it so that retries of many events spread out.
+pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    capped.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+struct Dispatcher {
+    store: Arc<dyn Store>,
+    settings: HubSettings,
+    client: reqwest::Client,
+    metrics: HubMetrics,
+    holder: String,
+    running: Mutex<HashSet<String>>,
+    rounds: Semaphore,
+    counts: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    counted: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+/// See [`Dispatcher::counts_due`].
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the dispatcher on the current runtime; it runs until the runtime stops.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    settings: HubSettings,
+    metrics: HubMetrics,
+) -> tokio::task::JoinHandle<()> {
+    let client = reqwest::Client::builder()
+        .timeout(settings.hub_timeout)
+        .build()
+        .expect("a plain HTTP client builds");
+    let dispatcher = Arc::new(Dispatcher {
+        store,
+        rounds: Semaphore::new(settings.hub_concurrency),
+        settings,
+        client,
+        metrics,
+        holder: uuid::Uuid::new_v4().to_string(),
+        running: Mutex::new(HashSet::new()),
+        counts: Mutex::new(Default::default()),
+        counted: Mutex::new(Default::default()),
+    });
+    tokio::spawn(async move { dispatcher.run().await })
+}
+
+impl Dispatcher {
+    async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.hub_poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Owned here, so that stopping the dispatcher stops its rounds too (and every
+        // handle on the store goes).
+        let mut rounds = tokio::task::JoinSet::new();
+        loop {
+            tick.tick().await;
+            while rounds.try_join_next().is_some() {}
+            let subs = match self.store.subscriptions().await {
+                Ok(subs) => subs,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "hub: cannot list subscriptions");
+                    continue;
+                }
+            };
+            self.forget_deleted(&subs);
+            for sub in subs {
+                let Ok(permit) = self.rounds.try_acquire() else {
+                    break;
+                };
+                if !self.lock_running().insert(sub.id.clone()) {
+                    continue;
+                }
+                permit.forget();
+                let me = Arc::clone(&self);
+                rounds.spawn(async move {
+                    let id = sub.id.clone();
+                    me.deliver(sub).await;
+                    me.lock_running().remove(&id);
+                    me.rounds.add_permits(1);
+                });
+            }
+        }
+    }
+
+    /// Counting reads a subscription's whole outbox, so the depth gauges are refreshed at
+    /// most every [`COUNT_EVERY`] per subscription, not after every round.
+    fn counts_due(&self, id: &str) -> bool {
+        let mut last = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(id) {
+            Some(at) if now.duration_since(*at) < COUNT_EVERY => false,
+            _ => {
+                last.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_deleted(&self, subs: &[Subscription]) {
+        let live: HashSet<&str> = subs.iter().map(|s| s.id.as_str()).collect();
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.retain(|id, _| live.contains(id.as_str()));
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| live.contains(id.as_str()));
+        self.publish_counts(&counts);
+    }
+
+    fn publish_counts(&self, counts: &std::collections::HashMap<String, (u64, u64)>) {
+        let (pending, dead) = counts
+            .values()
+            .fold((0, 0), |(p, d), (cp, cd)| (p + cp, d + cd));
+        self.metrics
+            .depth
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.metrics
+            .dead
+            .set(i64::try_from(dead).unwrap_or(i64::MAX));
+    }
+
+    /// Delivery rounds for one subscription until its due entries are done or one fails.
+    async fn deliver(&self, mut sub: Subscription) {
+        let lease = format!("hub/{}", sub.id);
+        loop {
+            let mut until = Utc::now();
+            if !self.hold(&lease, &mut until).await {
+                return;
+            }
+            let entries = match self.store.outbox(&sub.id, self.settings.hub_batch).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "hub: cannot read the outbox");
+                    return;
+                }
+            };
+            let full = entries.len() == self.settings.hub_batch;
+            let (settlements, delivered_any) = self.round(&mut sub, entries, &lease, until).await;
+            let status_changed = !settlements.is_empty();
+            if let Err(e) = self.store.settle(settlements).await {
+                tracing::warn!(error = %e.chain(), "hub: cannot record deliveries");
+                return;
+            }
+            if status_changed {
+                if let Err(e) = self.store.set_delivery_status(&sub.id, &sub.status).await {
+                    tracing::warn!(error = %e.chain(), "hub: cannot record the delivery status");
+                }
+            }
+            if self.counts_due(&sub.id) {
+                if let Ok(c) = self.store.outbox_counts(&sub.id).await {
+                    let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+                    counts.insert(sub.id.clone(), (c.pending, c.dead));
+                    self.publish_counts(&counts);
+                }
+            }
+            if !(full && delivered_any) {
+                return;
+            }
+        }
+    }
+
+    /// Delivers the due entries of one batch; returns what to record and whether any
+    /// entry was delivered.
+    async fn round(
+        &self,
+        sub: &mut Subscription,
+        entries: Vec<OutboxEntry>,
+        lease: &str,
+        mut until: chrono::DateTime<Utc>,
+    ) -> (Vec<Settlement>, bool) {
+        let mut waiting: BTreeSet<PinvId> = BTreeSet::new();
+        let mut settlements = Vec::new();
+        let mut delivered_any = false;
+        for mut entry in entries {
+            if waiting.contains(&entry.product) {
+                continue;
+            }
+            if entry.next_attempt > Utc::now() {
+                waiting.insert(entry.product);
+                continue;
+            }
+            // Another instance may take over once the lease lapses: stop before that.
+            if !self.hold(lease, &mut until).await {
+                break;
+            }
+            match self.post(sub, &entry).await {
+                Ok(()) => {
+                    let now = Utc::now();
+                    let seconds = (now - entry.committed_at)
+                        .to_std()
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    self.metrics.latency.observe(seconds);
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&["delivered"])
+                        .inc();
+                    sub.status.delivered += 1;
+                    sub.status.last_success = Some(now);
+                    delivered_any = true;
+                    settlements.push(Settlement::Delivered(entry.key()));
+                }
+                Err(error) => {
+                    let now = Utc::now();
+                    entry.attempts += 1;
+                    entry.last_error = Some(error.clone());
+                    let window = chrono::Duration::from_std(self.settings.hub_retry_window)
+                        .unwrap_or(chrono::Duration::days(1));
+                    if now - entry.committed_at >= window {
+                        entry.dead = true;
+                        self.metrics.deliveries.with_label_values(&["dead"]).inc();
+                    } else {
+                        let delay = backoff(
+                            entry.attempts,
+                            self.settings.hub_retry_base,
+                            self.settings.hub_retry_max,
+                        );
+                        entry.next_attempt =
+                            now + chrono::Duration::from_std(delay).unwrap_or_default();
+                        self.metrics.deliveries.with_label_values(&["failed"]).inc();
+                    }
+                    sub.status.last_error = Some(format!("{}: {error}", entry.event_id));
+                    sub.status.last_error_at = Some(now);
+                    waiting.insert(entry.product);
+                    settlements.push(Settlement::Keep(entry));
+                }
+            }
+        }
+        (settlements, delivered_any)
+    }
+
+    /// Keeps the subscription's lease for at least one more delivery: renews it (to two
+    /// delivery timeouts plus a margin) when less than half of that is left. False when
+    /// another instance holds it.
+    async fn hold(&self, lease: &str, until: &mut chrono::DateTime<Utc>) -> bool {
+        let span = self.settings.hub_timeout * 2 + Duration::from_secs(5);
+        let span = chrono::Duration::from_std(span).unwrap_or(chrono::Duration::hours(1));
+        let now = Utc::now();
+        if *until - now > span / 2 {
+            return true;
+        }
+        match self.store.lease(lease, &self.holder, now + span).await {
+            Ok(true) => {
+                *until = now + span;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "hub: cannot take the delivery lease");
+                false
+            }
+        }
+    }
+
+    /// One HTTP POST of one entry; `Err` says why it did not get a 2xx.
+    async fn post(&self, sub: &Subscription, entry: &OutboxEntry) -> Result<(), String> {
+        let body = serde_json::to_vec(&entry.event).map_err(|e| e.to_string())?;
+        let mut request = self
+            .client
+            .post(&sub.callback)
+            .header("content-type", "application/json")
+            .header(EVENT_ID_HEADER, &entry.event_id);
+        if let Some(secret) = &sub.secret {
+            request = request.header(
+                SIGNATURE_HEADER,
+                format!("sha256={}", signature(secret, &body)),
+            );
+        }
+        let started = Instant::now();
+        let answer = request.body(body).send().await;
+        tracing::debug!(
+            subscription = %sub.id,
+            event = %entry.event_id,
+            ms = started.elapsed().as_millis() as u64,
+            "hub: delivery attempt"
+        );
+        match answer {
+            Ok(res) if res.status().is_success() => Ok(()),
+            Ok(res) => Err(format!("listener answered {}", res.status().as_u16())),
+            Err(e) if e.is_timeout() => Err("listener did not answer in time".to_owned()),
+            Err(e) => Err(format!("cannot reach the listener: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for _ in 0..50 {
+            let first = backoff(1, base, max);
+            assert!(
+                first >= Duration::from_millis(50) && first <= base,
+                "{first:?}"
+            );
+            let third = backoff(3, base, max);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            let late = backoff(40, base, max);
+            assert!(late >= max / 2 && late <= max, "{late:?}");
+        }
+    }
+
+    #[test]
+    fn the_signature_is_the_rfc_4231_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Hub subscriptions and the outbox: what every store keeps so that each committed change
+//! reaches each matching subscriber.
+//!
+//! A store writes the outbox entries of a write set in the same transaction as the set
+//! ([`entries_for`] makes them), one entry per (subscription, event). With no subscription
+//! nothing extra is written. An entry's key orders it by subscription, product and
+//! revision, so the dispatcher delivers each product's events to each subscriber in commit
+//! order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::event::{events_for, HubQuery};
+use crate::core::record::WriteSet;
+use crate::core::PinvId;
+
+/// A registered listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The hub id (a UUID).
+    pub id: String,
+    /// Where events are POSTed (`http` or `https`).
+    pub callback: String,
+    /// The TMF query choosing events (validated at registration).
+    pub query: String,
+    /// Key of the HMAC-SHA256 body signature, if the subscriber asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// When it was registered.
+    pub created: DateTime<Utc>,
+    /// How delivery went.
+    #[serde(default)]
+    pub status: DeliveryStatus,
+}
+
+/// The delivery record of one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStatus {
+    /// Events delivered.
+    pub delivered: u64,
+    /// When the last delivery succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DateTime<Utc>>,
+    /// The last failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// One event waiting for one subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The subscription.
+    pub subscription: String,
+    /// The product.
+    pub product: PinvId,
+    /// The revision of the change.
+    pub revision: u64,
+    /// Position among the events of that change.
+    pub seq: u32,
+    /// The event id (also in `event`).
+    pub event_id: String,
+    /// The TMF `Event` body.
+    pub event: Value,
+    /// When the change was committed.
+    pub committed_at: DateTime<Utc>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Not before this instant.
+    pub next_attempt: DateTime<Utc>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Given up: kept to be seen, never delivered again.
+    #[serde(default)]
+    pub dead: bool,
+}
+
+impl OutboxEntry {
+    /// The storage key: sorts by subscription, product, revision, position.
+    pub fn key(&self) -> String {
+        entry_key(&self.subscription, &self.product, self.revision, self.seq)
+    }
+}
+
+/// See [`OutboxEntry::key`].
+pub fn entry_key(subscription: &str, product: &PinvId, revision: u64, seq: u32) -> String {
+    format!("{subscription}/{product}/{revision:020}/{seq:03}")
+}
+
+/// The first key of a subscription's entries and the first key after them.
+pub fn key_range(subscription: &str) -> (String, String) {
+    (format!("{subscription}/"), format!("{subscription}0"))
+}
+
+/// Pending and dead entries of a subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Not yet delivered.
+    pub pending: u64,
+    /// Given up.
+    pub dead: u64,
+}
+
+/// What the dispatcher decided about one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// Delivered: the entry goes.
+    Delivered(String),
+    /// To try again, or dead: the entry is replaced by this one.
+    Keep(OutboxEntry),
+}
+
+/// The outbox entries of `set` for `subscriptions`: one per event of each history entry
+/// that the subscription's query accepts.
+pub fn entries_for(
+    set: &WriteSet,
+    subscriptions: &[Subscription],
+    now: DateTime<Utc>,
+) -> Vec<OutboxEntry> {
+    if subscriptions.is_empty() || set.history.is_empty() {
+        return Vec::new();
+    }
+    let queries: Vec<(&Subscription, HubQuery)> = subscriptions
+        .iter()
+        .filter_map(|s| HubQuery::parse(&s.query).ok().map(|q| (s, q)))
+        .collect();
+    let mut out = Vec::new();
+    for entry in &set.history {
+        let product = set
+            .products
+            .iter()
+            .find(|w| w.record.id == entry.product && w.record.revision == entry.revision)
+            .map(|w| &w.record.merged);
+        for (seq, event) in events_for(entry, product, now).into_iter().enumerate() {
+            for (sub, query) in &queries {
+                if query.matches(&event) {
+                    out.push(OutboxEntry {
+                        subscription: sub.id.clone(),
+                        product: event.product,
+                        revision: event.revision,
+                        seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                        event_id: event.event_id.clone(),
+                        event: event.body.clone(),
+                        committed_at: now,
+                        attempts: 0,
+                        next_attempt: now,
+                        last_error: None,
+                        dead: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::{EventRef, HistoryEntry, ProductWrite};
+    use crate::store::conformance::{id, record};
+    use serde_json::json;
+
+    fn sub(id: &str, query: &str) -> Subscription {
+        Subscription {
+            id: id.into(),
+            callback: "http://x".into(),
+            query: query.into(),
+            secret: None,
+            created: Utc::now(),
+            status: DeliveryStatus::default(),
+        }
+    }
+
+    fn created(n: u128) -> WriteSet {
+        WriteSet {
+            products: vec![ProductWrite {
+                record: record(id(n), 1, json!({"status": "active"})),
+                expected_revision: None,
+            }],
+            history: vec![HistoryEntry {
+                product: id(n),
+                revision: 1,
+                time: Utc::now(),
+                event: EventRef {
+                    source: "s".into(),
+                    id: "e".into(),
+                },
+                rules_hash: String::new(),
+                patch: json!([]),
+                deleted: false,
+            }],
+            ..WriteSet::default()
+        }
+    }
+
+    #[test]
+    fn no_subscription_means_no_entry() {
+        assert!(entries_for(&created(1), &[], Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn each_matching_subscription_gets_the_event_with_the_merged_product() {
+        let subs = [
+            sub("a", ""),
+            sub("b", "eventType=ProductDeleteEvent"),
+            sub("c", "event.product.status=active"),
+        ];
+        let entries = entries_for(&created(1), &subs, Utc::now());
+        let who: Vec<&str> = entries.iter().map(|e| e.subscription.as_str()).collect();
+        assert_eq!(who, ["a", "c"]);
+        assert_eq!(entries[0].event["event"]["product"]["status"], "active");
+        assert_eq!(entries[0].event_id, entries[1].event_id);
+    }
+
+    #[test]
+    fn keys_sort_by_subscription_product_and_revision() {
+        let k = |rev| entry_key("s", &id(1), rev, 0);
+        assert!(k(9) < k(10));
+        let (lo, hi) = key_range("s");
+        assert!(lo < k(1) && k(u64::MAX) < hi);
+        assert!(entry_key("s0", &id(1), 1, 0) >= hi || entry_key("s0", &id(1), 1, 0) < lo);
+    }
+}
