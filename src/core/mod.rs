@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod adapter;
 pub mod envelope;
 pub mod filter;
 pub mod identity;
@@ -13,6 +14,7 @@ pub mod ingest;
 pub mod merge;
 pub mod order;
 pub mod package;
+pub mod phone;
 pub mod record;
 pub mod remerge;
 pub mod rules;
