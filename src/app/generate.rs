@@ -161,6 +161,7 @@ fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
             event: run.clone(),
             rules_hash: rules.hash.clone(),
             patch: patch_between(None, &record.merged),
+            deleted: false,
         });
         add_new_product(&mut set, record);
     }

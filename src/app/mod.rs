@@ -8,3 +8,4 @@ pub mod generate;
 pub mod remerge;
 pub mod rules_loader;
 pub mod service;
+pub mod tmf_write;

@@ -119,7 +119,7 @@ pub enum IngestError {
 /// How many times a write is planned again after a conflicting concurrent write before
 /// the POST gives up with `503`. Conflicts come from writers touching the same product at
 /// the same instant, so a handful of retries with a short pause settles them.
-const MAX_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_ATTEMPTS: u32 = 16;
 
 impl Service {
     /// Handles one `POST /products` body. `may_write` says whether the caller's token may
@@ -149,7 +149,7 @@ impl Service {
             });
         let this = self.clone();
         let event = maybe_blocking(options.offload(), move || {
-            this.validate(body, &|s| {
+            this.validate(body, None, &|s| {
                 verdict
                     .as_ref()
                     .is_some_and(|(source, allowed)| source == s && *allowed)
@@ -163,7 +163,7 @@ impl Service {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_post(&event, options.offload()).await {
+            match self.try_post(&event, options.offload(), None).await {
                 Ok((status, result)) => {
                     let outcome = self.respond(&event, status, result, options).await?;
                     if !span.is_disabled() {
@@ -195,9 +195,10 @@ impl Service {
 
     /// Structure, envelope, authorization, schemas and package rules, in that order.
     #[tracing::instrument(level = "debug", name = "service.validate", skip_all)]
-    fn validate(
+    pub(crate) fn validate(
         &self,
         body: Value,
+        target: Option<PinvId>,
         may_write: &(dyn Fn(&Source) -> bool + Sync),
     ) -> Result<Event, IngestError> {
         let structure = envelope::check_structure(&body);
@@ -228,16 +229,18 @@ impl Service {
         if !violations.is_empty() {
             return Err(IngestError::Invalid(violations));
         }
-        ingest::prepare(envelope, &self.rules).map_err(IngestError::Invalid)
+        ingest::prepare_for(envelope, &self.rules, target).map_err(IngestError::Invalid)
     }
 
     /// Reads what the event touches, plans, commits. A conflict comes back as
-    /// `StoreError::Conflict` for the caller to retry.
+    /// `StoreError::Conflict` for the caller to retry. With `pin` (product, revision), the
+    /// product must still be at that revision (the caller built the event from it).
     #[tracing::instrument(level = "debug", name = "service.try_post", skip_all)]
-    async fn try_post(
+    pub(crate) async fn try_post(
         &self,
         event: &Arc<Event>,
         offload: bool,
+        pin: Option<(PinvId, u64)>,
     ) -> Result<(PostStatus, Replayed), IngestError> {
         let store = &*self.store;
         let processed = store
@@ -257,12 +260,17 @@ impl Service {
             store.waiters(&new_keys).await?
         };
         let need = ingest::records_needed(&ids, &owners, &waiters);
-        let records = store
+        let records: std::collections::BTreeMap<PinvId, ProductRecord> = store
             .get_products(&need)
             .await?
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
+        if let Some((id, revision)) = pin {
+            if records.get(&id).map(|r| r.revision) != Some(revision) {
+                return Err(StoreError::conflict(format!("product {id} changed")).into());
+            }
+        }
         let snapshot = Snapshot {
             owners,
             records,
@@ -333,7 +341,7 @@ impl Service {
 
     /// Builds `responseData`: posted parts, changed others, then (on request) the packages.
     #[tracing::instrument(level = "debug", name = "service.respond", skip_all)]
-    async fn respond(
+    pub(crate) async fn respond(
         &self,
         event: &Event,
         status: PostStatus,
@@ -385,7 +393,7 @@ impl Service {
 }
 
 /// What to answer with: a fresh plan, or the products of a repeated event.
-enum Replayed {
+pub(crate) enum Replayed {
     Plan(Box<Plan>),
     Products(Vec<PinvId>),
 }
@@ -422,7 +430,7 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// A few bits of randomness for retry jitter, without a dependency for it.
-fn rand_jitter() -> u64 {
+pub(crate) fn rand_jitter() -> u64 {
     u64::from(uuid::Uuid::new_v4().as_fields().1)
 }
 

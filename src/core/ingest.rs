@@ -144,6 +144,17 @@ impl serde::Serialize for Canonical<'_> {
 /// PINV's crosswalk of every source's local id, so a source that could write it could
 /// claim another source's ids.
 pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
+    prepare_for(envelope, rules, None)
+}
+
+/// [`prepare`] for a write addressed to a stored product by its PINV id (a TMF637 `PATCH`
+/// of `/product/{id}`): the single part is also looked up by `pinv:<target>`, so it may
+/// carry no key of its own (the product is found by the address, not the document).
+pub fn prepare_for(
+    envelope: Envelope,
+    rules: &Rules,
+    target: Option<PinvId>,
+) -> Result<Event, Violations> {
     let Envelope { headers, payload } = envelope;
     let (values, is_package) = match payload {
         Payload::Single(v) => (vec![v], false),
@@ -172,7 +183,12 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
             }
             identity::check_limits(&pointer, &value, rules, &mut violations);
             let keys = identity::match_keys(&headers.source, &value, rules);
-            let lookup = identity::lookup_keys(&headers.source, &value, rules);
+            let mut lookup = identity::lookup_keys(&headers.source, &value, rules);
+            if let Some(target) = target {
+                lookup.push(MatchKey::pinv(&target));
+                lookup.sort();
+                lookup.dedup();
+            }
             let local_id = value
                 .get("id")
                 .and_then(Value::as_str)
@@ -194,7 +210,7 @@ pub fn prepare(envelope: Envelope, rules: &Rules) -> Result<Event, Violations> {
     }
     let mut seen: BTreeMap<&MatchKey, &str> = BTreeMap::new();
     for part in &parts {
-        if part.keys.is_empty() {
+        if part.keys.is_empty() && target.is_none() {
             violations.push(Violation::new(
                 part.pointer.clone(),
                 format!(
@@ -619,6 +635,7 @@ fn finish(
                     event: event_ref.clone(),
                     rules_hash: rules.hash.clone(),
                     patch: patch_between(old_merged, &record.merged),
+                    deleted: false,
                 });
                 if !posted.contains(&id) {
                     changed_others.push(id);

@@ -17,6 +17,7 @@ pub mod package;
 pub mod phone;
 pub mod record;
 pub mod remerge;
+pub mod retract;
 pub mod rules;
 pub mod schema;
 pub mod traceparent;
@@ -95,6 +96,19 @@ impl Violations {
     /// Keeps the kept violations that satisfy `keep` (counted ones cannot be inspected).
     pub fn retain(&mut self, keep: impl FnMut(&Violation) -> bool) {
         self.shown.retain(keep);
+    }
+
+    /// Re-roots the kept violations' pointers: `prefix` at their start becomes `with` (a
+    /// document checked inside an envelope built for it is reported against the document
+    /// the client sent).
+    pub fn rebase(&mut self, prefix: &str, with: &str) {
+        for v in &mut self.shown {
+            if let Some(rest) = v.pointer.strip_prefix(prefix) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    v.pointer = format!("{with}{rest}");
+                }
+            }
+        }
     }
 
     /// How many violations were reported, counted ones included.

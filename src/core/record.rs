@@ -72,6 +72,10 @@ pub struct HistoryEntry {
     pub rules_hash: String,
     /// RFC 6902 patch from the previous merged document (`{}` before the first) to the new one.
     pub patch: Value,
+    /// True on the last entry of a deleted product: the product, its keys and its
+    /// contributions are gone, and `patch` takes the last merged document to `{}`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// An event PINV has stored, kept so the same event again is recognised.
@@ -96,6 +100,15 @@ pub struct ProductWrite {
     pub expected_revision: Option<u64>,
 }
 
+/// One product to remove, guarded like a [`ProductWrite`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductDelete {
+    /// The product.
+    pub id: PinvId,
+    /// The revision that must be stored now; the product must exist.
+    pub expected_revision: u64,
+}
+
 /// Everything one event (or one re-merge step) changes, applied by a store all or nothing.
 ///
 /// A store refuses the whole set with a conflict when any guard fails: a product's
@@ -114,6 +127,26 @@ pub struct WriteSet {
     pub history: Vec<HistoryEntry>,
     /// The event to remember; refused if the (source, event id) is already remembered.
     pub processed: Option<ProcessedEvent>,
+    /// Products to remove with their package-root index entry. Their keys are not freed by
+    /// this alone: the writer lists them in `release_keys`.
+    pub delete_products: Vec<ProductDelete>,
+    /// Keys to free, each of the product named with it; a key owned by another product (or by
+    /// nobody) is left as it is. Freed before `claim_keys` are claimed.
+    pub release_keys: Vec<(MatchKey, PinvId)>,
+}
+
+impl WriteSet {
+    /// Whether applying the set would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+            && self.claim_keys.is_empty()
+            && self.add_waiters.is_empty()
+            && self.clear_waiters.is_empty()
+            && self.history.is_empty()
+            && self.processed.is_none()
+            && self.delete_products.is_empty()
+            && self.release_keys.is_empty()
+    }
 }
 
 /// The RFC 6902 patch (as JSON) from `old` (`None`: no document yet, i.e. `{}`) to `new`.

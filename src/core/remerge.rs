@@ -54,6 +54,7 @@ pub fn remerge(
             event: run.clone(),
             rules_hash: rules.hash.clone(),
             patch,
+            deleted: false,
         },
         write: ProductWrite {
             record,

@@ -25,7 +25,9 @@ use serde_json::{json, Value};
 
 use crate::core::package::Links;
 use crate::core::record::WriteSet;
-use crate::core::record::{EventRef, HistoryEntry, ProcessedEvent, ProductRecord, ProductWrite};
+use crate::core::record::{
+    EventRef, HistoryEntry, ProcessedEvent, ProductDelete, ProductRecord, ProductWrite,
+};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::{ListQuery, Store, StoreError};
 
@@ -86,7 +88,10 @@ macro_rules! store_conformance_tests {
             list_filters_pages_and_orders_by_id,
             history_is_oldest_first_per_product,
             scan_pages_cover_every_product_once,
-            numbers_read_back_exactly_as_written
+            numbers_read_back_exactly_as_written,
+            deleting_a_product_frees_its_keys_and_keeps_its_history,
+            deleting_at_a_stale_revision_conflicts_and_writes_nothing,
+            releasing_a_key_frees_only_the_named_owners_key
         );
         $crate::store_conformance_tests!(@shared $attrs $make;
             racing_key_claims_have_exactly_one_winner,
@@ -195,6 +200,7 @@ pub fn history_entry(product: PinvId, revision: u64) -> HistoryEntry {
         },
         rules_hash: "test-rules".to_owned(),
         patch: json!([{"op": "replace", "path": "/revision", "value": revision}]),
+        deleted: false,
     }
 }
 
@@ -843,4 +849,122 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
         json!(TASKS * EACH),
         "no increment may be lost"
     );
+}
+
+/// A deleted product is gone from every read, its keys and its package-root entry are
+/// freed (another product may claim the keys), and its history keeps every entry, the
+/// deletion last.
+pub async fn deleting_a_product_frees_its_keys_and_keeps_its_history(store: &dyn Store) {
+    let mut rec = record(id(1), 1, json!({"name": "doomed"}));
+    rec.match_keys = vec![key("a"), key("b")];
+    rec.package_root = Some(id(9));
+    let mut set = create(rec);
+    set.claim_keys = vec![(key("a"), id(1)), (key("b"), id(1))];
+    set.history = vec![history_entry(id(1), 1)];
+    commit_ok(store, set, "creating").await;
+    let survivor = record(id(2), 1, json!({"name": "stays"}));
+    commit_ok(store, create(survivor.clone()), "creating another").await;
+
+    let mut last = history_entry(id(1), 2);
+    last.deleted = true;
+    let set = WriteSet {
+        delete_products: vec![ProductDelete {
+            id: id(1),
+            expected_revision: 1,
+        }],
+        release_keys: vec![(key("a"), id(1)), (key("b"), id(1))],
+        history: vec![last.clone()],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "deleting").await;
+
+    assert!(get_one(store, id(1)).await.is_none(), "the product is gone");
+    assert_eq!(get_one(store, id(2)).await, Some(survivor));
+    let owners = store
+        .resolve_keys(&[key("a"), key("b")])
+        .await
+        .expect("keys");
+    assert!(owners.is_empty(), "the keys are free: {owners:?}");
+    assert!(store
+        .package_members(&id(9))
+        .await
+        .expect("members")
+        .is_empty());
+    let all = ListQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let page = store.list(&all).await.expect("list");
+    assert_eq!(page.total, 1);
+    assert_eq!(store.count().await.expect("count"), 1);
+    let scanned = store.scan(None, 10).await.expect("scan");
+    assert_eq!(scanned.iter().map(|r| r.id).collect::<Vec<_>>(), [id(2)]);
+    let history = store.history(&id(1)).await.expect("history");
+    assert_eq!(history, vec![history_entry(id(1), 1), last]);
+
+    let mut reborn = record(id(3), 1, json!({}));
+    reborn.match_keys = vec![key("a")];
+    let mut set = create(reborn);
+    set.claim_keys = vec![(key("a"), id(3))];
+    commit_ok(store, set, "claiming a freed key").await;
+    let owners = store.resolve_keys(&[key("a")]).await.expect("keys");
+    assert_eq!(owners, BTreeMap::from([(key("a"), id(3))]));
+}
+
+/// Deleting a product that moved on, or that is not stored, is a conflict that writes
+/// nothing of its set.
+pub async fn deleting_at_a_stale_revision_conflicts_and_writes_nothing(store: &dyn Store) {
+    let rec = record(id(1), 2, json!({"name": "v2"}));
+    let mut set = create(rec.clone());
+    set.claim_keys = vec![(key("a"), id(1))];
+    commit_ok(store, set, "creating").await;
+    for (target, expected) in [(id(1), 1), (id(7), 1)] {
+        let set = WriteSet {
+            delete_products: vec![ProductDelete {
+                id: target,
+                expected_revision: expected,
+            }],
+            release_keys: vec![(key("a"), id(1))],
+            history: vec![history_entry(target, expected + 1)],
+            ..WriteSet::default()
+        };
+        commit_conflict(store, set, "deleting at a stale revision").await;
+    }
+    assert_eq!(get_one(store, id(1)).await, Some(rec));
+    let owners = store.resolve_keys(&[key("a")]).await.expect("keys");
+    assert_eq!(owners, BTreeMap::from([(key("a"), id(1))]));
+    assert!(store.history(&id(1)).await.expect("history").is_empty());
+}
+
+/// Releasing frees a key of the product named with it; another product's key, or a key
+/// nobody owns, is left alone. A set may free a key and claim it for another product.
+pub async fn releasing_a_key_frees_only_the_named_owners_key(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({})));
+    set.products
+        .extend(create(record(id(2), 1, json!({}))).products);
+    set.claim_keys = vec![(key("a"), id(1)), (key("b"), id(2)), (key("c"), id(1))];
+    commit_ok(store, set, "creating").await;
+
+    let set = WriteSet {
+        release_keys: vec![(key("a"), id(1)), (key("b"), id(1)), (key("none"), id(1))],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "releasing").await;
+    let owners = store
+        .resolve_keys(&[key("a"), key("b"), key("c"), key("none")])
+        .await
+        .expect("keys");
+    assert_eq!(
+        owners,
+        BTreeMap::from([(key("b"), id(2)), (key("c"), id(1))])
+    );
+
+    let set = WriteSet {
+        release_keys: vec![(key("c"), id(1))],
+        claim_keys: vec![(key("c"), id(2))],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "moving a key").await;
+    let owners = store.resolve_keys(&[key("c")]).await.expect("keys");
+    assert_eq!(owners, BTreeMap::from([(key("c"), id(2))]));
 }

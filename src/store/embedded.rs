@@ -317,6 +317,12 @@ impl<'txn> WriteTables<'txn> {
         for (id, bytes) in &plan.products {
             self.products.insert(id, bytes.as_slice()).map_err(db_err)?;
         }
+        for id in &plan.deleted {
+            self.products.remove(id).map_err(db_err)?;
+        }
+        for key in &plan.released {
+            self.keys.remove(key.as_str()).map_err(db_err)?;
+        }
         for (key, owner) in &plan.keys {
             self.keys.insert(key.as_str(), owner).map_err(db_err)?;
         }
@@ -452,6 +458,8 @@ struct MergedOnly {
 /// redb (which sinks the batch), never half-way through a set for an encoding reason.
 struct EncodedPlan {
     products: Vec<(IdBytes, Vec<u8>)>,
+    deleted: Vec<IdBytes>,
+    released: Vec<MatchKey>,
     keys: Vec<(MatchKey, IdBytes)>,
     waiters: BTreeMap<MatchKey, Option<Vec<u8>>>,
     roots: Vec<RootChange>,
@@ -468,6 +476,8 @@ impl EncodedPlan {
                 .map(|r| id_bytes(&r.id))
                 .zip(encoded.products)
                 .collect(),
+            deleted: plan.deleted.iter().map(id_bytes).collect(),
+            released: plan.released,
             keys: plan
                 .keys
                 .into_iter()

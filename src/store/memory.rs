@@ -51,6 +51,12 @@ impl State {
         for record in plan.products {
             self.products.insert(record.id, record);
         }
+        for id in &plan.deleted {
+            self.products.remove(id);
+        }
+        for key in &plan.released {
+            self.keys.remove(key);
+        }
         self.keys.extend(plan.keys);
         for (key, waiters) in plan.waiters {
             if waiters.is_empty() {

@@ -395,8 +395,10 @@ impl MongoStore {
     /// returns [`StoreError::Conflict`] and the caller aborts.
     async fn apply(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
         self.record_processed(s, set).await?;
+        self.release_keys(s, set).await?;
         self.claim_keys(s, set).await?;
         self.write_products(s, set).await?;
+        self.delete_products(s, set).await?;
         self.update_waiters(s, set).await?;
         self.append_history(s, set).await
     }
@@ -410,6 +412,49 @@ impl MongoStore {
                 .await
                 .map_err(|e| classify_conflict(e, "event already processed"))?;
             self.call.replied();
+        }
+        Ok(())
+    }
+
+    /// Frees each key still owned by the product named with it.
+    async fn release_keys(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+        let mut by_owner: BTreeMap<PinvId, Vec<&str>> = BTreeMap::new();
+        for (key, owner) in &set.release_keys {
+            by_owner.entry(*owner).or_default().push(key.as_str());
+        }
+        for (owner, keys) in by_owner {
+            for chunk in keys.chunks(CHUNK) {
+                self.coll(MATCH_KEYS)
+                    .delete_many(doc! { "_id": { "$in": chunk }, "product": owner.to_string() })
+                    .session(&mut *s)
+                    .await
+                    .map_err(classify)?;
+                self.call.replied();
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes products at the revision the plan read.
+    async fn delete_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+        for delete in &set.delete_products {
+            let filter = doc! {
+                "_id": delete.id.to_string(),
+                "revision": rev(delete.expected_revision)?,
+            };
+            let result = self
+                .products()
+                .delete_one(filter)
+                .session(&mut *s)
+                .await
+                .map_err(classify)?;
+            self.call.replied();
+            if result.deleted_count != 1 {
+                return Err(StoreError::conflict(format!(
+                    "product {} is no longer at revision {}",
+                    delete.id, delete.expected_revision
+                )));
+            }
         }
         Ok(())
     }
@@ -694,14 +739,10 @@ impl Store for MongoStore {
             && set.add_waiters.is_empty()
             && set.clear_waiters.is_empty()
             && set.history.is_empty()
-            && set.processed.is_none();
-        let nothing = set.products.is_empty()
-            && set.claim_keys.is_empty()
-            && set.add_waiters.is_empty()
-            && set.clear_waiters.is_empty()
-            && set.history.is_empty()
-            && set.processed.is_none();
-        if nothing {
+            && set.processed.is_none()
+            && set.delete_products.is_empty()
+            && set.release_keys.is_empty();
+        if set.is_empty() {
             return Ok(());
         }
         self.run(move |s| async move {

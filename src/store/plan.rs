@@ -44,6 +44,10 @@ pub(crate) enum RootChange {
 pub(crate) struct Plan {
     /// Records to store, replacing any previous version.
     pub products: Vec<ProductRecord>,
+    /// Products to remove.
+    pub deleted: Vec<PinvId>,
+    /// Keys to free, applied before `keys`.
+    pub released: Vec<MatchKey>,
     /// Keys to record (including ones the product already owned; re-recording is harmless).
     pub keys: Vec<(MatchKey, PinvId)>,
     /// The final waiter set of every key the set touched; empty means delete the entry.
@@ -98,10 +102,41 @@ pub(crate) fn plan(set: WriteSet, view: &impl PlanView) -> StoreResult<Plan> {
         out.products.push(write.record);
     }
 
-    let mut keys_seen: BTreeMap<MatchKey, PinvId> = BTreeMap::new();
+    for delete in set.delete_products {
+        let id = delete.id;
+        let current = match products_seen.get(&id) {
+            Some(state) => Some(*state),
+            None => view.product_state(&id)?,
+        };
+        let Some(current) = current.filter(|s| s.revision == delete.expected_revision) else {
+            return Err(StoreError::conflict(format!(
+                "product {id}: cannot delete at revision {}, stored revision {}",
+                delete.expected_revision,
+                describe_revision(current.map(|s| s.revision)),
+            )));
+        };
+        if let Some(root) = current.package_root {
+            out.roots.push(RootChange::Remove { root, member: id });
+        }
+        out.deleted.push(id);
+    }
+
+    // `None`: freed by this set.
+    let mut keys_seen: BTreeMap<MatchKey, Option<PinvId>> = BTreeMap::new();
+    for (key, owner) in set.release_keys {
+        let current = match keys_seen.get(&key) {
+            Some(o) => *o,
+            None => view.key_owner(&key)?,
+        };
+        // Only the named owner's key is freed: a key another product claimed since is theirs.
+        if current == Some(owner) {
+            keys_seen.insert(key.clone(), None);
+            out.released.push(key);
+        }
+    }
     for (key, owner) in set.claim_keys {
         let current = match keys_seen.get(&key) {
-            Some(o) => Some(*o),
+            Some(o) => *o,
             None => view.key_owner(&key)?,
         };
         if let Some(other) = current.filter(|o| *o != owner) {
@@ -109,7 +144,7 @@ pub(crate) fn plan(set: WriteSet, view: &impl PlanView) -> StoreResult<Plan> {
                 "key {key} is owned by product {other}, cannot be claimed by {owner}"
             )));
         }
-        keys_seen.insert(key.clone(), owner);
+        keys_seen.insert(key.clone(), Some(owner));
         out.keys.push((key, owner));
     }
 
