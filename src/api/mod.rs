@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::api::error::{ApiError, ErrorCode};
 
+pub mod adapters;
 pub mod admin;
 pub mod auth;
 pub mod error;
@@ -59,6 +60,11 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/products/{id}/history",
         route: || web::get().to(reads::get_history),
+    },
+    RouteDef {
+        method: Method::POST,
+        path: "/adapters/{system}",
+        route: || web::post().to(adapters::post_adapter),
     },
     RouteDef {
         method: Method::POST,

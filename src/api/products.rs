@@ -98,7 +98,7 @@ pub fn as_adi_package(query: &str) -> Result<bool, ApiError> {
 }
 
 /// `415` unless the body is `application/json` (a UTF-8 charset parameter is allowed).
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     let refuse = |what: &str| {
         Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -129,14 +129,14 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn too_large(max: usize) -> ApiError {
+pub(crate) fn too_large(max: usize) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
         format!("the body is larger than {max} bytes"),
     )
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -146,7 +146,7 @@ fn declared_length(req: &HttpRequest) -> Option<usize> {
 /// Reads the body, refusing it as soon as it exceeds `max` bytes (never buffers more), and
 /// with `408` unless all of it arrives within `timeout`: a client trickling its body would
 /// otherwise hold a connection and its buffer for as long as it likes.
-async fn read_body(
+pub(crate) async fn read_body(
     mut payload: web::Payload,
     declared: Option<usize>,
     max: usize,

@@ -1,5 +1,6 @@
 //! Black-box tests of the HTTP API: each test starts a real server on a random port.
 
+mod adapters;
 mod admin;
 mod auth;
 mod cli;
