@@ -4,6 +4,7 @@ mod adapters;
 mod admin;
 mod auth;
 mod cli;
+mod cli_adapt;
 mod concurrency;
 mod errors;
 mod health;

@@ -224,7 +224,15 @@ impl Adapter {
             };
             match self.apply_item(&ctx) {
                 Ok(m) => out.push(m),
-                Err(v) => problems.append(v),
+                // One bad value read by several mappings (the number in the id, the
+                // reference and the event id) is one problem.
+                Err(v) => {
+                    for v in v.into_vec() {
+                        if !problems.contains(&v) {
+                            problems.push(v);
+                        }
+                    }
+                }
             }
         }
         if problems.is_empty() {

@@ -215,6 +215,12 @@ fn bad_native_values_point_into_the_payload() {
         "{}",
         err[1].message
     );
+    // A number read by three mappings (id, reference, event id) is one problem.
+    let mut act = fixture("activation.json");
+    act["ActivateSubscriberResellerRequest"]["SubscriberReseller"][0]["subscriberNumber"] =
+        json!("string");
+    let err = run("activation", &act, &[]).unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
     let err = run(
         "activation",
         &json!({"ActivateSubscriberResellerRequest": {}}),
