@@ -20,6 +20,8 @@ use crate::config::{
 };
 use crate::startup::Application;
 
+mod adapt;
+
 /// File (in the embedded store's directory) holding the secret `serve --dev` made.
 pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 /// Lifetime of the token `serve --dev` prints.
@@ -54,6 +56,10 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate a merge-rules directory.
     CheckRules(CheckRulesArgs),
+    /// Validate an adapters directory (against the merge rules).
+    CheckAdapters(adapt::CheckAdaptersArgs),
+    /// Print what an adapter makes of a native payload (envelopes or patches); writes nothing.
+    Adapt(adapt::AdaptArgs),
     /// Re-apply the merge rules to every stored product (or those matching filters).
     Remerge(RemergeArgs),
     /// Fill the store with synthetic products (for benchmarks).
@@ -169,6 +175,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
         Command::CheckRules(args) => check_rules(args),
+        Command::CheckAdapters(args) => adapt::check_adapters(args),
+        Command::Adapt(args) => adapt::adapt(args),
         Command::Remerge(args) => remerge(args),
         Command::Generate(args) => generate(args),
     };

@@ -207,6 +207,8 @@ pub struct Settings {
     pub mongodb: MongoSettings,
     /// The merge rules.
     pub rules: RulesSettings,
+    /// The adapters of native payloads.
+    pub adapters: AdaptersSettings,
     /// Token validation.
     pub jwt: JwtSettings,
     /// Change notifications (the TMF637 hub).
@@ -258,6 +260,8 @@ pub struct SettingsArgs {
     #[command(flatten)]
     rules: RulesSettings,
     #[command(flatten)]
+    adapters: AdaptersSettings,
+    #[command(flatten)]
     jwt: JwtArgs,
     #[command(flatten)]
     hub: HubSettings,
@@ -280,6 +284,7 @@ impl SettingsArgs {
             store: self.store,
             mongodb: self.mongodb,
             rules: self.rules,
+            adapters: self.adapters,
             jwt: self.jwt.settings()?,
             hub: self.hub,
         })
@@ -385,6 +390,20 @@ pub struct RulesSettings {
         visible_alias = "rules",
         env = "PINV_RULES_DIR",
         default_value = "./merge-rules"
+    )]
+    pub dir: PathBuf,
+}
+
+/// The adapters: one TOML mapping per system that posts native payloads.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct AdaptersSettings {
+    /// Adapters directory (`*.toml`, one per system, named after it).
+    #[arg(
+        id = "adapters_dir",
+        long = "adapters-dir",
+        value_name = "DIR",
+        env = "PINV_ADAPTERS_DIR",
+        default_value = "./adapters"
     )]
     pub dir: PathBuf,
 }

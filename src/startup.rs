@@ -15,6 +15,7 @@ use crate::api::admin::AdminRuns;
 use crate::api::auth::{AuthConfigError, Authenticator};
 use crate::api::limits::BodyBudget;
 use crate::api::metrics::Metrics;
+use crate::app::adapters::{load_adapters_dir, LoadAdaptersError};
 use crate::app::rules_loader::{load_rules_dir, LoadRulesError};
 use crate::app::service::Service;
 use crate::config::{MongoSettings, Settings, StoreSetting, StoreSettings};
@@ -42,6 +43,9 @@ pub enum StartupError {
         "PINV_STORE: the MongoDB store is not available yet; use a directory path or `memory`"
     )]
     MongoNotAvailable,
+    /// The adapters are invalid or unreadable.
+    #[error(transparent)]
+    Adapters(#[from] LoadAdaptersError),
     /// Token validation could not be set up.
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
@@ -97,6 +101,13 @@ impl Application {
 
     /// Binds the listener and serves `service` (tests that need no rules use this).
     pub fn build_with_service(settings: Settings, service: Service) -> Result<Self, StartupError> {
+        let adapters = load_adapters_dir(&settings.adapters.dir, &service.rules)?;
+        tracing::info!(
+            adapters_dir = %settings.adapters.dir.display(),
+            systems = ?adapters.by_system.keys().collect::<Vec<_>>(),
+            "adapters loaded"
+        );
+        let adapters = web::Data::new(adapters);
         let authenticator = web::Data::new(Authenticator::from_settings(&settings.jwt)?);
         let addr = settings.server.bind.to_string();
         let bind_error = |source| StartupError::Bind {
@@ -140,6 +151,7 @@ impl Application {
                 .app_data(admin_runs.clone())
                 .app_data(settings.clone())
                 .app_data(budget.clone())
+                .app_data(adapters.clone())
                 .configure(crate::api::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })

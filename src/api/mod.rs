@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::api::error::{ApiError, ErrorCode};
 
+pub mod adapters;
 pub mod admin;
 pub mod auth;
 pub mod error;
@@ -93,6 +94,11 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::DELETE,
         path: "/tmf-api/productInventory/v5/product/{id}",
         route: || web::delete().to(tmf_write::delete_product),
+    },
+    RouteDef {
+        method: Method::POST,
+        path: "/adapters/{system}",
+        route: || web::post().to(adapters::post_adapter),
     },
     RouteDef {
         method: Method::POST,

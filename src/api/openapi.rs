@@ -365,6 +365,7 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                 "405": method_not_allowed()}}}
         }
     });
+    add_adapters(&mut doc, &secured);
     hub_paths(&mut doc, &secured);
     crate::api::openapi_tmf_write::add_to(&mut doc);
     doc
@@ -415,6 +416,42 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
     });
 }
 
+/// `POST /adapters/{system}` and its answer's schema, added to the document apart (the
+/// document's single `json!` is at the macro recursion limit).
+fn add_adapters(doc: &mut Value, secured: &Value) {
+    doc["paths"]["/adapters/{system}"] = json!({
+        "post": {
+            "summary": "Map a native payload of a system (activation, care-order...) with its adapter and store every product it holds: snapshots like POST /products, changes as merge patches of the system's own contribution",
+                                "parameters": [{"name": "system", "in": "path", "required": true, "description": "The adapter: adapters/{system}.toml", "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"description": "The system's native payload; headers such as X-ATT-MessageId may give the event id"}}}},
+            "responses": {
+                "201": {"description": "At least one product stored; per product its outcome", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AdapterResponse"}}}},
+                "200": {"description": "Nothing stored: every product was stored before (a redelivery); per product its outcome", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AdapterResponse"}}}},
+                "400": error_response("Malformed JSON (MALFORMED_JSON), or the payload does not fit the mapping or a mapped product is invalid (VALIDATION_FAILED; pointers into the native payload)", json!({})),
+                "401": unauthorized(),
+                "403": error_response("The token may not write for the adapter's source (FORBIDDEN_SOURCE)", json!({})),
+                "404": error_response("No adapter for the system, or (every product failing) a change for a line no product has (NOT_FOUND)", json!({})),
+                "405": method_not_allowed(),
+                "408": error_response("The body did not arrive within PINV_BODY_TIMEOUT_SECS (REQUEST_TIMEOUT)", json!({})),
+                "409": error_response("Every product failed with EVENT_ID_REUSED or IDENTITY_CONFLICT", json!({})),
+                "413": error_response("Body over the limit (PAYLOAD_TOO_LARGE)", json!({})),
+                "415": error_response("Not application/json (UNSUPPORTED_MEDIA_TYPE)", json!({})),
+                "500": internal(),
+                "503": unavailable("STORE_UNAVAILABLE, COMMIT_OUTCOME_UNKNOWN or SERVER_BUSY; see Retry-After")
+            }
+        }
+    });
+    doc["paths"]["/adapters/{system}"]["post"]["security"] = secured.clone();
+    doc["components"]["schemas"]["AdapterResponse"] = json!({"type": "object", "required": ["status", "timestamp", "system", "results"],
+                    "properties": {"status": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
+                        "system": {"type": "string"},
+                        "results": {"type": "array", "items": {"type": "object", "required": ["pointer", "eventId", "status"],
+                            "properties": {"pointer": {"type": "string", "description": "The product's element in the native payload"},
+                                "eventId": {"type": "string"}, "status": {"type": "integer", "description": "201 stored, 200 stored before, else the error's status"},
+                                "id": {"type": "string", "description": "PINV id"}, "href": {"type": "string"},
+                                "error": {"type": "object", "description": "As ErrorResponse.error, pointers into the native payload"}}}}}});
+}
+
 /// `GET /openapi.json`.
 pub async fn get_openapi(service: Option<web::Data<Service>>) -> HttpResponse {
     let accepted = service.as_ref().map(|s| s.rules.accepted_types.as_slice());
@@ -436,7 +473,8 @@ mod tests {
                 let secured = op.get("security").is_some();
                 let needs_token = path.starts_with("/products")
                     || path.starts_with("/admin/")
-                    || path.starts_with("/tmf-api/");
+                    || path.starts_with("/tmf-api/")
+                    || path.starts_with("/adapters/");
                 assert_eq!(secured, needs_token, "{method} {path}");
             }
         }

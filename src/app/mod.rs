@@ -4,6 +4,7 @@
 //! `service` is the write path (read, plan, commit, retry), `remerge` the batch re-merge,
 //! `generate` the benchmark data generator, `rules_loader` reads a merge-rules directory.
 
+pub mod adapters;
 pub mod dispatch;
 pub mod generate;
 pub mod remerge;

@@ -138,6 +138,6 @@ mod tests {
     fn shipped_rules_directory_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules");
         let rules = load_rules_dir(&dir).unwrap();
-        assert_eq!(rules.identity_types, ["CircuitID"]);
+        assert_eq!(rules.identity_types, ["CircuitID", "MSISDN"]);
     }
 }

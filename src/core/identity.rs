@@ -31,7 +31,7 @@ pub fn match_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<MatchK
             let id = non_empty_str(r.get("id"));
             if let (Some(kind), Some(id)) = (kind, id) {
                 if rules.identity_types.iter().any(|t| t == kind) {
-                    keys.push(MatchKey::external(kind, id));
+                    keys.push(external_key(kind, id, rules));
                 }
             }
         }
@@ -39,6 +39,34 @@ pub fn match_keys(source: &Source, product: &Value, rules: &Rules) -> Vec<MatchK
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// The key of an identity-bearing external reference: `ext:<type>:<id>`, the id of a phone
+/// number type (rules' `phone_number_types`) in E.164 form when it is a phone number (else
+/// as sent, so a malformed number still identifies what it always did).
+pub fn external_key(kind: &str, id: &str, rules: &Rules) -> MatchKey {
+    if rules.phone_number_types.iter().any(|t| t == kind) {
+        if let Some(number) = crate::core::phone::to_e164(id) {
+            return MatchKey::external(kind, &number);
+        }
+    }
+    MatchKey::external(kind, id)
+}
+
+/// Whether `key` is given up by a product whose merged status is `terminated`: an
+/// `ext:<type>:` key of a type in the rules' `released_when_terminated`.
+pub fn released_when_terminated(key: &MatchKey, rules: &Rules) -> bool {
+    key.as_str().strip_prefix("ext:").is_some_and(|rest| {
+        rules.released_when_terminated.iter().any(|t| {
+            rest.strip_prefix(t.as_str())
+                .is_some_and(|r| r.starts_with(':'))
+        })
+    })
+}
+
+/// Whether a merged document's `status` is `terminated`.
+pub fn is_terminated(merged: &Value) -> bool {
+    merged.get("status").and_then(Value::as_str) == Some("terminated")
 }
 
 /// The keys under which to look the document's product up: [`match_keys`], plus
@@ -311,5 +339,58 @@ mod tests {
             match_keys(&billing(), &seed(), &r)
         );
         assert!(lookup_keys(&billing(), &json!({"id": ""}), &r).is_empty());
+    }
+
+    fn mobile_rules() -> Rules {
+        rules(
+            "[identity]\nexternal_reference_types = [\"CircuitID\", \"MSISDN\"]\n\
+             phone_number_types = [\"MSISDN\"]\nreleased_when_terminated = [\"MSISDN\"]",
+        )
+    }
+
+    #[test]
+    fn subscriber_numbers_are_one_key_in_any_form() {
+        let r = mobile_rules();
+        let doc =
+            |n: &str| json!({"externalReference": [{"externalIdentifierType": "MSISDN", "id": n}]});
+        for n in ["1234567890", "+11234567890", "(123) 456-7890"] {
+            assert_eq!(
+                strs(&match_keys(&billing(), &doc(n), &r)),
+                ["ext:MSISDN:+11234567890"],
+                "{n}"
+            );
+        }
+        // Not a number: kept as sent. Other types are never rewritten.
+        assert_eq!(
+            strs(&match_keys(&billing(), &doc("n/a"), &r)),
+            ["ext:MSISDN:n/a"]
+        );
+        assert_eq!(
+            external_key("CircuitID", "1234567890", &r).as_str(),
+            "ext:CircuitID:1234567890"
+        );
+    }
+
+    #[test]
+    fn only_keys_of_released_types_are_released() {
+        let r = mobile_rules();
+        assert!(released_when_terminated(
+            &MatchKey::external("MSISDN", "+11234567890"),
+            &r
+        ));
+        assert!(!released_when_terminated(
+            &MatchKey::external("CircuitID", "x"),
+            &r
+        ));
+        assert!(!released_when_terminated(
+            &MatchKey::external("MSISDNX", "x"),
+            &r
+        ));
+        assert!(!released_when_terminated(
+            &MatchKey::local(&billing(), "MSISDN:x"),
+            &r
+        ));
+        assert!(is_terminated(&json!({"status": "terminated"})));
+        assert!(!is_terminated(&json!({"status": "suspended"})));
     }
 }

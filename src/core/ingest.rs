@@ -609,6 +609,7 @@ fn finish(
     let mut documents = BTreeMap::new();
     let mut roots = BTreeMap::new();
     let mut changed_others = Vec::new();
+    let mut released = Vec::new();
     for (id, w) in work {
         let Working {
             mut record,
@@ -619,6 +620,17 @@ fn finish(
         if remerge {
             record.merged = merge_document(&id, &record.contributions, &record.links, rules);
             record.rules_hash = rules.hash.clone();
+        }
+        if identity::is_terminated(&record.merged) && !rules.released_when_terminated.is_empty() {
+            // A terminated line gives its number up for a new product; the history keeps
+            // that it had it.
+            record.match_keys.retain(|k| {
+                let release = identity::released_when_terminated(k, rules);
+                if release {
+                    released.push((k.clone(), id));
+                }
+                !release
+            });
         }
         let old_merged = original.map(|o| &o.merged);
         let merged_changed = old_merged != Some(&record.merged);
@@ -652,7 +664,13 @@ fn finish(
             documents.insert(id, record.merged);
         }
     }
-    write.claim_keys = claimed;
+    write.claim_keys = claimed
+        .into_iter()
+        .filter(|c| !released.contains(c))
+        .collect();
+    // A key this write would have claimed is released by not claiming it; the store frees
+    // the others (and leaves alone a key nobody owns).
+    write.release_keys.extend(released);
     if !write.products.is_empty() {
         write.processed = Some(ProcessedEvent {
             source: source.clone(),

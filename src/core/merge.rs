@@ -737,6 +737,8 @@ mod tests {
             precedence: precedence.iter().map(|s| src(s)).collect(),
             fields: fields.into_iter().map(|r| (r.path.clone(), r)).collect(),
             identity_types: vec!["CircuitID".to_owned()],
+            phone_number_types: Vec::new(),
+            released_when_terminated: Vec::new(),
             role_globs: BTreeMap::new(),
             role_matchers: Vec::new(),
             accepted_types: Vec::new(),

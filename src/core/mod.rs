@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod adapter;
 pub mod envelope;
 pub mod event;
 pub mod identity;
@@ -14,6 +15,7 @@ pub mod ingest;
 pub mod merge;
 pub mod order;
 pub mod package;
+pub mod phone;
 pub mod query;
 pub mod record;
 pub mod remerge;

@@ -1,8 +1,10 @@
 //! Black-box tests of the HTTP API: each test starts a real server on a random port.
 
+mod adapters;
 mod admin;
 mod auth;
 mod cli;
+mod cli_adapt;
 mod concurrency;
 mod errors;
 mod health;

@@ -119,6 +119,12 @@ pub struct Rules {
     /// `externalReference[].externalIdentifierType` values that identify a product
     /// (default `CircuitID`).
     pub identity_types: Vec<String>,
+    /// Identity types whose ids are phone numbers (`MSISDN`): their keys use the E.164 form,
+    /// so `1234567890` and `+11234567890` are one line.
+    pub phone_number_types: Vec<String>,
+    /// Identity types whose keys a product gives up when its merged `status` becomes
+    /// `terminated`, so a new product may claim them (a subscriber number reassigned).
+    pub released_when_terminated: Vec<String>,
     /// Glob patterns over `productSpecification.id`, per role.
     pub role_globs: BTreeMap<Role, Vec<String>>,
     /// Compiled role globs (kept beside the patterns so matching is cheap).
@@ -328,9 +334,18 @@ DD = ["PR-DD-*"]
         let r = Rules::from_files(&shipped()).unwrap();
         assert_eq!(
             r.precedence,
-            src(&["inventory", "provisioning", "billing", "ordering"])
+            src(&[
+                "inventory",
+                "provisioning",
+                "billing",
+                "care-order",
+                "activation",
+                "ordering"
+            ])
         );
-        assert_eq!(r.identity_types, ["CircuitID"]);
+        assert_eq!(r.identity_types, ["CircuitID", "MSISDN"]);
+        assert_eq!(r.phone_number_types, ["MSISDN"]);
+        assert_eq!(r.released_when_terminated, ["MSISDN"]);
         assert_eq!(r.accepted_types, ["com.att.c360dataPrep.tmf637.post.v5"]);
         assert_eq!(r.role_globs[&Role::Adi], ["PR-ADI-*"]);
         assert_eq!(r.role_globs[&Role::Dd], ["PR-DD-*"]);
@@ -743,6 +758,20 @@ owners = ["inventory"]
             "a.toml",
             "events.accepted_types[1]",
             "must be a string",
+        );
+    }
+
+    #[test]
+    fn phone_and_released_types_must_be_identity_types() {
+        let p = only_problem(
+            "[identity]\nexternal_reference_types = [\"MSISDN\"]\nphone_number_types = [\"MSISDN\"]\n\
+             released_when_terminated = [\"CTN\"]\n",
+        );
+        assert_problem(
+            &p,
+            "10-test.toml",
+            "identity.released_when_terminated[0]",
+            "'CTN' is not one of identity.external_reference_types",
         );
     }
 

@@ -40,6 +40,8 @@ pub(super) struct Parser {
     declared: BTreeMap<&'static str, String>,
     precedence: Option<Vec<Source>>,
     identity_types: Option<Vec<String>>,
+    phone_number_types: Vec<String>,
+    released_when_terminated: Vec<String>,
     /// `Some` once `[events]` is declared; the inner `None` when its list is invalid.
     accepted_types: Option<Option<Vec<String>>>,
     roles: Option<BTreeMap<Role, Vec<String>>>,
@@ -125,7 +127,16 @@ impl Parser {
         let Some(t) = self.table(file, "identity", value) else {
             return;
         };
-        self.check_keys(file, "identity", t, &["external_reference_types"]);
+        self.check_keys(
+            file,
+            "identity",
+            t,
+            &[
+                "external_reference_types",
+                "phone_number_types",
+                "released_when_terminated",
+            ],
+        );
         let path = "identity.external_reference_types";
         let list = t.get("external_reference_types").and_then(|v| {
             let list = self.strings(file, path, v, false)?;
@@ -137,8 +148,29 @@ impl Parser {
             }
             Some(list)
         });
+        // Both lists name identity types: a type listed there alone would do nothing.
+        let mut subset = |key: &str| -> Vec<String> {
+            let path = format!("identity.{key}");
+            let Some(sub) = t.get(key).and_then(|v| self.strings(file, &path, v, false)) else {
+                return Vec::new();
+            };
+            for (i, ty) in sub.iter().enumerate() {
+                if !list.iter().flatten().any(|t| t == ty) {
+                    self.problem(
+                        file,
+                        format!("{path}[{i}]"),
+                        format!("'{ty}' is not one of identity.external_reference_types"),
+                    );
+                }
+            }
+            sub
+        };
+        let phones = subset("phone_number_types");
+        let released = subset("released_when_terminated");
         if first {
             self.identity_types = list;
+            self.phone_number_types = phones;
+            self.released_when_terminated = released;
         }
     }
 
@@ -566,6 +598,8 @@ impl Parser {
             precedence: self.precedence.unwrap_or_default(),
             fields: self.fields,
             identity_types: self.identity_types.unwrap_or_default(),
+            phone_number_types: self.phone_number_types,
+            released_when_terminated: self.released_when_terminated,
             role_globs,
             role_matchers,
             accepted_types,

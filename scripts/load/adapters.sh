@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Load test of POST /adapters/activation next to POST /products, against one release
+# server on one store, one after the other (BENCHMARKS.md).
+# Usage: scripts/load/adapters.sh [STORE] [DURATION] [CONNECTIONS]
+#   STORE: a directory (embedded, default: a fresh temp dir) or a mongodb:// URI.
+# Needs wrk (Debian package `wrk`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+store="${1:-}"
+duration="${2:-20s}"
+connections="${3:-64}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
+[[ -n "$store" ]] || store="$work/data"
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+cargo build --release --quiet
+bin="$work/pinv"
+cp "${CARGO_TARGET_DIR:-target}/release/pinv" "$bin"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
+export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"
+RUST_LOG="${RUST_LOG:-warn}" "$bin" serve >"$work/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
+  sleep 0.1
+done
+export PINV_TOKEN="$("$bin" token --source billing --source activation --ttl 1h)"
+export PINV_TEMPLATE="$work/seed-template.json" PINV_ACTIVATION="$work/activation.json"
+python3 - docs/examples/seed-adi-request.json >"$PINV_TEMPLATE" <<'PY'
+import json, sys
+seed = json.load(open(sys.argv[1]))
+circuits = {r["id"] for r in seed["value"].get("externalReference", [])
+            if r.get("externalIdentifierType") == "CircuitID"}
+def walk(v):
+    if isinstance(v, dict):
+        return {k: walk(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [walk(x) for x in v]
+    return ".BMEC.__ID__..ATI." if v in circuits else v
+seed = walk(seed)
+seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
+print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
+PY
+python3 - tests/fixtures/adapters/activation.json >"$PINV_ACTIVATION" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1]))
+subs = a["ActivateSubscriberResellerRequest"]["SubscriberReseller"]
+del subs[1:]
+subs[0]["subscriberNumber"] = "__NUMBER__"
+print(json.dumps(a, ensure_ascii=False, separators=(",", ":")))
+PY
+echo "== POST /products (seed document, $connections connections, $duration)"
+wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
+echo "== POST /adapters/activation (one subscriber per request, $connections connections, $duration)"
+wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/adapters.lua "http://127.0.0.1:$port"
+echo "stored products: $(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
