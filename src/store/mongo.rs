@@ -163,6 +163,27 @@ impl MongoStore {
     /// Fails with [`StoreError::Unavailable`] when the server cannot be reached within
     /// `options.timeout`, and [`StoreError::Other`] for a malformed URI.
     pub async fn connect(uri: &str, database: &str, options: MongoOptions) -> StoreResult<Self> {
+        Self::connect_with(uri, database, options, None).await
+    }
+
+    /// [`MongoStore::connect`], with every command the driver sends reported to `commands`
+    /// (tests count the round trips of a POST with it).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn connect_observed(
+        uri: &str,
+        database: &str,
+        options: MongoOptions,
+        commands: mongodb::event::EventHandler<mongodb::event::command::CommandEvent>,
+    ) -> StoreResult<Self> {
+        Self::connect_with(uri, database, options, Some(commands)).await
+    }
+
+    async fn connect_with(
+        uri: &str,
+        database: &str,
+        options: MongoOptions,
+        commands: Option<mongodb::event::EventHandler<mongodb::event::command::CommandEvent>>,
+    ) -> StoreResult<Self> {
         let mut client_options = bounded(options.timeout, async {
             ClientOptions::parse(uri).await.map_err(|e| match *e.kind {
                 ErrorKind::DnsResolve { .. } => {
@@ -181,6 +202,7 @@ impl MongoStore {
         client_options.server_selection_timeout = Some(options.timeout * 4 / 5);
         client_options.connect_timeout = Some(options.timeout);
         client_options.write_concern = Some(options.write_concern());
+        client_options.command_event_handler = commands;
         let client = Client::with_options(client_options).map_err(classify)?;
         let store = Self {
             db: client.database(database),
