@@ -2,7 +2,11 @@
 # Load test of POST /products against the release binary (BENCHMARKS.md).
 # Usage: scripts/load/run.sh [STORE] [DURATION] [CONNECTIONS]
 #   STORE: a directory (embedded, default: a fresh temp dir) or a mongodb:// URI.
-# Needs wrk (Debian package `wrk`). Prints wrk's report and the server's peak RSS.
+# Needs wrk (Debian package `wrk`). Prints wrk's report, the server's peak RSS, its CPU time
+# per stored product, and that CPU time divided by the CPU time of one serde_json parse +
+# serialisation of the same body (scripts/load/json_round_trip.rs), a ratio that moves less with
+# the machine and its load than requests per second. PERF_RECORD=1 also records a perf
+# profile (call graphs) of the server during the run into perf.data.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:-}"
@@ -11,9 +15,11 @@ connections="${3:-64}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
 [[ -n "$store" ]] || store="$work/data"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet
+# PINV_BIN: measure that binary instead of building one (e.g. an older build, to compare).
+[[ -n "${PINV_BIN:-}" ]] || cargo build --release --quiet
+cargo build --release --quiet --bin json-round-trip
 bin="$work/pinv"
-cp "${CARGO_TARGET_DIR:-target}/release/pinv" "$bin"
+cp "${PINV_BIN:-${CARGO_TARGET_DIR:-target}/release/pinv}" "$bin"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
 export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"
@@ -43,11 +49,30 @@ seed = walk(seed)
 seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
 print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
 EOF
+# utime + stime of every thread of the server, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+before_products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+before_ticks="$(cpu_ticks)"
+if [[ "${PERF_RECORD:-}" == 1 ]]; then
+  perf record -F 999 -g -p "$pid" -o perf.data -- sleep "${duration%s}" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
 peak=0
 ( while kill -0 $pid 2>/dev/null; do
     rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
     echo "$rss" > "$work/hwm"; sleep 1
   done ) &
 wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
+after_ticks="$(cpu_ticks)"
+[[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
 echo "server peak RSS (VmHWM): $(( $(cat "$work/hwm") / 1024 )) MiB"
-echo "stored products: $(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+echo "stored products: $products"
+hz="$(getconf CLK_TCK)"
+stored=$(( products - before_products ))
+round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
+awk -v t=$(( after_ticks - before_ticks )) -v hz="$hz" -v n="$stored" -v rt="$round_trip_us" 'BEGIN {
+  per = t / hz / n * 1e6
+  printf "server CPU: %.1f s for %d products = %.0f us per POST\n", t / hz, n, per
+  printf "one serde_json parse + serialise of the body: %.1f us; ratio %.1f\n", rt, per / rt
+}'

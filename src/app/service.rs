@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use crate::core::envelope;
-use crate::core::ingest::{self, Event, Plan, PlanError, Snapshot};
+use crate::core::ingest::{self, Event, Plan, PlanError};
 use crate::core::package;
 use crate::core::record::ProductRecord;
 use crate::core::rules::Rules;
@@ -243,39 +243,19 @@ impl Service {
         pin: Option<(PinvId, u64)>,
     ) -> Result<(PostStatus, Replayed), IngestError> {
         let store = &*self.store;
-        let processed = store
-            .get_processed(&event.headers.source, &event.headers.id)
-            .await?;
+        let read = store.read_for(event.clone()).await?;
         if let Some(products) =
-            ingest::check_replay(event, processed.as_ref()).map_err(plan_error(event))?
+            ingest::check_replay(event, read.processed.as_ref()).map_err(plan_error(event))?
         {
             return Ok((PostStatus::Unchanged, Replayed::Products(products)));
         }
-        let owners = store.resolve_keys(&ingest::lookup_keys(event)).await?;
-        let ids = ingest::identify(event, &owners).map_err(plan_error(event))?;
-        let new_keys = ingest::keys_to_claim(event, &owners);
-        let waiters = if new_keys.is_empty() {
-            Default::default()
-        } else {
-            store.waiters(&new_keys).await?
-        };
-        let need = ingest::records_needed(&ids, &owners, &waiters);
-        let records: std::collections::BTreeMap<PinvId, ProductRecord> = store
-            .get_products(&need)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let snapshot = read.snapshot;
+        let ids = ingest::identify(event, &snapshot.owners).map_err(plan_error(event))?;
         if let Some((id, revision)) = pin {
-            if records.get(&id).map(|r| r.revision) != Some(revision) {
+            if snapshot.records.get(&id).map(|r| r.revision) != Some(revision) {
                 return Err(StoreError::conflict(format!("product {id} changed")).into());
             }
         }
-        let snapshot = Snapshot {
-            owners,
-            records,
-            waiters,
-        };
         let (planned, rules) = (event.clone(), self.rules.clone());
         let plan = maybe_blocking(offload, move || {
             ingest::plan(

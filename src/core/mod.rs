@@ -17,6 +17,7 @@ pub mod order;
 pub mod package;
 pub mod phone;
 pub mod query;
+pub mod read_plan;
 pub mod record;
 pub mod remerge;
 pub mod retract;

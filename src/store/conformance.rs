@@ -24,6 +24,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::core::package::Links;
+use crate::core::read_plan::ReadPlan;
 use crate::core::record::WriteSet;
 use crate::core::record::{
     EventRef, HistoryEntry, ProcessedEvent, ProductDelete, ProductRecord, ProductWrite,
@@ -94,7 +95,8 @@ macro_rules! store_conformance_tests {
             deleting_at_a_stale_revision_conflicts_and_writes_nothing,
             releasing_a_key_frees_only_the_named_owners_key,
             outbox_entries_commit_with_their_change_or_not_at_all,
-            outbox_entries_are_settled_and_go_with_their_subscription
+            outbox_entries_are_settled_and_go_with_their_subscription,
+            read_for_follows_each_step_of_the_plan
         );
         $crate::store_conformance_tests!(@shared $attrs $make;
             racing_key_claims_have_exactly_one_winner,
@@ -1169,4 +1171,90 @@ pub async fn outbox_entries_are_settled_and_go_with_their_subscription(store: &d
         .await
         .expect("settle");
     assert!(store.outbox("a", 10).await.expect("outbox").is_empty());
+}
+
+/// A [`ReadPlan`] with fixed keys: owners of `keys`, waiters of those nobody owns, and the
+/// records of every owner and waiter: each step depends on the one before.
+struct FixedReads {
+    source: Source,
+    event_id: EventId,
+    keys: Vec<MatchKey>,
+}
+
+impl ReadPlan for FixedReads {
+    fn event(&self) -> (&Source, &EventId) {
+        (&self.source, &self.event_id)
+    }
+
+    fn owner_keys(&self) -> Vec<MatchKey> {
+        self.keys.clone()
+    }
+
+    fn waiter_keys(&self, owners: &BTreeMap<MatchKey, PinvId>) -> Vec<MatchKey> {
+        let keys = self.keys.iter().filter(|k| !owners.contains_key(*k));
+        keys.cloned().collect()
+    }
+
+    fn records(
+        &self,
+        owners: &BTreeMap<MatchKey, PinvId>,
+        waiters: &BTreeMap<MatchKey, Vec<PinvId>>,
+    ) -> Vec<PinvId> {
+        let ids: BTreeSet<PinvId> = owners
+            .values()
+            .chain(waiters.values().flatten())
+            .copied()
+            .collect();
+        ids.into_iter().collect()
+    }
+}
+
+/// `read_for` runs every step of a read plan against the stored state: owners, then the
+/// waiters of the keys nobody owns, then the records both name; a remembered event stops
+/// it after the first step.
+pub async fn read_for_follows_each_step_of_the_plan(store: &dyn Store) {
+    let mut set = create(record(id(1), 1, json!({"name": "owner"})));
+    set.claim_keys = vec![(key("owned"), id(1))];
+    set.add_waiters = vec![(key("free"), id(2))];
+    set.processed = Some(processed("seen", vec![id(1)]));
+    commit_ok(store, set, "owner, waiter and event").await;
+    commit_ok(
+        store,
+        create(record(id(2), 1, json!({"name": "waiter"}))),
+        "waiter",
+    )
+    .await;
+    commit_ok(store, create(record(id(3), 1, json!({}))), "bystander").await;
+
+    let plan = |event: &str| {
+        Arc::new(FixedReads {
+            source: source("billing"),
+            event_id: event_id(event),
+            keys: vec![key("free"), key("owned"), key("unknown")],
+        })
+    };
+    let read = store.read_for(plan("new")).await.expect("read_for");
+    assert_eq!(read.processed, None);
+    assert_eq!(
+        read.snapshot.owners,
+        BTreeMap::from([(key("owned"), id(1))])
+    );
+    assert_eq!(
+        read.snapshot.waiters,
+        BTreeMap::from([(key("free"), vec![id(2)])])
+    );
+    let names: Vec<(PinvId, &Value)> = read
+        .snapshot
+        .records
+        .iter()
+        .map(|(id, r)| (*id, &r.merged["name"]))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(id(1), &json!("owner")), (id(2), &json!("waiter"))]
+    );
+
+    let read = store.read_for(plan("seen")).await.expect("read_for");
+    assert_eq!(read.processed, Some(processed("seen", vec![id(1)])));
+    assert!(read.snapshot.owners.is_empty() && read.snapshot.records.is_empty());
 }

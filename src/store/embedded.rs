@@ -55,6 +55,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::index::IndexedPaths;
+use crate::core::read_plan::{ReadPlan, ReadResult};
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
@@ -63,6 +64,7 @@ use crate::store::outbox::{
     entries_for, DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription,
 };
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
+use crate::store::reads::{self, ViewReads};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
 /// The database file inside the store directory.
@@ -145,10 +147,10 @@ fn encode_all<T: Send>(
     items: &mut [T],
     encode: impl Fn(&mut T) -> StoreResult<Vec<u8>> + Sync,
 ) -> StoreResult<Vec<Vec<u8>>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || items.len() < PARALLEL_DECODE_MIN {
+    if items.len() < PARALLEL_DECODE_MIN || cores() == 1 {
         return items.iter_mut().map(&encode).collect();
     }
+    let threads = cores();
     let total = items.len();
     let chunk = total.div_ceil(threads);
     let encode = &encode;
@@ -558,39 +560,79 @@ impl EncodedPlan {
     }
 }
 
+/// The reads of a write, all in one read transaction.
+impl ViewReads for ReadTransaction {
+    fn processed(
+        &self,
+        source: &Source,
+        event_id: &EventId,
+    ) -> StoreResult<Option<ProcessedEvent>> {
+        let table = self.open_table(EVENTS).map_err(db_err)?;
+        let guard = table
+            .get((source.as_str(), event_id.as_str()))
+            .map_err(db_err)?;
+        guard
+            .map(|g| decode(g.value(), "processed event"))
+            .transpose()
+    }
+
+    fn owners(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        let table = self.open_table(KEYS).map_err(db_err)?;
+        let mut owners = BTreeMap::new();
+        for key in keys {
+            if let Some(guard) = table.get(key.as_str()).map_err(db_err)? {
+                owners.insert(key.clone(), id_from_bytes(guard.value()));
+            }
+        }
+        Ok(owners)
+    }
+
+    fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        let table = self.open_table(WAITERS).map_err(db_err)?;
+        let mut out = BTreeMap::new();
+        for key in keys {
+            if let Some(guard) = table.get(key.as_str()).map_err(db_err)? {
+                let waiting: Vec<PinvId> = decode(guard.value(), "waiters")?;
+                out.insert(key.clone(), waiting);
+            }
+        }
+        Ok(out)
+    }
+
+    fn products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        let table = self.open_table(PRODUCTS).map_err(db_err)?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(guard) = table.get(&id_bytes(id)).map_err(db_err)? {
+                records.push(decode_product(guard.value())?);
+            }
+        }
+        Ok(records)
+    }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.read_for",
+        skip_all,
+        fields(store = "embedded")
+    )]
+    async fn read_for(&self, plan: Arc<dyn ReadPlan>) -> StoreResult<ReadResult> {
+        self.read(move |txn| reads::run(&*plan, txn)).await
+    }
+
     #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
         let keys = keys.to_vec();
-        self.read(move |txn| {
-            let table = txn.open_table(KEYS).map_err(db_err)?;
-            let mut owners = BTreeMap::new();
-            for key in keys {
-                if let Some(guard) = table.get(key.as_str()).map_err(db_err)? {
-                    let owner = id_from_bytes(guard.value());
-                    owners.insert(key, owner);
-                }
-            }
-            Ok(owners)
-        })
-        .await
+        self.read(move |txn| txn.owners(&keys)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "embedded", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
         let ids = ids.to_vec();
-        self.read(move |txn| {
-            let table = txn.open_table(PRODUCTS).map_err(db_err)?;
-            let mut records = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(guard) = table.get(&id_bytes(&id)).map_err(db_err)? {
-                    records.push(decode_product(guard.value())?);
-                }
-            }
-            Ok(records)
-        })
-        .await
+        self.read(move |txn| txn.products(&ids)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "embedded", source = %source, event_id = %event_id))]
@@ -600,33 +642,14 @@ impl Store for EmbeddedStore {
         event_id: &EventId,
     ) -> StoreResult<Option<ProcessedEvent>> {
         let (source, event_id) = (source.clone(), event_id.clone());
-        self.read(move |txn| {
-            let table = txn.open_table(EVENTS).map_err(db_err)?;
-            let guard = table
-                .get((source.as_str(), event_id.as_str()))
-                .map_err(db_err)?;
-            guard
-                .map(|g| decode(g.value(), "processed event"))
-                .transpose()
-        })
-        .await
+        self.read(move |txn| txn.processed(&source, &event_id))
+            .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
         let keys = keys.to_vec();
-        self.read(move |txn| {
-            let table = txn.open_table(WAITERS).map_err(db_err)?;
-            let mut out = BTreeMap::new();
-            for key in keys {
-                if let Some(guard) = table.get(key.as_str()).map_err(db_err)? {
-                    let waiting: Vec<PinvId> = decode(guard.value(), "waiters")?;
-                    out.insert(key, waiting);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| ViewReads::waiters(txn, &keys)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "embedded", root = %root))]
@@ -857,13 +880,21 @@ impl Store for EmbeddedStore {
 /// spawning costs more.
 const PARALLEL_DECODE_MIN: usize = 64;
 
+/// How many cores to split large encodes and decodes over. Asked once:
+/// `available_parallelism` reads the cgroup files on every call, which was 6% of a POST's
+/// CPU when every commit asked (perf).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Decodes stored records, in order, on every core: decoding dominates a large scan (a
 /// batch re-merge reads every product), and the table itself is read in microseconds.
 fn decode_products(raw: &[Vec<u8>]) -> StoreResult<Vec<ProductRecord>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || raw.len() < PARALLEL_DECODE_MIN {
+    if raw.len() < PARALLEL_DECODE_MIN || cores() == 1 {
         return raw.iter().map(|b| decode_product(b)).collect();
     }
+    let threads = cores();
     let chunk = raw.len().div_ceil(threads);
     std::thread::scope(|s| {
         let parts: Vec<_> = raw

@@ -1,16 +1,18 @@
 //! In-memory store, for tests: nothing survives a restart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::core::read_plan::{ReadPlan, ReadResult};
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::outbox::{
     entries_for, key_range, DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription,
 };
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
+use crate::store::reads::{self, ViewReads};
 use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
 
 /// Everything the memory store holds.
@@ -47,6 +49,44 @@ impl PlanView for State {
 
     fn waiters_of(&self, key: &MatchKey) -> StoreResult<BTreeSet<PinvId>> {
         Ok(self.waiters.get(key).cloned().unwrap_or_default())
+    }
+}
+
+impl ViewReads for State {
+    fn processed(
+        &self,
+        source: &Source,
+        event_id: &EventId,
+    ) -> StoreResult<Option<ProcessedEvent>> {
+        Ok(self
+            .processed
+            .get(&(source.clone(), event_id.clone()))
+            .cloned())
+    }
+
+    fn owners(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
+        Ok(keys
+            .iter()
+            .filter_map(|k| self.keys.get(k).map(|id| (k.clone(), *id)))
+            .collect())
+    }
+
+    fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                self.waiters
+                    .get(k)
+                    .map(|w| (k.clone(), w.iter().copied().collect()))
+            })
+            .collect())
+    }
+
+    fn products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.products.get(id).cloned())
+            .collect())
     }
 }
 
@@ -109,22 +149,24 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.read_for",
+        skip_all,
+        fields(store = "memory")
+    )]
+    async fn read_for(&self, plan: Arc<dyn ReadPlan>) -> StoreResult<ReadResult> {
+        reads::run(&*plan, &*self.lock()?)
+    }
+
     #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "memory", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
-        let state = self.lock()?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| state.keys.get(k).map(|id| (k.clone(), *id)))
-            .collect())
+        self.lock()?.owners(keys)
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "memory", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
-        let state = self.lock()?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| state.products.get(id).cloned())
-            .collect())
+        self.lock()?.products(ids)
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "memory", source = %source, event_id = %event_id))]
@@ -134,24 +176,12 @@ impl Store for MemoryStore {
         event_id: &EventId,
     ) -> StoreResult<Option<ProcessedEvent>> {
         let state = self.lock()?;
-        Ok(state
-            .processed
-            .get(&(source.clone(), event_id.clone()))
-            .cloned())
+        state.processed(source, event_id)
     }
 
     #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "memory", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
-        let state = self.lock()?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| {
-                state
-                    .waiters
-                    .get(k)
-                    .map(|w| (k.clone(), w.iter().copied().collect()))
-            })
-            .collect())
+        ViewReads::waiters(&*self.lock()?, keys)
     }
 
     #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "memory", root = %root))]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::core::read_plan::{ReadPlan, ReadResult};
 use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::outbox::{DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription};
@@ -21,6 +22,7 @@ pub mod memory;
 pub mod mongo;
 pub mod outbox;
 mod plan;
+mod reads;
 
 /// What went wrong in a store.
 ///
@@ -254,6 +256,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every product whose package root is `root` (the root itself included if it records
     /// itself), sorted.
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>>;
+
+    /// Everything a write reads before it plans, step by step ([`ReadPlan`]). The default
+    /// makes one call per step; a store that can answers them all from one consistent view
+    /// in one call (a POST used to make four).
+    async fn read_for(&self, plan: Arc<dyn ReadPlan>) -> StoreResult<ReadResult> {
+        reads::run_by_calls(self, &*plan).await
+    }
 
     /// Applies a write set atomically; [`StoreError::Conflict`] when any guard fails.
     async fn commit(&self, set: WriteSet) -> StoreResult<()>;

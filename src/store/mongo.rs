@@ -57,6 +57,19 @@ mod hub;
 /// MongoDB's duplicate-key error code (E11000).
 const DUPLICATE_KEY: i32 = 11000;
 
+/// How a transaction guards the keys it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyGuard {
+    /// Insert them; a key already recorded fails the transaction with [`KEY_RECORDED`].
+    Insert,
+    /// Read their owners first: a key recorded for the same product is left as it is.
+    ReadFirst,
+}
+
+/// The conflict of a [`KeyGuard::Insert`] transaction that met a recorded key: nothing was
+/// written, and [`MongoStore::commit_transaction`] tries again with [`KeyGuard::ReadFirst`].
+const KEY_RECORDED: &str = "a claimed key is already recorded";
+
 /// At most this many ids or documents in one command, so that the reply to every command
 /// comes within the timeout however many keys one write set claims (see [`MongoStore::run`]).
 const CHUNK: usize = 1000;
@@ -176,6 +189,27 @@ impl MongoStore {
     /// Fails with [`StoreError::Unavailable`] when the server cannot be reached within
     /// `options.timeout`, and [`StoreError::Other`] for a malformed URI.
     pub async fn connect(uri: &str, database: &str, options: MongoOptions) -> StoreResult<Self> {
+        Self::connect_with(uri, database, options, None).await
+    }
+
+    /// [`MongoStore::connect`], with every command the driver sends reported to `commands`
+    /// (tests count the round trips of a POST with it).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn connect_observed(
+        uri: &str,
+        database: &str,
+        options: MongoOptions,
+        commands: mongodb::event::EventHandler<mongodb::event::command::CommandEvent>,
+    ) -> StoreResult<Self> {
+        Self::connect_with(uri, database, options, Some(commands)).await
+    }
+
+    async fn connect_with(
+        uri: &str,
+        database: &str,
+        options: MongoOptions,
+        commands: Option<mongodb::event::EventHandler<mongodb::event::command::CommandEvent>>,
+    ) -> StoreResult<Self> {
         let mut client_options = bounded(options.timeout, async {
             ClientOptions::parse(uri).await.map_err(|e| match *e.kind {
                 ErrorKind::DnsResolve { .. } => {
@@ -194,6 +228,7 @@ impl MongoStore {
         client_options.server_selection_timeout = Some(options.timeout * 4 / 5);
         client_options.connect_timeout = Some(options.timeout);
         client_options.write_concern = Some(options.write_concern());
+        client_options.command_event_handler = commands;
         let client = Client::with_options(client_options).map_err(classify)?;
         let store = Self {
             db: client.database(database),
@@ -400,10 +435,24 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Commits `set` in one transaction. Its keys are first inserted without reading them
+    /// (a POST claims keys nobody owns: one round trip fewer); when one is already recorded
+    /// the server refuses the insert, nothing is written, and the set is tried again with
+    /// the guard that reads the keys' owners (re-recording a key a product already owns is
+    /// allowed; another owner is a conflict).
     async fn commit_transaction(&self, set: &WriteSet) -> StoreResult<()> {
+        match self.commit_transaction_once(set, KeyGuard::Insert).await {
+            Err(StoreError::Conflict(c)) if c.message() == KEY_RECORDED => {
+                self.commit_transaction_once(set, KeyGuard::ReadFirst).await
+            }
+            other => other,
+        }
+    }
+
+    async fn commit_transaction_once(&self, set: &WriteSet, guard: KeyGuard) -> StoreResult<()> {
         let mut session = self.client.start_session().await.map_err(classify)?;
         session.start_transaction().await.map_err(classify)?;
-        match self.apply(&mut session, set).await {
+        match self.apply(&mut session, set, guard).await {
             Ok(()) => {
                 if let Err(e) = self.begin_commit() {
                     let _ = session.abort_transaction().await;
@@ -422,10 +471,15 @@ impl MongoStore {
 
     /// Every change of `set` inside the session's transaction; the first failed guard
     /// returns [`StoreError::Conflict`] and the caller aborts.
-    async fn apply(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+    async fn apply(
+        &self,
+        s: &mut ClientSession,
+        set: &WriteSet,
+        guard: KeyGuard,
+    ) -> StoreResult<()> {
         self.record_processed(s, set).await?;
         self.release_keys(s, set).await?;
-        self.claim_keys(s, set).await?;
+        self.claim_keys(s, set, guard).await?;
         self.write_products(s, set).await?;
         self.delete_products(s, set).await?;
         self.update_list_index(s, set).await?;
@@ -492,7 +546,12 @@ impl MongoStore {
 
     /// Claims the keys of `set` for their owners; a key owned by another product, or claimed
     /// twice, is a conflict.
-    async fn claim_keys(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+    async fn claim_keys(
+        &self,
+        s: &mut ClientSession,
+        set: &WriteSet,
+        guard: KeyGuard,
+    ) -> StoreResult<()> {
         if !set.claim_keys.is_empty() {
             let mut wanted: BTreeMap<&MatchKey, PinvId> = BTreeMap::new();
             for (key, owner) in &set.claim_keys {
@@ -505,7 +564,10 @@ impl MongoStore {
                     }
                 }
             }
-            let all: Vec<String> = wanted.keys().map(|k| k.as_str().to_owned()).collect();
+            let all: Vec<String> = match guard {
+                KeyGuard::Insert => Vec::new(),
+                KeyGuard::ReadFirst => wanted.keys().map(|k| k.as_str().to_owned()).collect(),
+            };
             for ids in all.chunks(CHUNK) {
                 let mut cursor = self
                     .coll(MATCH_KEYS)
@@ -540,7 +602,12 @@ impl MongoStore {
                     .insert_many(docs)
                     .session(&mut *s)
                     .await
-                    .map_err(|e| classify_conflict(e, "key claimed concurrently"))?;
+                    .map_err(|e| match guard {
+                        KeyGuard::Insert if is_code(&e, &[DUPLICATE_KEY]) => {
+                            StoreError::conflict_from(KEY_RECORDED, e)
+                        }
+                        _ => classify_conflict(e, "key claimed concurrently"),
+                    })?;
                 self.call.replied();
             }
         }
