@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod merge;
 pub mod order;
 pub mod package;
+pub mod provenance;
 pub mod record;
 pub mod remerge;
 pub mod rules;
