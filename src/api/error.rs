@@ -61,6 +61,8 @@ pub enum ErrorCode {
     RemergeRunning,
     /// The server's loaded merge rules are not the ones the request expects.
     RulesHashMismatch,
+    /// `?at=` names a revision whose merge cannot be reproduced exactly.
+    RevisionNotExplainable,
 }
 
 impl ErrorCode {
@@ -86,6 +88,7 @@ impl ErrorCode {
         Self::AdminRequired,
         Self::RemergeRunning,
         Self::RulesHashMismatch,
+        Self::RevisionNotExplainable,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -182,6 +185,11 @@ impl ErrorCode {
                 StatusCode::CONFLICT,
                 "RULES_HASH_MISMATCH",
                 "The server's loaded merge rules are not the expected ones",
+            ),
+            Self::RevisionNotExplainable => (
+                StatusCode::BAD_REQUEST,
+                "REVISION_NOT_EXPLAINABLE",
+                "That revision's merge cannot be reproduced exactly from what PINV keeps",
             ),
         }
     }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod products;
+pub mod provenance;
 pub mod query;
 pub mod reads;
 pub mod schema;
@@ -59,6 +60,11 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::GET,
         path: "/products/{id}/history",
         route: || web::get().to(reads::get_history),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products/{id}/provenance",
+        route: || web::get().to(provenance::get_provenance),
     },
     RouteDef {
         method: Method::POST,

@@ -92,7 +92,7 @@ fn parse_id(raw: &str) -> Result<PinvId, ApiError> {
     PinvId::parse(raw).map_err(|_| ApiError::product_not_found(raw))
 }
 
-async fn load(service: &Service, raw_id: &str) -> Result<ProductRecord, ApiError> {
+pub(crate) async fn load(service: &Service, raw_id: &str) -> Result<ProductRecord, ApiError> {
     let id = parse_id(raw_id)?;
     service
         .store

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::core::merge::{merge_traced, Traced};
 use crate::core::package::Links;
-use crate::core::record::Contribution;
+use crate::core::record::{Contribution, HistoryEntry, ProductRecord};
 use crate::core::rules::{ElementStrategy, Rules, Strategy};
 use crate::core::{pointer_token, EventId, PinvId, Source};
 
@@ -163,6 +163,94 @@ pub fn explain(
         leaves,
         elements,
     }
+}
+
+/// Why an earlier revision cannot be explained exactly (said to the client as is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotExplainable(pub String);
+
+/// Explains revision `at` of `record`, whose history (every entry, any order) is
+/// `history`, under `rules` (the rules the caller runs).
+///
+/// PINV keeps each source's latest contribution and the patches of the merged document,
+/// not every contribution ever sent. So revision `at` is rebuilt from the patches, merged
+/// again from the contributions that had arrived by then, and explained only when that
+/// merge reproduces it exactly; otherwise the error says why not.
+pub fn explain_at(
+    record: &ProductRecord,
+    history: &[HistoryEntry],
+    rules: &Rules,
+    at: u64,
+) -> Result<Explanation, NotExplainable> {
+    let fail = |why: String| {
+        Err(NotExplainable(format!(
+            "revision {at} cannot be explained: {why}"
+        )))
+    };
+    if at == 0 || at > record.revision {
+        return fail(format!(
+            "the product has revisions 1 to {}",
+            record.revision
+        ));
+    }
+    let mut entries: Vec<&HistoryEntry> = history.iter().collect();
+    entries.sort_by_key(|e| e.revision);
+    let (document, entry_hash, stored_at) = if at == record.revision {
+        (record.merged.clone(), record.rules_hash.as_str(), None)
+    } else {
+        let mut document = Value::Object(Default::default());
+        for expected in 1..=at {
+            let Some(entry) = entries.iter().find(|e| e.revision == expected) else {
+                return fail(format!("the history lacks revision {expected}"));
+            };
+            let applied = serde_json::from_value::<json_patch::Patch>(entry.patch.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|patch| {
+                    json_patch::patch(&mut document, &patch).map_err(|e| e.to_string())
+                });
+            if let Err(why) = applied {
+                return fail(format!(
+                    "the patch of revision {expected} does not apply: {why}"
+                ));
+            }
+        }
+        let entry = entries
+            .iter()
+            .find(|e| e.revision == at)
+            .expect("replayed above");
+        (document, entry.rules_hash.as_str(), Some(entry.time))
+    };
+    if entry_hash != rules.hash {
+        return fail(format!(
+            "it was merged under rules {entry_hash}, and the server runs rules {}",
+            rules.hash
+        ));
+    }
+    let mut contributions = Vec::with_capacity(record.contributions.len());
+    for c in &record.contributions {
+        match stored_at {
+            Some(stored) if c.received_at > stored => {
+                let earlier = entries
+                    .iter()
+                    .find(|e| e.revision <= at && e.event.source == c.source.as_str());
+                if let Some(e) = earlier {
+                    return fail(format!(
+                        "{}'s contribution then (event {}) was replaced by event {}, and PINV keeps only the latest",
+                        c.source, e.event.id, c.event_id
+                    ));
+                }
+            }
+            _ => contributions.push(c.clone()),
+        }
+    }
+    let explanation = explain(&record.id, &contributions, &record.links, rules);
+    if explanation.document != document {
+        return fail(
+            "the contributions and links PINV keeps no longer merge to it (a source's earlier value or an unresolved relationship id is not kept)".to_owned(),
+        );
+    }
+    Ok(explanation)
 }
 
 struct Walk<'a> {
@@ -652,5 +740,78 @@ mod tests {
                 "/o/k/1"
             ]
         );
+    }
+
+    fn record_after(steps: &[(&Contribution, &Rules)]) -> (ProductRecord, Vec<HistoryEntry>) {
+        // Each step stores one contribution (replacing the source's), like POSTs do.
+        let mut contributions: Vec<Contribution> = Vec::new();
+        let mut history = Vec::new();
+        let mut merged: Option<Value> = None;
+        let mut hash = String::new();
+        for (revision, (c, r)) in steps.iter().enumerate() {
+            contributions.retain(|k| k.source != c.source);
+            contributions.push((*c).clone());
+            let doc =
+                crate::core::merge::merge_document(&pid(1), &contributions, &Links::default(), r);
+            history.push(HistoryEntry {
+                product: pid(1),
+                revision: revision as u64 + 1,
+                time: c.received_at,
+                event: crate::core::record::EventRef {
+                    source: c.source.to_string(),
+                    id: c.event_id.to_string(),
+                },
+                rules_hash: r.hash.clone(),
+                patch: crate::core::record::patch_between(merged.as_ref(), &doc),
+            });
+            merged = Some(doc);
+            hash = r.hash.clone();
+        }
+        let record = ProductRecord {
+            id: pid(1),
+            revision: steps.len() as u64,
+            contributions,
+            links: Links::default(),
+            merged: merged.unwrap(),
+            match_keys: Vec::new(),
+            package_root: None,
+            rules_hash: hash,
+        };
+        (record, history)
+    }
+
+    #[test]
+    fn an_earlier_revision_is_explained_when_its_merge_can_be_reproduced() {
+        let r = rules(vec![]);
+        let a = contribution("a", 3, json!({"name": "from a"}));
+        let b = contribution("b", 2, json!({"name": "from b", "status": "active"}));
+        let (record, history) = record_after(&[(&b, &r), (&a, &r)]);
+        let first = explain_at(&record, &history, &r, 1).unwrap();
+        assert_eq!(first.document["name"], json!("from b"));
+        assert_eq!(who(&first, "/name").0, "b");
+        let now = explain_at(&record, &history, &r, 2).unwrap();
+        assert_eq!(who(&now, "/name").0, "a");
+        assert_eq!(now.document, record.merged);
+        for bad in [0, 3] {
+            let e = explain_at(&record, &history, &r, bad).unwrap_err();
+            assert!(e.0.contains("revisions 1 to 2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_contribution_or_other_rules_cannot_be_explained() {
+        let r = rules(vec![]);
+        let a1 = contribution("a", 1, json!({"name": "one"}));
+        let mut a2 = contribution("a", 2, json!({"name": "two"}));
+        a2.event_id = EventId::parse("a-ev2").unwrap();
+        let (record, history) = record_after(&[(&a1, &r), (&a2, &r)]);
+        let e = explain_at(&record, &history, &r, 1).unwrap_err();
+        assert!(e.0.contains("replaced by event a-ev2"), "{e}");
+        let other = Rules {
+            hash: "other".to_owned(),
+            ..rules(vec![])
+        };
+        let e = explain_at(&record, &history, &other, 2).unwrap_err();
+        assert!(e.0.contains("merged under rules h"), "{e}");
     }
 }

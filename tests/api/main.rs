@@ -14,6 +14,7 @@ mod mongo_outage;
 mod openapi;
 mod packages;
 mod products;
+mod provenance;
 mod reads;
 mod restart;
 mod schema;
