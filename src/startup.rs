@@ -126,6 +126,7 @@ impl Application {
                 .app_data(settings.clone())
                 .app_data(budget.clone())
                 .configure(crate::api::configure)
+                .configure(crate::api::ui::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })
         .listen(listener)

@@ -23,6 +23,7 @@ pub mod provenance;
 pub mod query;
 pub mod reads;
 pub mod schema;
+pub mod ui;
 
 /// One route: method, path pattern (actix syntax, which is also OpenAPI's) and its handler.
 pub struct RouteDef {

@@ -18,3 +18,4 @@ mod provenance;
 mod reads;
 mod restart;
 mod schema;
+mod ui;
