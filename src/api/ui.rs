@@ -108,10 +108,18 @@ async fn login_form() -> HttpResponse {
 #[derive(serde::Deserialize)]
 struct LoginForm {
     token: String,
+    /// The `/ui/...` page to go to once logged in (default `/ui/`).
+    next: Option<String>,
 }
 
 async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> HttpResponse {
     let token = form.token.trim();
+    // Only pages of the inspector: never an open redirect to another site.
+    let next = form
+        .next
+        .as_deref()
+        .filter(|n| n.starts_with("/ui/") && !n.contains("//") && !n.contains('\\'))
+        .unwrap_or("/ui/");
     let verified = req
         .app_data::<web::Data<Authenticator>>()
         .map(|auth| auth.verify(token));
@@ -123,7 +131,23 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>) -> HttpResponse {
                 .same_site(SameSite::Strict)
                 .secure(req.connection_info().scheme() == "https")
                 .finish();
-            let mut res = see_other("/ui/");
+            // A page that moves on by itself rather than a redirect: after a login posted
+            // from elsewhere (a bookmark page, a script), a redirect would still count as
+            // that other site's navigation and the browser would hold the Strict cookie back.
+            let markup = html! {
+                (DOCTYPE)
+                html lang="en" {
+                    head {
+                        meta charset="utf-8";
+                        meta http-equiv="refresh" content={ "0; url=" (next) };
+                        title { "Logged in · PINV inspector" }
+                    }
+                    body { p { "Logged in. " a href=(next) { "Continue" } } }
+                }
+            };
+            let mut res = HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(markup.into_string());
             res.add_cookie(&cookie).expect("a valid cookie");
             res
         }
@@ -537,6 +561,7 @@ main { padding: 1em 2em; }
 .src-6 { background: #c8f0ee; } .src-7 { background: #f0d6c8; }
 .pinv { background: #e0e0e0; border: 1px dashed #888; }
 .doc ul, .doc ol { margin: 0; padding-left: 1.4em; }
+.doc ul { list-style: none; }
 .doc .key { color: #1d3557; }
 .val { font-family: ui-monospace, monospace; padding: 0 3px; border-radius: 3px; }
 .side { display: flex; gap: 1em; overflow-x: auto; }

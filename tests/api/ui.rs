@@ -103,16 +103,23 @@ async fn without_a_token_the_pages_ask_to_log_in_and_the_login_keeps_it_in_a_coo
     let res = client
         .post(app.url("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", token(&["*"])))
+        .body(format!(
+            "token={}&next=%2Fui%2Fproducts%2F{id}",
+            token(&["*"])
+        ))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/ui/");
+    assert_eq!(res.status(), 200);
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     for attribute in ["pinv_token=", "HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(cookie.contains(attribute), "{cookie}");
     }
+    let moved_on = res.text().await.unwrap();
+    assert!(
+        moved_on.contains(&format!("url=/ui/products/{id}")),
+        "{moved_on}"
+    );
     let pair = cookie.split(';').next().unwrap();
     let res = client
         .get(app.url(&format!("/ui/products/{id}")))
@@ -130,6 +137,7 @@ async fn without_a_token_the_pages_ask_to_log_in_and_the_login_keeps_it_in_a_coo
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/ui/login");
     assert!(res.headers()["set-cookie"]
         .to_str()
         .unwrap()
