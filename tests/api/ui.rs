@@ -143,3 +143,25 @@ async fn without_a_token_the_pages_ask_to_log_in_and_the_login_keeps_it_in_a_coo
         .unwrap()
         .contains("pinv_token=;"));
 }
+
+#[tokio::test]
+async fn login_goes_on_only_to_inspector_pages() {
+    let app = spawn_app().await;
+    for next in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example%2Fui%2F",
+        "%2Fproducts",
+    ] {
+        let res = no_redirects()
+            .post(app.url("/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}&next={next}", token(&["*"])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("content=\"0; url=/ui/\""), "{next}: {html}");
+        assert!(!html.contains("evil"), "{html}");
+    }
+}
