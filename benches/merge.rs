@@ -68,6 +68,18 @@ fn merge_vs_parse(c: &mut Criterion) {
     group.bench_function("merge_three_seed_contributions", |b| {
         b.iter(|| merge(black_box(&id), black_box(&contributions), &links, &rules))
     });
+    // Provenance (`core::provenance::explain`, the traced merge plus the per-leaf walk) of
+    // the same product: the budget is about one merge.
+    group.bench_function("explain_three_seed_contributions", |b| {
+        b.iter(|| {
+            pinv::core::provenance::explain(
+                black_box(&id),
+                black_box(&contributions),
+                &links,
+                &rules,
+            )
+        })
+    });
     group.bench_function("merge_three_seed_contributions_document_only", |b| {
         b.iter(|| {
             pinv::core::merge::merge_document(

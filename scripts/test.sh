@@ -19,7 +19,9 @@
 # With arguments they are passed to `cargo test` as they are, with the server running, e.g.
 #   ./scripts/test.sh --test remerge_mongo -- --include-ignored
 # Last (no arguments only), it fuzzes a debug server against its own /openapi.json with
-# schemathesis (also installed into ./.venv; a failure fails the suite).
+# schemathesis (also installed into ./.venv; a failure fails the suite), and loads the
+# inspector page of the seed package in headless Chromium (scripts/browser_check.sh, which
+# installs the Debian package when missing; screenshot in target/inspector.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -173,5 +175,7 @@ if [[ $# -eq 0 ]]; then
     done
     echo "test.sh: schemathesis against /openapi.json"
     run_schemathesis || status=$?
+    echo "test.sh: the inspector page in headless Chromium"
+    ./scripts/browser_check.sh || status=$?
 fi
 exit "$status"

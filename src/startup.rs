@@ -153,6 +153,7 @@ impl Application {
                 .app_data(budget.clone())
                 .app_data(adapters.clone())
                 .configure(crate::api::configure)
+                .configure(crate::api::ui::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })
         .listen(listener)

@@ -409,3 +409,90 @@ proptest! {
         }
     }
 }
+
+/// The values found at `rule_path` (dotted, arrays transparent) in `value`.
+fn values_at<'v>(value: &'v Value, rule_path: &[&str], out: &mut Vec<&'v Value>) {
+    match (value, rule_path) {
+        (Value::Array(a), _) => {
+            out.push(value);
+            a.iter().for_each(|e| values_at(e, rule_path, out))
+        }
+        (v, []) => out.push(v),
+        (Value::Object(o), [first, rest @ ..]) => {
+            if let Some(v) = o.get(*first) {
+                values_at(v, rest, out)
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every leaf (scalar, empty array, empty object) of `value`, by JSON pointer.
+fn leaves(value: &Value, pointer: String, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(o) if !o.is_empty() => o.iter().for_each(|(k, v)| {
+            leaves(
+                v,
+                format!("{pointer}/{}", pinv::core::pointer_token(k)),
+                out,
+            )
+        }),
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| leaves(v, format!("{pointer}/{i}"), out)),
+        _ => out.push((pointer, value.clone())),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every leaf has exactly one provenance entry, and a source's entry names a
+    /// contribution that holds that very value at that path.
+    #[test]
+    fn every_leaf_has_one_provenance_entry_from_a_contribution_that_holds_it(
+        cs in contributions(), links in links(), with_owner in any::<bool>()
+    ) {
+        use pinv::core::provenance::{explain, SetBy};
+        let r = rules(with_owner);
+        let e = explain(&pid(1), &cs, &links, &r);
+        prop_assert_eq!(&e.document, &pinv::core::merge::merge_document(&pid(1), &cs, &links, &r));
+        let mut all = Vec::new();
+        leaves(&e.document, String::new(), &mut all);
+        let explained: Vec<(String, Value)> =
+            e.leaves.iter().map(|l| (l.pointer.clone(), l.value.clone())).collect();
+        prop_assert_eq!(&explained, &all);
+        for leaf in &e.leaves {
+            let top = leaf.pointer.split('/').nth(1).unwrap();
+            match leaf.set_by {
+                SetBy::Pinv => {
+                    let rewritten = leaf.pointer.starts_with("/productRelationship/");
+                    prop_assert!(SERVICE_OWNED.contains(&top) || rewritten, "{:?}", leaf);
+                }
+                SetBy::Source => {
+                    prop_assert!(!SERVICE_OWNED.contains(&top), "{:?}", leaf);
+                    let from = leaf.from.as_ref().unwrap();
+                    let c = cs.iter().find(|c| c.source == from.source).unwrap();
+                    prop_assert_eq!(&c.event_id, &from.event_id);
+                    let path: Vec<String> = leaf
+                        .pointer
+                        .split('/')
+                        .skip(1)
+                        .filter(|t| t.parse::<usize>().is_err())
+                        .map(str::to_owned)
+                        .collect();
+                    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                    let mut found = Vec::new();
+                    values_at(&c.value, &path, &mut found);
+                    // The merge may empty an object or array by dropping empty elements
+                    // or keys it may not take; the contribution then held a non-empty one.
+                    let holds = found.contains(&&leaf.value)
+                        || (leaf.value == json!([]) && found.iter().any(|v| v.is_array()))
+                        || (leaf.value == json!({}) && found.iter().any(|v| v.is_object()));
+                    prop_assert!(holds, "{:?} not in {}", leaf, c.value);
+                }
+            }
+        }
+    }
+}

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     BadCallback,
     /// A hub subscription's query is invalid.
     BadHubQuery,
+    /// `?at=` names a revision whose merge cannot be reproduced exactly.
+    RevisionNotExplainable,
 }
 
 impl ErrorCode {
@@ -101,6 +103,7 @@ impl ErrorCode {
         Self::PatchInvalid,
         Self::BadCallback,
         Self::BadHubQuery,
+        Self::RevisionNotExplainable,
     ];
 
     /// The table: HTTP status, stable code, short reason.
@@ -222,6 +225,11 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST,
                 "BAD_HUB_QUERY",
                 "The subscription query is invalid",
+            ),
+            Self::RevisionNotExplainable => (
+                StatusCode::BAD_REQUEST,
+                "REVISION_NOT_EXPLAINABLE",
+                "That revision's merge cannot be reproduced exactly from what PINV keeps",
             ),
         }
     }

@@ -22,11 +22,13 @@ pub mod middleware;
 pub mod openapi;
 pub mod openapi_tmf_write;
 pub mod products;
+pub mod provenance;
 pub mod query;
 pub mod reads;
 pub mod schema;
 pub mod tmf;
 pub mod tmf_write;
+pub mod ui;
 
 /// One route: method, path pattern (actix syntax, which is also OpenAPI's) and its handler.
 pub struct RouteDef {
@@ -99,6 +101,11 @@ pub const ROUTES: &[RouteDef] = &[
         method: Method::POST,
         path: "/adapters/{system}",
         route: || web::post().to(adapters::post_adapter),
+    },
+    RouteDef {
+        method: Method::GET,
+        path: "/products/{id}/provenance",
+        route: || web::get().to(provenance::get_provenance),
     },
     RouteDef {
         method: Method::POST,

@@ -63,6 +63,42 @@ fn read_errors() -> Value {
     })
 }
 
+/// `GET /products/{id}/provenance` (its own function: one `json!` of the whole document
+/// would pass the macro recursion limit).
+fn provenance_path(secured: &Value) -> Value {
+    json!({
+        "get": {
+            "summary": "Where every leaf of the merged document came from: source, event, time and deciding rule; PINV's own values say so",
+            "security": secured,
+            "parameters": [id_param(), {"name": "at", "in": "query", "required": false,
+                "description": "Explain this earlier revision (from the history); 400 REVISION_NOT_EXPLAINABLE when it cannot be reproduced exactly",
+                "schema": {"type": "integer", "minimum": 0}}],
+            "responses": with(read_errors(), json!({
+                "200": {"description": "Provenance", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Provenance"}}}},
+                "400": error_response("Bad query (BAD_QUERY), or a revision that cannot be explained exactly (REVISION_NOT_EXPLAINABLE; the message says why)", json!({})),
+                "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+            }))
+        }
+    })
+}
+
+/// The answer of `GET /products/{id}/provenance`.
+fn provenance_schema() -> Value {
+    json!({"type": "object", "required": ["id", "revision", "currentRevision", "rulesHash", "leaves", "elements"],
+                    "properties": {"id": {"type": "string"}, "revision": {"type": "integer"}, "currentRevision": {"type": "integer"},
+                        "rulesHash": {"type": "string"},
+                        "leaves": {"type": "array", "items": {"type": "object", "required": ["pointer", "value", "setBy"],
+                            "properties": {"pointer": {"type": "string", "description": "JSON pointer into the merged document"},
+                                "value": {}, "setBy": {"enum": ["source", "pinv"]},
+                                "source": {"type": "string"}, "eventId": {"type": "string"}, "time": {"type": "string", "format": "date-time"},
+                                "rule": {"type": "object", "properties": {"path": {"type": ["string", "null"]}, "strategy": {"type": "string"},
+                                    "elementStrategy": {"type": "string"}, "precedence": {"type": "array", "items": {"type": "string"}}}},
+                                "reason": {"type": "string"}}}},
+                        "elements": {"type": "array", "items": {"type": "object", "required": ["pointer", "sources"],
+                            "properties": {"pointer": {"type": "string"}, "key": {"type": "object"},
+                                "sources": {"type": "array", "items": {"type": "string"}}}}}}})
+}
+
 /// `responses` with `extra` added to `base`.
 pub(crate) fn with(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
@@ -367,6 +403,9 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     });
     add_adapters(&mut doc, &secured);
     hub_paths(&mut doc, &secured);
+    // Added after: more entries inside the one `json!` pass the macro recursion limit.
+    doc["paths"]["/products/{id}/provenance"] = provenance_path(&secured);
+    doc["components"]["schemas"]["Provenance"] = provenance_schema();
     crate::api::openapi_tmf_write::add_to(&mut doc);
     doc
 }

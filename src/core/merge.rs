@@ -67,6 +67,73 @@ pub fn merge_document(
     merge_with(id, contributions, links, rules, false).document
 }
 
+/// A merge with every value it took recorded where it landed: what
+/// [`crate::core::provenance`] explains. `ranked` is the contributions in the merge's
+/// order; `who` in the trace is an index into it.
+pub(crate) struct Traced<'c> {
+    /// The merged document, as [`merge_document`] makes it.
+    pub document: Value,
+    /// The contributions in the default precedence order.
+    pub ranked: Vec<&'c Contribution>,
+    /// What the merge took, and where.
+    pub trace: Trace,
+}
+
+/// The merge's record of its choices, kept only when explaining (see [`Traced`]).
+#[derive(Default)]
+pub(crate) struct Trace {
+    /// The output path being built: object keys, and `None` for each array level.
+    path: Vec<(String, Option<usize>)>,
+    /// (JSON pointer in the merged document, dotted rule path of it, ranked contribution)
+    /// of every value taken whole: the subtrees are disjoint and cover every leaf the
+    /// merge chose.
+    pub takes: Vec<(String, String, usize)>,
+    /// (JSON pointer of a `union` element, every ranked contribution that sent a
+    /// matching element, in order).
+    pub elements: Vec<(String, Vec<usize>)>,
+}
+
+impl Trace {
+    fn pointer(&self) -> String {
+        let mut out = String::new();
+        for (key, index) in &self.path {
+            out.push('/');
+            match index {
+                Some(i) => out.push_str(&i.to_string()),
+                None => out.push_str(&crate::core::pointer_token(key)),
+            }
+        }
+        out
+    }
+
+    /// The rule path of the current output path: arrays are transparent.
+    fn rule_path(&self) -> String {
+        let keys: Vec<&str> = self
+            .path
+            .iter()
+            .filter(|(_, index)| index.is_none())
+            .map(|(key, _)| key.as_str())
+            .collect();
+        keys.join(".")
+    }
+}
+
+/// [`merge_document`], recording each choice (slower; for explaining, not for writing).
+pub(crate) fn merge_traced<'c>(
+    id: &PinvId,
+    contributions: &'c [Contribution],
+    links: &Links,
+    rules: &Rules,
+) -> Traced<'c> {
+    let mut trace = Trace::default();
+    let (merged, ranked) = merge_inner(id, contributions, links, rules, false, Some(&mut trace));
+    Traced {
+        document: merged.document,
+        ranked,
+        trace,
+    }
+}
+
 fn merge_with(
     id: &PinvId,
     contributions: &[Contribution],
@@ -74,11 +141,22 @@ fn merge_with(
     rules: &Rules,
     with_provenance: bool,
 ) -> Merged {
+    merge_inner(id, contributions, links, rules, with_provenance, None).0
+}
+
+fn merge_inner<'c>(
+    id: &PinvId,
+    contributions: &'c [Contribution],
+    links: &Links,
+    rules: &Rules,
+    with_provenance: bool,
+    trace: Option<&mut Trace>,
+) -> (Merged, Vec<&'c Contribution>) {
     // Rank once by the default precedence; everything below refers to a contribution by
     // its index in this order, so "in order" is simply "by index". Two contributions of
     // the same source (callers keep one per source) are ordered by time and event id so
     // that the result still does not depend on the input order.
-    let mut ranked: Vec<&Contribution> = contributions.iter().collect();
+    let mut ranked: Vec<&'c Contribution> = contributions.iter().collect();
     ranked.sort_by(|a, b| {
         Rules::rank(&rules.precedence, &a.source)
             .cmp(&Rules::rank(&rules.precedence, &b.source))
@@ -108,6 +186,7 @@ fn merge_with(
         tree: &tree,
         inputs: &inputs,
         used: Vec::with_capacity(inputs.len()),
+        trace,
     };
 
     // Every top-level (key, value) of every contribution, sorted by key and then rank:
@@ -137,7 +216,10 @@ fn merge_with(
         let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
-        if let Some(value) = merger.merge_field(node, &mut flat[start..end]) {
+        merger.enter(key);
+        let merged = merger.merge_field(node, &mut flat[start..end]);
+        merger.leave();
+        if let Some(value) = merged {
             fields.push((key.to_owned(), value));
             if with_provenance {
                 let sources = merger.contributors(tree.rule(node));
@@ -169,10 +251,13 @@ fn merge_with(
     let mut document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
     order.order_below(&places, &mut document);
 
-    Merged {
-        document: Value::Object(document),
-        provenance,
-    }
+    (
+        Merged {
+            document: Value::Object(document),
+            provenance,
+        },
+        ranked,
+    )
 }
 
 /// Rewrites the `productRelationship` ids of one contribution that resolve in `links`.
@@ -450,9 +535,24 @@ struct Merger<'r, 'a> {
     tree: &'r RuleTree<'r>,
     inputs: &'r [Input<'a>],
     used: Vec<usize>,
+    /// Only when explaining; `None` on the write paths.
+    trace: Option<&'r mut Trace>,
 }
 
 impl<'a> Merger<'_, 'a> {
+    /// The output descends into `token` (traced merges only).
+    fn enter(&mut self, token: &str) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.path.push((token.to_owned(), None));
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.path.pop();
+        }
+    }
+
     /// Chooses the value of the field at rule-tree `node` among `cands` (the values of
     /// every contribution that has the key, in default order). `None` omits the field.
     /// `cands` is scratch: it is reordered in place.
@@ -533,6 +633,7 @@ impl<'a> Merger<'_, 'a> {
             let key = entries[start].0;
             let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
             let same_key = &mut flat[start..end];
+            self.enter(key);
             let merged = match self.tree.child(node, key) {
                 // No rule at or below: plain priority.
                 None => {
@@ -541,10 +642,14 @@ impl<'a> Merger<'_, 'a> {
                 }
                 child => self.merge_field(child, same_key),
             };
+            self.leave();
             if let Some(value) = merged {
                 out.insert(key.to_owned(), value);
             }
             start = end;
+        }
+        if out.is_empty() {
+            self.emptied(cands[0].who);
         }
         Value::Object(out)
     }
@@ -561,13 +666,18 @@ impl<'a> Merger<'_, 'a> {
                 who: only.who,
                 value,
             };
+            self.enter(key);
             let merged = match self.tree.child(node, key) {
                 None => Some(self.take(cand)),
                 child => self.merge_field(child, &mut [cand]),
             };
+            self.leave();
             if let Some(value) = merged {
                 out.insert(key.clone(), value);
             }
+        }
+        if out.is_empty() {
+            self.emptied(only.who);
         }
         Value::Object(out)
     }
@@ -595,6 +705,11 @@ impl<'a> Merger<'_, 'a> {
         for group in &groups.groups {
             let first = groups.elements[group.first];
             let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
+            if let Some(t) = self.trace.as_deref_mut() {
+                t.path.push((String::new(), Some(out.len())));
+                let whos = groups.members(group).iter().map(|m| m.who).collect();
+                t.elements.push((t.pointer(), whos));
+            }
             let value = if group.len == 1 {
                 // Walking one element still applies the rules below the path (an owner
                 // rule may drop part of it); without any, the element stands as sent.
@@ -616,7 +731,11 @@ impl<'a> Merger<'_, 'a> {
                     ElementStrategy::Oldest => self.take(self.by_time(&members, false)),
                 }
             };
+            self.leave();
             out.push(value);
+        }
+        if out.is_empty() {
+            self.emptied(cands[0].who);
         }
         Value::Array(out)
     }
@@ -642,9 +761,22 @@ impl<'a> Merger<'_, 'a> {
         });
     }
 
+    /// An object or array the merge emptied (every key or element dropped) is a leaf
+    /// no `take` covers: it is credited to `who`, the first candidate it was made from.
+    fn emptied(&mut self, who: usize) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            let (pointer, rule_path) = (t.pointer(), t.rule_path());
+            t.takes.push((pointer, rule_path, who));
+        }
+    }
+
     /// Takes a candidate's value into the output, recording its source.
     fn take(&mut self, cand: Cand<'a>) -> Value {
         self.used.push(cand.who);
+        if let Some(t) = self.trace.as_deref_mut() {
+            let (pointer, rule_path) = (t.pointer(), t.rule_path());
+            t.takes.push((pointer, rule_path, cand.who));
+        }
         cand.value.clone()
     }
 

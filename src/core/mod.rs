@@ -16,6 +16,7 @@ pub mod merge;
 pub mod order;
 pub mod package;
 pub mod phone;
+pub mod provenance;
 pub mod query;
 pub mod read_plan;
 pub mod record;
