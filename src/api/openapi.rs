@@ -155,13 +155,22 @@ fn list_params() -> Value {
         fields_param(),
         {"name": "sort", "in": "query",
          "description": "Comma-separated dotted paths, `-` before one for descending; stable, absent values last",
-         "schema": {"type": "string", "pattern": "^[-+]?[^,-]"}},
+         "schema": {"type": "string", "pattern": SORT_PATTERN}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
     ])
 }
 
-const FIELDS_PATTERN: &str = r"^[,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^,\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][\s\S]*$";
+/// One dotted attribute path as the query language reads it (`core::query`): segments
+/// without controls, whitespace, operator or bracket characters (nor `+`, which a sort key
+/// may carry as a prefix).
+macro_rules! path_pattern {
+    () => {
+        r#"[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]+(\.[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]+)*"#
+    };
+}
+const FIELDS_PATTERN: &str = concat!("^", path_pattern!(), "(,", path_pattern!(), ")*$");
+const SORT_PATTERN: &str = concat!("^-?", path_pattern!(), "(,-?", path_pattern!(), ")*$");
 
 /// The OpenAPI document. `accepted_types` are the event types of the loaded merge rules
 /// (`None` when the app runs without them: the envelope then says only "a non-empty string").
@@ -410,6 +419,12 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     doc
 }
 
+/// A callback URL as the OpenAPI document states it: an http(s) URL with a plain host name.
+const HUB_CALLBACK_PATTERN: &str =
+    r"^https?://[a-z0-9]+(\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
+/// The common shape of a subscription query (the parser accepts the whole query language).
+const HUB_QUERY_PATTERN: &str = r"^(eventType=(ProductCreateEvent|ProductAttributeValueChangeEvent|ProductStateChangeEvent|ProductDeleteEvent)(&event\.product\.[A-Za-z]+=[A-Za-z0-9]+)*)?$";
+
 /// The hub's paths and schemas (`/tmf-api/productInventory/v5/hub`).
 fn hub_paths(doc: &mut Value, secured: &Value) {
     let base = crate::api::hub::BASE;
@@ -433,11 +448,19 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
     "security": secured,
     "requestBody": {"required": true, "content": {"application/json": {"schema": {
         "type": "object", "required": ["callback"],
-        "properties": {"callback": {"type": "string"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
+        "properties": {
+            "callback": {"type": "string", "pattern": HUB_CALLBACK_PATTERN,
+                "description": "An http or https URL (with PINV_HUB_CALLBACK_ALLOW set, starting with one of its prefixes); events are POSTed to it"},
+            "query": {"type": ["string", "null"], "pattern": HUB_QUERY_PATTERN,
+                "description": "The list routes' query language over the event: eventType and event.product.* filters (the pattern shows the common shape; every operator of the list routes is accepted)"},
+            "secret": {"type": ["string", "null"], "description": "Key of the HMAC-SHA256 signature (X-PINV-Signature) of each delivery"}}}}}},
     "responses": {
         "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": hub}}},
         "400": error_response("BAD_CALLBACK, BAD_HUB_QUERY, MALFORMED_JSON or VALIDATION_FAILED", json!({})),
+        "408": error_response("The body did not arrive in time (REQUEST_TIMEOUT)", json!({})),
+        "413": error_response("Body over the limit (PAYLOAD_TOO_LARGE)", json!({})),
+        "415": error_response("Not application/json (UNSUPPORTED_MEDIA_TYPE)", json!({})),
         "401": unauthorized(),
         "405": method_not_allowed(),
         "500": internal(),
