@@ -405,6 +405,8 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     hub_paths(&mut doc, &secured);
     // Added after: more entries inside the one `json!` pass the macro recursion limit.
     doc["paths"]["/products/{id}/provenance"] = provenance_path(&secured);
+    doc["paths"]["/tmf-api/productInventory/v5/product/{id}/provenance"] =
+        provenance_path(&secured);
     doc["components"]["schemas"]["Provenance"] = provenance_schema();
     crate::api::openapi_tmf_write::add_to(&mut doc);
     doc
