@@ -134,7 +134,14 @@ pub fn entries_for(
             .products
             .iter()
             .find(|w| w.record.id == entry.product && w.record.revision == entry.revision)
-            .map(|w| &w.record.merged);
+            .map(|w| &w.record.merged)
+            .or_else(|| {
+                // A deletion reports the product as it was last.
+                set.delete_products
+                    .iter()
+                    .find(|d| d.id == entry.product && d.expected_revision + 1 == entry.revision)
+                    .map(|d| &d.last)
+            });
         for (seq, event) in events_for(entry, product, now).into_iter().enumerate() {
             for (sub, query) in &queries {
                 if query.matches(&event) {
@@ -215,6 +222,24 @@ mod tests {
         assert_eq!(who, ["a", "c"]);
         assert_eq!(entries[0].event["event"]["product"]["status"], "active");
         assert_eq!(entries[0].event_id, entries[1].event_id);
+    }
+
+    #[test]
+    fn a_deletion_reports_the_product_as_it_was_last() {
+        let last = json!({"id": "x", "status": "suspended"});
+        let mut set = created(1);
+        set.products.clear();
+        set.history[0].revision = 4;
+        set.history[0].deleted = true;
+        set.delete_products = vec![crate::core::record::ProductDelete {
+            id: id(1),
+            expected_revision: 3,
+            last: last.clone(),
+        }];
+        let entries = entries_for(&set, &[sub("a", "")], Utc::now());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].event["eventType"], "ProductDeleteEvent");
+        assert_eq!(entries[0].event["event"]["product"], last);
     }
 
     #[test]

@@ -676,3 +676,35 @@ async fn a_post_publishes_a_create_for_every_product_it_stores() {
     assert_eq!(products, stored);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_delete_event_carries_the_product_as_it_was_last() {
+    let app = hub_app().await;
+    let listener = Listener::start();
+    subscribed(&app, json!({"callback": listener.url})).await;
+    let id = post(&app, "HUB-X1", "x1", 1, "suspended").await;
+    let before: Value = app
+        .get_authorized(&format!("/products/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .delete(app.url(&format!("/products/{id}/sources/billing")))
+        .bearer_auth(token(&["billing"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let got = listener.wait_for(2).await;
+    assert_eq!(
+        listener.types(),
+        ["ProductCreateEvent", "ProductDeleteEvent"]
+    );
+    let deleted = &got[1].body;
+    assert_eq!(deleted["event"]["product"], before, "{deleted}");
+    assert_eq!(deleted["event"]["product"]["status"], "suspended");
+    listener.stop().await;
+    app.stop().await;
+}
