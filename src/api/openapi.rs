@@ -425,6 +425,7 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
             "deliveryStatus": {"type": "object", "properties": {
                 "pendingCount": {"type": "integer"}, "deadCount": {"type": "integer"},
                 "deliveredCount": {"type": "integer"},
+                "overflowCount": {"type": "integer", "description": "Events given up undelivered (kept as dead) because more than PINV_HUB_OUTBOX_MAX waited"},
                 "lastSuccess": {"type": ["string", "null"], "format": "date-time"},
                 "lastError": {"type": ["string", "null"]},
                 "lastErrorAt": {"type": ["string", "null"], "format": "date-time"}}}

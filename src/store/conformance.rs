@@ -1151,6 +1151,7 @@ pub async fn outbox_entries_are_settled_and_go_with_their_subscription(store: &d
 
     let status = crate::store::outbox::DeliveryStatus {
         delivered: 1,
+        overflowed: 2,
         last_error: Some("boom".to_owned()),
         ..Default::default()
     };

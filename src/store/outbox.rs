@@ -39,6 +39,9 @@ pub struct Subscription {
 pub struct DeliveryStatus {
     /// Events delivered.
     pub delivered: u64,
+    /// Events given up undelivered because the outbox passed `PINV_HUB_OUTBOX_MAX`.
+    #[serde(default)]
+    pub overflowed: u64,
     /// When the last delivery succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<DateTime<Utc>>,
@@ -165,6 +168,25 @@ pub fn entries_for(
     out
 }
 
+/// Why [`overflow`] gave up on an entry.
+pub const OVERFLOW_ERROR: &str = "outbox full (PINV_HUB_OUTBOX_MAX): given up undelivered";
+
+/// The entries to keep as dead so that at most `max` of `pending` stay pending: the oldest
+/// commits first (ties in key order), marked dead with [`OVERFLOW_ERROR`].
+pub fn overflow(mut pending: Vec<OutboxEntry>, max: usize) -> Vec<OutboxEntry> {
+    pending.retain(|e| !e.dead);
+    let Some(excess) = pending.len().checked_sub(max).filter(|n| *n > 0) else {
+        return Vec::new();
+    };
+    pending.sort_by_key(|a| (a.committed_at, a.key()));
+    pending.truncate(excess);
+    for entry in &mut pending {
+        entry.dead = true;
+        entry.last_error = Some(OVERFLOW_ERROR.to_owned());
+    }
+    pending
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +262,40 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].event["eventType"], "ProductDeleteEvent");
         assert_eq!(entries[0].event["event"]["product"], last);
+    }
+
+    #[test]
+    fn overflow_gives_up_the_oldest_commits_beyond_the_bound() {
+        let t0 = Utc::now();
+        let entry = |product: u128, seconds: i64| OutboxEntry {
+            subscription: "s".into(),
+            product: id(product),
+            revision: 1,
+            seq: 0,
+            event_id: format!("{product}"),
+            event: json!({}),
+            committed_at: t0 + chrono::Duration::seconds(seconds),
+            attempts: 0,
+            next_attempt: t0,
+            last_error: None,
+            dead: false,
+        };
+        // Key order (by product) is not commit order.
+        let pending = vec![entry(1, 30), entry(2, 10), entry(3, 20), entry(4, 0)];
+        assert!(overflow(pending.clone(), 4).is_empty());
+        assert!(overflow(pending.clone(), 9).is_empty());
+        let dead = overflow(pending.clone(), 2);
+        let who: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(who, ["4", "2"]);
+        assert!(dead.iter().all(|e| e.dead));
+        assert_eq!(dead[0].last_error.as_deref(), Some(OVERFLOW_ERROR));
+        let mut already = pending;
+        already[3].dead = true;
+        let who: Vec<String> = overflow(already, 2)
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(who, ["2"], "dead entries are not counted or given up again");
     }
 
     #[test]

@@ -708,3 +708,52 @@ async fn a_delete_event_carries_the_product_as_it_was_last() {
     listener.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest() {
+    let mut settings = test_settings();
+    settings.hub.hub_poll = Duration::from_millis(20);
+    settings.hub.hub_retry_base = Duration::from_millis(50);
+    settings.hub.hub_retry_max = Duration::from_millis(100);
+    settings.hub.hub_outbox_max = 2;
+    let app = spawn_app_with(settings, store_under_test().await).await;
+    let listener = Listener::start();
+    listener
+        .state
+        .fail_first
+        .store(usize::MAX, Ordering::SeqCst);
+    let hub = subscribed(&app, json!({"callback": listener.url})).await;
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(post(&app, &format!("HUB-O{n}"), &format!("o{n}"), n, "active").await);
+    }
+    let mut status = hub_status(&app, &hub).await;
+    for _ in 0..500 {
+        if status["deliveryStatus"]["deadCount"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = hub_status(&app, &hub).await;
+    }
+    let ds = &status["deliveryStatus"];
+    assert_eq!(ds["deadCount"], 3, "{status}");
+    assert_eq!(ds["pendingCount"], 2, "{status}");
+    assert_eq!(ds["overflowCount"], 3, "{status}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("pinv_hub_deliveries_total{outcome=\"overflow\"} 3"),
+        "{metrics}"
+    );
+
+    listener.state.fail_first.store(0, Ordering::SeqCst);
+    let got = listener.wait_for(2).await;
+    // Delivered in key order (by product), not commit order.
+    let products: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|d| d.body["event"]["product"]["id"].as_str().unwrap())
+        .collect();
+    let newest = std::collections::BTreeSet::from([ids[3].as_str(), ids[4].as_str()]);
+    assert_eq!(products, newest, "the newest two");
+    listener.stop().await;
+    app.stop().await;
+}
