@@ -436,7 +436,7 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
     "security": secured,
     "requestBody": {"required": true, "content": {"application/json": {"schema": {
         "type": "object", "required": ["callback"],
-        "properties": {"callback": {"type": "string"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
+        "properties": {"callback": {"type": "string", "description": "Base URL of the listener: events are POSTed to {callback}/listener/productCreateEvent etc. (TMF637 listener resources)"}, "query": {"type": "string"}, "secret": {"type": "string"}}}}}},
     "responses": {
         "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": hub}}},

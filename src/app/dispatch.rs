@@ -20,6 +20,7 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::config::HubSettings;
+use crate::core::event::EventType;
 use crate::core::PinvId;
 use crate::store::outbox::{overflow, OutboxEntry, Settlement, Subscription};
 use crate::store::Store;
@@ -99,6 +100,26 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Where an event goes: the TMF637 listener resource under the callback,
+/// `{callback}/listener/productCreateEvent` etc. (the callback's query kept); the callback
+/// itself for an event body without a known `eventType`.
+pub fn listener_url(callback: &str, event: &serde_json::Value) -> String {
+    let kind = event
+        .get("eventType")
+        .and_then(serde_json::Value::as_str)
+        .and_then(EventType::parse);
+    let (Some(kind), Ok(mut url)) = (kind, reqwest::Url::parse(callback)) else {
+        return callback.to_owned();
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments
+            .pop_if_empty()
+            .push("listener")
+            .push(kind.listener());
+    }
+    url.to_string()
 }
 
 /// The delay before retry number `attempts` (1-based): `base * 2^(attempts-1)`, at most
@@ -410,7 +431,7 @@ impl Dispatcher {
         let body = serde_json::to_vec(&entry.event).map_err(|e| e.to_string())?;
         let mut request = self
             .client
-            .post(&sub.callback)
+            .post(listener_url(&sub.callback, &entry.event))
             .header("content-type", "application/json")
             .header(EVENT_ID_HEADER, &entry.event_id);
         if let Some(secret) = &sub.secret {
@@ -455,6 +476,28 @@ mod tests {
             let late = backoff(40, base, max);
             assert!(late >= max / 2 && late <= max, "{late:?}");
         }
+    }
+
+    #[test]
+    fn events_go_to_the_tmf_listener_resource_under_the_callback() {
+        let create = serde_json::json!({"eventType": "ProductCreateEvent"});
+        let state = serde_json::json!({"eventType": "ProductStateChangeEvent"});
+        assert_eq!(
+            listener_url("http://a:1/hook", &create),
+            "http://a:1/hook/listener/productCreateEvent"
+        );
+        assert_eq!(
+            listener_url("https://a/hook/?token=x", &state),
+            "https://a/hook/listener/productStateChangeEvent?token=x"
+        );
+        assert_eq!(
+            listener_url("http://a", &create),
+            "http://a/listener/productCreateEvent"
+        );
+        assert_eq!(
+            listener_url("http://a/x", &serde_json::json!({})),
+            "http://a/x"
+        );
     }
 
     #[test]

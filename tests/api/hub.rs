@@ -19,6 +19,8 @@ const HUB: &str = "/tmf-api/productInventory/v5/hub";
 /// One request the listener received.
 #[derive(Debug, Clone)]
 struct Delivery {
+    /// The request path.
+    path: String,
     event_id: String,
     content_type: String,
     signature: Option<String>,
@@ -59,6 +61,7 @@ async fn receive(
             .map(str::to_owned)
     };
     let delivery = Delivery {
+        path: req.path().to_owned(),
         event_id: header("x-pinv-event-id").unwrap_or_default(),
         content_type: header("content-type").unwrap_or_default(),
         signature: header("x-pinv-signature"),
@@ -98,7 +101,7 @@ impl Listener {
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            url: format!("http://127.0.0.1:{port}/listener"),
+            url: format!("http://127.0.0.1:{port}/pinv"),
             state,
             handle,
         }
@@ -253,6 +256,16 @@ async fn create_change_and_state_change_arrive_with_their_payloads_and_signature
         .contains("status"));
     let ids: std::collections::BTreeSet<&str> = got.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "event ids are unique");
+    let paths: Vec<&str> = got.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/pinv/listener/productCreateEvent",
+            "/pinv/listener/productStateChangeEvent",
+            "/pinv/listener/productAttributeValueChangeEvent"
+        ],
+        "the TMF637 listener resources under the callback"
+    );
 
     listener.stop().await;
     app.stop().await;
@@ -702,6 +715,7 @@ async fn a_delete_event_carries_the_product_as_it_was_last() {
         listener.types(),
         ["ProductCreateEvent", "ProductDeleteEvent"]
     );
+    assert_eq!(got[1].path, "/pinv/listener/productDeleteEvent");
     let deleted = &got[1].body;
     assert_eq!(deleted["event"]["product"], before, "{deleted}");
     assert_eq!(deleted["event"]["product"]["status"], "suspended");
