@@ -171,13 +171,16 @@ pub fn entries_for(
 /// Why [`overflow`] gave up on an entry.
 pub const OVERFLOW_ERROR: &str = "outbox full (PINV_HUB_OUTBOX_MAX): given up undelivered";
 
-/// The entries to keep as dead so that at most `max` of `pending` stay pending: the oldest
-/// commits first (ties in key order), marked dead with [`OVERFLOW_ERROR`].
+/// The entries to keep as dead when more than `max` of `pending` wait: the oldest commits
+/// first (ties in key order), marked dead with [`OVERFLOW_ERROR`], until `max - max / 10`
+/// stay. The tenth of slack means the whole outbox is read to find the oldest once per
+/// tenth of `max` new events, not once per check while a listener stays down.
 pub fn overflow(mut pending: Vec<OutboxEntry>, max: usize) -> Vec<OutboxEntry> {
     pending.retain(|e| !e.dead);
-    let Some(excess) = pending.len().checked_sub(max).filter(|n| *n > 0) else {
+    if pending.len() <= max {
         return Vec::new();
-    };
+    }
+    let excess = pending.len() - (max - max / 10);
     pending.sort_by_key(|a| (a.committed_at, a.key()));
     pending.truncate(excess);
     for entry in &mut pending {
@@ -296,6 +299,12 @@ mod tests {
             .map(|e| e.event_id)
             .collect();
         assert_eq!(who, ["2"], "dead entries are not counted or given up again");
+        // Past a larger bound, down to nine tenths of it.
+        let many: Vec<OutboxEntry> = (0..21).map(|n| entry(n, n as i64)).collect();
+        assert!(overflow(many.clone(), 21).is_empty());
+        let dead = overflow(many, 20);
+        let who: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(who, ["0", "1", "2"]);
     }
 
     #[test]
