@@ -318,6 +318,9 @@ pub struct HubSettings {
     /// How long an event is retried before it is kept as dead, in seconds.
     #[arg(long, env = "PINV_HUB_RETRY_WINDOW_SECS", default_value = "86400", value_parser = checked(parse_seconds))]
     pub hub_retry_window: Duration,
+    /// Most events waiting for one subscriber; beyond it the oldest are kept as dead.
+    #[arg(long, env = "PINV_HUB_OUTBOX_MAX", default_value = "100000", value_parser = checked(parse_positive_usize))]
+    pub hub_outbox_max: usize,
 }
 
 /// The HTTP server (`pinv serve`).

@@ -50,6 +50,7 @@ pub fn check_callback(callback: &str, allow: &[String]) -> Result<(), ApiError> 
 fn render(sub: &Subscription, pending: u64, dead: u64) -> Value {
     let DeliveryStatus {
         delivered,
+        overflowed,
         last_success,
         last_error,
         last_error_at,
@@ -65,6 +66,7 @@ fn render(sub: &Subscription, pending: u64, dead: u64) -> Value {
             "pendingCount": pending,
             "deadCount": dead,
             "deliveredCount": delivered,
+            "overflowCount": overflowed,
             "lastSuccess": last_success,
             "lastError": last_error,
             "lastErrorAt": last_error_at,

@@ -108,6 +108,11 @@ pub const ROUTES: &[RouteDef] = &[
         route: || web::get().to(provenance::get_provenance),
     },
     RouteDef {
+        method: Method::GET,
+        path: "/tmf-api/productInventory/v5/product/{id}/provenance",
+        route: || web::get().to(provenance::get_provenance),
+    },
+    RouteDef {
         method: Method::POST,
         path: "/admin/remerge",
         route: || web::post().to(admin::post_remerge),

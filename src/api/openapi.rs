@@ -414,6 +414,8 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     hub_paths(&mut doc, &secured);
     // Added after: more entries inside the one `json!` pass the macro recursion limit.
     doc["paths"]["/products/{id}/provenance"] = provenance_path(&secured);
+    doc["paths"]["/tmf-api/productInventory/v5/product/{id}/provenance"] =
+        provenance_path(&secured);
     doc["components"]["schemas"]["Provenance"] = provenance_schema();
     crate::api::openapi_tmf_write::add_to(&mut doc);
     doc
@@ -438,6 +440,7 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
             "deliveryStatus": {"type": "object", "properties": {
                 "pendingCount": {"type": "integer"}, "deadCount": {"type": "integer"},
                 "deliveredCount": {"type": "integer"},
+                "overflowCount": {"type": "integer", "description": "Events given up undelivered (kept as dead) because more than PINV_HUB_OUTBOX_MAX waited"},
                 "lastSuccess": {"type": ["string", "null"], "format": "date-time"},
                 "lastError": {"type": ["string", "null"]},
                 "lastErrorAt": {"type": ["string", "null"], "format": "date-time"}}}
@@ -450,7 +453,7 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
         "type": "object", "required": ["callback"],
         "properties": {
             "callback": {"type": "string", "pattern": HUB_CALLBACK_PATTERN,
-                "description": "An http or https URL (with PINV_HUB_CALLBACK_ALLOW set, starting with one of its prefixes); events are POSTed to it"},
+                "description": "An http or https URL (with PINV_HUB_CALLBACK_ALLOW set, starting with one of its prefixes): the listener's base URL; events are POSTed to {callback}/listener/productCreateEvent etc. (TMF637 listener resources)"},
             "query": {"type": ["string", "null"], "pattern": HUB_QUERY_PATTERN,
                 "description": "The list routes' query language over the event: eventType and event.product.* filters (the pattern shows the common shape; every operator of the list routes is accepted)"},
             "secret": {"type": ["string", "null"], "description": "Key of the HMAC-SHA256 signature (X-PINV-Signature) of each delivery"}}}}}},

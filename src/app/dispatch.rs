@@ -20,8 +20,9 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::config::HubSettings;
+use crate::core::event::EventType;
 use crate::core::PinvId;
-use crate::store::outbox::{OutboxEntry, Settlement, Subscription};
+use crate::store::outbox::{overflow, OutboxEntry, Settlement, Subscription};
 use crate::store::Store;
 
 /// Header carrying the event id of a delivery.
@@ -36,7 +37,8 @@ pub struct HubMetrics {
     pub depth: IntGauge,
     /// Entries kept as dead, summed likewise.
     pub dead: IntGauge,
-    /// Delivery attempts by outcome: `delivered`, `failed`, `dead`.
+    /// Delivery attempts by outcome: `delivered`, `failed`, `dead`; and `overflow`: events
+    /// given up undelivered because the subscription's outbox passed `PINV_HUB_OUTBOX_MAX`.
     pub deliveries: IntCounterVec,
     /// Seconds from commit to a listener's 2xx.
     pub latency: Histogram,
@@ -98,6 +100,26 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Where an event goes: the TMF637 listener resource under the callback,
+/// `{callback}/listener/productCreateEvent` etc. (the callback's query kept); the callback
+/// itself for an event body without a known `eventType`.
+pub fn listener_url(callback: &str, event: &serde_json::Value) -> String {
+    let kind = event
+        .get("eventType")
+        .and_then(serde_json::Value::as_str)
+        .and_then(EventType::parse);
+    let (Some(kind), Ok(mut url)) = (kind, reqwest::Url::parse(callback)) else {
+        return callback.to_owned();
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments
+            .pop_if_empty()
+            .push("listener")
+            .push(kind.listener());
+    }
+    url.to_string()
 }
 
 /// The delay before retry number `attempts` (1-based): `base * 2^(attempts-1)`, at most
@@ -233,6 +255,9 @@ impl Dispatcher {
             if !self.hold(&lease, &mut until).await {
                 return;
             }
+            if self.counts_due(&sub.id) && !self.count_and_bound(&mut sub).await {
+                return;
+            }
             let entries = match self.store.outbox(&sub.id, self.settings.hub_batch).await {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -252,17 +277,61 @@ impl Dispatcher {
                     tracing::warn!(error = %e.chain(), "hub: cannot record the delivery status");
                 }
             }
-            if self.counts_due(&sub.id) {
-                if let Ok(c) = self.store.outbox_counts(&sub.id).await {
-                    let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-                    counts.insert(sub.id.clone(), (c.pending, c.dead));
-                    self.publish_counts(&counts);
-                }
-            }
             if !(full && delivered_any) {
                 return;
             }
         }
+    }
+
+    /// Refreshes the subscription's counts and, when more than `PINV_HUB_OUTBOX_MAX` events
+    /// wait, keeps the oldest as dead. The bound is kept here, under the subscription's
+    /// lease, rather than at commit: counting there would cost every POST a read per
+    /// subscription, and a full outbox must never refuse or hold up a write. False when
+    /// the store failed (the round stops; the next poll tries again).
+    async fn count_and_bound(&self, sub: &mut Subscription) -> bool {
+        let Ok(mut c) = self.store.outbox_counts(&sub.id).await else {
+            return true;
+        };
+        let max = self.settings.hub_outbox_max;
+        if c.pending > u64::try_from(max).unwrap_or(u64::MAX) {
+            let limit = usize::try_from(c.pending).unwrap_or(usize::MAX);
+            let pending = match self.store.outbox(&sub.id, limit).await {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "hub: cannot read the outbox");
+                    return false;
+                }
+            };
+            let dead = overflow(pending, max);
+            let n = dead.len() as u64;
+            if n > 0 {
+                let first = dead[0].event_id.clone();
+                let settled = dead.into_iter().map(Settlement::Keep).collect();
+                if let Err(e) = self.store.settle(settled).await {
+                    tracing::warn!(error = %e.chain(), "hub: cannot record the overflow");
+                    return false;
+                }
+                tracing::warn!(subscription = %sub.id, given_up = n, max, "hub: outbox full");
+                self.metrics
+                    .deliveries
+                    .with_label_values(&["overflow"])
+                    .inc_by(n);
+                sub.status.overflowed += n;
+                sub.status.last_error = Some(format!(
+                    "{first}: outbox full (PINV_HUB_OUTBOX_MAX={max}): the {n} oldest waiting events kept as dead"
+                ));
+                sub.status.last_error_at = Some(Utc::now());
+                if let Err(e) = self.store.set_delivery_status(&sub.id, &sub.status).await {
+                    tracing::warn!(error = %e.chain(), "hub: cannot record the delivery status");
+                }
+                c.pending -= n.min(c.pending);
+                c.dead += n;
+            }
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.insert(sub.id.clone(), (c.pending, c.dead));
+        self.publish_counts(&counts);
+        true
     }
 
     /// Delivers the due entries of one batch; returns what to record and whether any
@@ -362,7 +431,7 @@ impl Dispatcher {
         let body = serde_json::to_vec(&entry.event).map_err(|e| e.to_string())?;
         let mut request = self
             .client
-            .post(&sub.callback)
+            .post(listener_url(&sub.callback, &entry.event))
             .header("content-type", "application/json")
             .header(EVENT_ID_HEADER, &entry.event_id);
         if let Some(secret) = &sub.secret {
@@ -407,6 +476,28 @@ mod tests {
             let late = backoff(40, base, max);
             assert!(late >= max / 2 && late <= max, "{late:?}");
         }
+    }
+
+    #[test]
+    fn events_go_to_the_tmf_listener_resource_under_the_callback() {
+        let create = serde_json::json!({"eventType": "ProductCreateEvent"});
+        let state = serde_json::json!({"eventType": "ProductStateChangeEvent"});
+        assert_eq!(
+            listener_url("http://a:1/hook", &create),
+            "http://a:1/hook/listener/productCreateEvent"
+        );
+        assert_eq!(
+            listener_url("https://a/hook/?token=x", &state),
+            "https://a/hook/listener/productStateChangeEvent?token=x"
+        );
+        assert_eq!(
+            listener_url("http://a", &create),
+            "http://a/listener/productCreateEvent"
+        );
+        assert_eq!(
+            listener_url("http://a/x", &serde_json::json!({})),
+            "http://a/x"
+        );
     }
 
     #[test]

@@ -44,6 +44,17 @@ impl EventType {
         }
     }
 
+    /// The TMF637 listener resource of this kind, e.g. `productCreateEvent`: events are
+    /// POSTed to `{callback}/listener/<this>`.
+    pub fn listener(self) -> &'static str {
+        match self {
+            Self::Create => "productCreateEvent",
+            Self::AttributeValueChange => "productAttributeValueChangeEvent",
+            Self::StateChange => "productStateChangeEvent",
+            Self::Delete => "productDeleteEvent",
+        }
+    }
+
     /// The kind with this TMF name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
@@ -291,6 +302,15 @@ mod tests {
             events[0].body["event"]["product"]["id"],
             deleted.product.to_string()
         );
+    }
+
+    #[test]
+    fn listener_names_are_the_tmf_names_in_lower_camel_case() {
+        for kind in EventType::ALL {
+            let mut name = kind.name().to_owned();
+            name[..1].make_ascii_lowercase();
+            assert_eq!(kind.listener(), name);
+        }
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct ProductDelete {
     pub id: PinvId,
     /// The revision that must be stored now; the product must exist.
     pub expected_revision: u64,
+    /// The merged document being removed (the stored one, as `expected_revision` guards):
+    /// what the product's delete event reports. Stores do not keep it.
+    pub last: Value,
 }
 
 /// Everything one event (or one re-merge step) changes, applied by a store all or nothing.

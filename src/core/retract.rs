@@ -87,6 +87,7 @@ pub fn delete(record: ProductRecord, event: EventRef, now: DateTime<Utc>) -> Wri
         delete_products: vec![ProductDelete {
             id: record.id,
             expected_revision: record.revision,
+            last: record.merged.clone(),
         }],
         release_keys: record
             .match_keys
@@ -196,7 +197,8 @@ mod tests {
             write.delete_products,
             vec![ProductDelete {
                 id: rec.id,
-                expected_revision: 3
+                expected_revision: 3,
+                last: rec.merged.clone(),
             }]
         );
         let freed: Vec<MatchKey> = write.release_keys.iter().map(|(k, _)| k.clone()).collect();

@@ -884,6 +884,7 @@ pub async fn deleting_a_product_frees_its_keys_and_keeps_its_history(store: &dyn
         delete_products: vec![ProductDelete {
             id: id(1),
             expected_revision: 1,
+            last: json!({}),
         }],
         release_keys: vec![(key("a"), id(1)), (key("b"), id(1))],
         history: vec![last.clone()],
@@ -942,6 +943,7 @@ pub async fn deleting_at_a_stale_revision_conflicts_and_writes_nothing(store: &d
             delete_products: vec![ProductDelete {
                 id: target,
                 expected_revision: expected,
+                last: json!({}),
             }],
             release_keys: vec![(key("a"), id(1))],
             history: vec![history_entry(target, expected + 1)],
@@ -1149,6 +1151,7 @@ pub async fn outbox_entries_are_settled_and_go_with_their_subscription(store: &d
 
     let status = crate::store::outbox::DeliveryStatus {
         delivered: 1,
+        overflowed: 2,
         last_error: Some("boom".to_owned()),
         ..Default::default()
     };

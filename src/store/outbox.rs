@@ -39,6 +39,9 @@ pub struct Subscription {
 pub struct DeliveryStatus {
     /// Events delivered.
     pub delivered: u64,
+    /// Events given up undelivered because the outbox passed `PINV_HUB_OUTBOX_MAX`.
+    #[serde(default)]
+    pub overflowed: u64,
     /// When the last delivery succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<DateTime<Utc>>,
@@ -134,7 +137,14 @@ pub fn entries_for(
             .products
             .iter()
             .find(|w| w.record.id == entry.product && w.record.revision == entry.revision)
-            .map(|w| &w.record.merged);
+            .map(|w| &w.record.merged)
+            .or_else(|| {
+                // A deletion reports the product as it was last.
+                set.delete_products
+                    .iter()
+                    .find(|d| d.id == entry.product && d.expected_revision + 1 == entry.revision)
+                    .map(|d| &d.last)
+            });
         for (seq, event) in events_for(entry, product, now).into_iter().enumerate() {
             for (sub, query) in &queries {
                 if query.matches(&event) {
@@ -156,6 +166,28 @@ pub fn entries_for(
         }
     }
     out
+}
+
+/// Why [`overflow`] gave up on an entry.
+pub const OVERFLOW_ERROR: &str = "outbox full (PINV_HUB_OUTBOX_MAX): given up undelivered";
+
+/// The entries to keep as dead when more than `max` of `pending` wait: the oldest commits
+/// first (ties in key order), marked dead with [`OVERFLOW_ERROR`], until `max - max / 10`
+/// stay. The tenth of slack means the whole outbox is read to find the oldest once per
+/// tenth of `max` new events, not once per check while a listener stays down.
+pub fn overflow(mut pending: Vec<OutboxEntry>, max: usize) -> Vec<OutboxEntry> {
+    pending.retain(|e| !e.dead);
+    if pending.len() <= max {
+        return Vec::new();
+    }
+    let excess = pending.len() - (max - max / 10);
+    pending.sort_by_key(|a| (a.committed_at, a.key()));
+    pending.truncate(excess);
+    for entry in &mut pending {
+        entry.dead = true;
+        entry.last_error = Some(OVERFLOW_ERROR.to_owned());
+    }
+    pending
 }
 
 #[cfg(test)]
@@ -215,6 +247,64 @@ mod tests {
         assert_eq!(who, ["a", "c"]);
         assert_eq!(entries[0].event["event"]["product"]["status"], "active");
         assert_eq!(entries[0].event_id, entries[1].event_id);
+    }
+
+    #[test]
+    fn a_deletion_reports_the_product_as_it_was_last() {
+        let last = json!({"id": "x", "status": "suspended"});
+        let mut set = created(1);
+        set.products.clear();
+        set.history[0].revision = 4;
+        set.history[0].deleted = true;
+        set.delete_products = vec![crate::core::record::ProductDelete {
+            id: id(1),
+            expected_revision: 3,
+            last: last.clone(),
+        }];
+        let entries = entries_for(&set, &[sub("a", "")], Utc::now());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].event["eventType"], "ProductDeleteEvent");
+        assert_eq!(entries[0].event["event"]["product"], last);
+    }
+
+    #[test]
+    fn overflow_gives_up_the_oldest_commits_beyond_the_bound() {
+        let t0 = Utc::now();
+        let entry = |product: u128, seconds: i64| OutboxEntry {
+            subscription: "s".into(),
+            product: id(product),
+            revision: 1,
+            seq: 0,
+            event_id: format!("{product}"),
+            event: json!({}),
+            committed_at: t0 + chrono::Duration::seconds(seconds),
+            attempts: 0,
+            next_attempt: t0,
+            last_error: None,
+            dead: false,
+        };
+        // Key order (by product) is not commit order.
+        let pending = vec![entry(1, 30), entry(2, 10), entry(3, 20), entry(4, 0)];
+        assert!(overflow(pending.clone(), 4).is_empty());
+        assert!(overflow(pending.clone(), 9).is_empty());
+        let dead = overflow(pending.clone(), 2);
+        let who: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(who, ["4", "2"]);
+        assert!(dead.iter().all(|e| e.dead));
+        assert_eq!(dead[0].last_error.as_deref(), Some(OVERFLOW_ERROR));
+        let mut already = pending;
+        already[3].dead = true;
+        let who: Vec<String> = overflow(already, 2)
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(who, ["2"], "dead entries are not counted or given up again");
+        // Past a larger bound, down to nine tenths of it.
+        let many: Vec<OutboxEntry> = (0..21).map(|n| entry(n, n as i64)).collect();
+        assert!(overflow(many.clone(), 21).is_empty());
+        let dead = overflow(many, 20);
+        let who: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(who, ["0", "1", "2"]);
     }
 
     #[test]

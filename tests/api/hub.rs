@@ -19,6 +19,8 @@ const HUB: &str = "/tmf-api/productInventory/v5/hub";
 /// One request the listener received.
 #[derive(Debug, Clone)]
 struct Delivery {
+    /// The request path.
+    path: String,
     event_id: String,
     content_type: String,
     signature: Option<String>,
@@ -59,6 +61,7 @@ async fn receive(
             .map(str::to_owned)
     };
     let delivery = Delivery {
+        path: req.path().to_owned(),
         event_id: header("x-pinv-event-id").unwrap_or_default(),
         content_type: header("content-type").unwrap_or_default(),
         signature: header("x-pinv-signature"),
@@ -98,7 +101,7 @@ impl Listener {
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            url: format!("http://127.0.0.1:{port}/listener"),
+            url: format!("http://127.0.0.1:{port}/pinv"),
             state,
             handle,
         }
@@ -253,6 +256,16 @@ async fn create_change_and_state_change_arrive_with_their_payloads_and_signature
         .contains("status"));
     let ids: std::collections::BTreeSet<&str> = got.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "event ids are unique");
+    let paths: Vec<&str> = got.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/pinv/listener/productCreateEvent",
+            "/pinv/listener/productStateChangeEvent",
+            "/pinv/listener/productAttributeValueChangeEvent"
+        ],
+        "the TMF637 listener resources under the callback"
+    );
 
     listener.stop().await;
     app.stop().await;
@@ -674,5 +687,87 @@ async fn a_post_publishes_a_create_for_every_product_it_stores() {
     products.sort();
     stored.sort();
     assert_eq!(products, stored);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delete_event_carries_the_product_as_it_was_last() {
+    let app = hub_app().await;
+    let listener = Listener::start();
+    subscribed(&app, json!({"callback": listener.url})).await;
+    let id = post(&app, "HUB-X1", "x1", 1, "suspended").await;
+    let before: Value = app
+        .get_authorized(&format!("/products/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .delete(app.url(&format!("/products/{id}/sources/billing")))
+        .bearer_auth(token(&["billing"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let got = listener.wait_for(2).await;
+    assert_eq!(
+        listener.types(),
+        ["ProductCreateEvent", "ProductDeleteEvent"]
+    );
+    assert_eq!(got[1].path, "/pinv/listener/productDeleteEvent");
+    let deleted = &got[1].body;
+    assert_eq!(deleted["event"]["product"], before, "{deleted}");
+    assert_eq!(deleted["event"]["product"]["status"], "suspended");
+    listener.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest() {
+    let mut settings = test_settings();
+    settings.hub.hub_poll = Duration::from_millis(20);
+    settings.hub.hub_retry_base = Duration::from_millis(50);
+    settings.hub.hub_retry_max = Duration::from_millis(100);
+    settings.hub.hub_outbox_max = 2;
+    let app = spawn_app_with(settings, store_under_test().await).await;
+    let listener = Listener::start();
+    listener
+        .state
+        .fail_first
+        .store(usize::MAX, Ordering::SeqCst);
+    let hub = subscribed(&app, json!({"callback": listener.url})).await;
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(post(&app, &format!("HUB-O{n}"), &format!("o{n}"), n, "active").await);
+    }
+    let mut status = hub_status(&app, &hub).await;
+    for _ in 0..500 {
+        if status["deliveryStatus"]["deadCount"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = hub_status(&app, &hub).await;
+    }
+    let ds = &status["deliveryStatus"];
+    assert_eq!(ds["deadCount"], 3, "{status}");
+    assert_eq!(ds["pendingCount"], 2, "{status}");
+    assert_eq!(ds["overflowCount"], 3, "{status}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("pinv_hub_deliveries_total{outcome=\"overflow\"} 3"),
+        "{metrics}"
+    );
+
+    listener.state.fail_first.store(0, Ordering::SeqCst);
+    let got = listener.wait_for(2).await;
+    // Delivered in key order (by product), not commit order.
+    let products: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|d| d.body["event"]["product"]["id"].as_str().unwrap())
+        .collect();
+    let newest = std::collections::BTreeSet::from([ids[3].as_str(), ids[4].as_str()]);
+    assert_eq!(products, newest, "the newest two");
+    listener.stop().await;
     app.stop().await;
 }

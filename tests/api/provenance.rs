@@ -171,3 +171,26 @@ async fn unknown_product_is_404_and_no_token_is_401() {
     assert_error(app.get_authorized(path).await, 404, "NOT_FOUND").await;
     assert_error(app.get(path).await, 401, "UNAUTHORIZED").await;
 }
+
+#[tokio::test]
+async fn the_tmf_path_answers_the_same_with_tmf_errors() {
+    let app = spawn_app().await;
+    let id = two_sources(&app).await;
+    let plain: Value = app
+        .get_authorized(&format!("/products/{id}/provenance"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tmf = format!("/tmf-api/productInventory/v5/product/{id}/provenance");
+    let res = app.get_authorized(&tmf).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, plain);
+    let res = app.get_authorized(&format!("{tmf}?at=3")).await;
+    assert_tmf_error(res, 400, "REVISION_NOT_EXPLAINABLE").await;
+    let unknown =
+        "/tmf-api/productInventory/v5/product/9ffb3182-409d-48cb-a266-1379117bff58/provenance";
+    assert_tmf_error(app.get_authorized(unknown).await, 404, "NOT_FOUND").await;
+    assert_tmf_error(app.get(unknown).await, 401, "UNAUTHORIZED").await;
+}
