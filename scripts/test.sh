@@ -91,6 +91,12 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-name = "DELETE /tmf-api/productInventory/v5/product/{id}"
 checks.positive_data_acceptance.enabled = false
+
+# A callback must be an http(s) URL with a host the URL parser accepts, and the query a valid
+# event query: rules JSON Schema cannot state exactly, so schema-valid strings may be 400.
+[[operations]]
+include-name = "POST /tmf-api/productInventory/v5/hub"
+checks.positive_data_acceptance.enabled = false
 TOML
     PINV_STORE=memory PINV_BIND="127.0.0.1:$port" target/debug/pinv serve >"$workdir/serve.log" 2>&1 &
     serve_pid=$!

@@ -72,11 +72,11 @@ fn provenance_path(secured: &Value) -> Value {
             "security": secured,
             "parameters": [id_param(), {"name": "at", "in": "query", "required": false,
                 "description": "Explain this earlier revision (from the history); 400 REVISION_NOT_EXPLAINABLE when it cannot be reproduced exactly",
-                "schema": {"type": "integer", "minimum": 0}}],
+                "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}],
             "responses": with(read_errors(), json!({
                 "200": {"description": "Provenance", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Provenance"}}}},
                 "400": error_response("Bad query (BAD_QUERY), or a revision that cannot be explained exactly (REVISION_NOT_EXPLAINABLE; the message says why)", json!({})),
-                "404": error_response("Unknown product (NOT_FOUND)", json!({}))
+                "404": error_response("Unknown product, or a revision it never had (NOT_FOUND)", json!({}))
             }))
         }
     })
@@ -162,11 +162,11 @@ fn list_params() -> Value {
 }
 
 /// One dotted attribute path as the query language reads it (`core::query`): segments
-/// without controls, whitespace, operator or bracket characters (nor `+`, which a sort key
-/// may carry as a prefix).
+/// without controls, whitespace, operator or bracket characters (nor `+` or a leading `-`,
+/// which a sort key may carry as a prefix).
 macro_rules! path_pattern {
     () => {
-        r#"[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]+(\.[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]+)*"#
+        r#"[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+-][^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]*(\.[^\x00-\x20\x7f-\x9f\s=<>!,~*()\[\]{}"'.+]+)*"#
     };
 }
 const FIELDS_PATTERN: &str = concat!("^", path_pattern!(), "(,", path_pattern!(), ")*$");
@@ -421,12 +421,6 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
     doc
 }
 
-/// A callback URL as the OpenAPI document states it: an http(s) URL with a plain host name.
-const HUB_CALLBACK_PATTERN: &str =
-    r"^https?://[a-z0-9]+(\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
-/// The common shape of a subscription query (the parser accepts the whole query language).
-const HUB_QUERY_PATTERN: &str = r"^(eventType=(ProductCreateEvent|ProductAttributeValueChangeEvent|ProductStateChangeEvent|ProductDeleteEvent)(&event\.product\.[A-Za-z]+=[A-Za-z0-9]+)*)?$";
-
 /// The hub's paths and schemas (`/tmf-api/productInventory/v5/hub`).
 fn hub_paths(doc: &mut Value, secured: &Value) {
     let base = crate::api::hub::BASE;
@@ -452,10 +446,10 @@ fn hub_paths(doc: &mut Value, secured: &Value) {
     "requestBody": {"required": true, "content": {"application/json": {"schema": {
         "type": "object", "required": ["callback"],
         "properties": {
-            "callback": {"type": "string", "pattern": HUB_CALLBACK_PATTERN,
+            "callback": {"type": "string", "format": "uri",
                 "description": "An http or https URL (with PINV_HUB_CALLBACK_ALLOW set, starting with one of its prefixes): the listener's base URL; events are POSTed to {callback}/listener/productCreateEvent etc. (TMF637 listener resources)"},
-            "query": {"type": ["string", "null"], "pattern": HUB_QUERY_PATTERN,
-                "description": "The list routes' query language over the event: eventType and event.product.* filters (the pattern shows the common shape; every operator of the list routes is accepted)"},
+            "query": {"type": ["string", "null"],
+                "description": "The list routes' query language over the event: eventType and event.product.* filters, e.g. eventType=ProductStateChangeEvent&event.product.status=suspended"},
             "secret": {"type": ["string", "null"], "description": "Key of the HMAC-SHA256 signature (X-PINV-Signature) of each delivery"}}}}}},
     "responses": {
         "201": {"description": "Subscribed", "headers": {"Location": {"schema": {"type": "string"}}},

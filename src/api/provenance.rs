@@ -49,6 +49,17 @@ pub async fn explained(
     }
     let record = load(service, raw_id).await?;
     let at = at.unwrap_or(record.revision);
+    if at == 0 || at > record.revision {
+        // A revision that never existed is not there to explain: not found, as an unknown
+        // product would be (400 is for a revision that exists but cannot be reproduced).
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "product {} has no revision {at} (revisions 1 to {})",
+                record.id, record.revision
+            ),
+        ));
+    }
     let history = if at == record.revision {
         Vec::new()
     } else {

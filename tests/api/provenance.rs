@@ -107,14 +107,18 @@ async fn at_explains_an_earlier_revision_or_says_why_not() {
     let res = app
         .get_authorized(&format!("/products/{id}/provenance?at=3"))
         .await;
-    let err = assert_error(res, 400, "REVISION_NOT_EXPLAINABLE").await;
+    let err = assert_error(res, 404, "NOT_FOUND").await;
     assert!(
         err["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("revisions 1 to 2"),
+            .contains("no revision 3 (revisions 1 to 2)"),
         "{err}"
     );
+    let res = app
+        .get_authorized(&format!("/products/{id}/provenance?at=0"))
+        .await;
+    assert_error(res, 404, "NOT_FOUND").await;
     let res = app
         .get_authorized(&format!("/products/{id}/provenance?at=two"))
         .await;
@@ -188,7 +192,7 @@ async fn the_tmf_path_answers_the_same_with_tmf_errors() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, plain);
     let res = app.get_authorized(&format!("{tmf}?at=3")).await;
-    assert_tmf_error(res, 400, "REVISION_NOT_EXPLAINABLE").await;
+    assert_tmf_error(res, 404, "NOT_FOUND").await;
     let unknown =
         "/tmf-api/productInventory/v5/product/9ffb3182-409d-48cb-a266-1379117bff58/provenance";
     assert_tmf_error(app.get_authorized(unknown).await, 404, "NOT_FOUND").await;
