@@ -13,8 +13,9 @@ count="${2:-1000000}"
 duration="${3:-20s}"
 connections="${4:-64}"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin pinv
-bin="${CARGO_TARGET_DIR:-target}/release/pinv"
+# PINV_BIN: measure that binary instead of building one (as run.sh).
+[[ -n "${PINV_BIN:-}" ]] || cargo build --release --quiet --bin pinv
+bin="${PINV_BIN:-${CARGO_TARGET_DIR:-target}/release/pinv}"
 export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
 export PINV_STORE="$data"
 if [[ ! -e "$data/pinv.redb" ]]; then

@@ -65,6 +65,10 @@ impl<'txn> IndexTables<'txn> {
                 })?,
                 None => BTreeSet::new(),
             };
+            if old == *new {
+                // A re-merge that changes no indexed value (most of them) writes nothing here.
+                continue;
+            }
             for gone in old.difference(new) {
                 self.index.remove(gone.as_str()).map_err(err)?;
             }
