@@ -34,30 +34,41 @@ impl MongoStore {
         }
         for write in &set.products {
             let new = self.index.entries(&write.record.id, &write.record.merged);
-            self.replace_entries(s, &write.record.id, Some(new)).await?;
+            // A new product has no entries yet (a deleted one took its entries with it):
+            // one round trip less on every create.
+            let is_new = write.expected_revision.is_none();
+            self.replace_entries(s, &write.record.id, Some(new), is_new)
+                .await?;
         }
         for delete in &set.delete_products {
-            self.replace_entries(s, &delete.id, None).await?;
+            self.replace_entries(s, &delete.id, None, false).await?;
         }
         Ok(())
     }
 
     /// Makes `new` the index entries of product `id`; `None` removes them all, and the
-    /// product's entry list with them.
+    /// product's entry list with them. `is_new`: the product has no entries to read.
     async fn replace_entries(
         &self,
         s: &mut ClientSession,
         id: &PinvId,
         new: Option<BTreeSet<String>>,
+        is_new: bool,
     ) -> StoreResult<()> {
         let id = id.to_string();
-        let old: BTreeSet<String> = match self
-            .coll(INDEX_OF)
-            .find_one(doc! { "_id": &id })
-            .session(&mut *s)
-            .await
-            .map_err(classify)?
-        {
+        let stored = if is_new {
+            None
+        } else {
+            let found = self
+                .coll(INDEX_OF)
+                .find_one(doc! { "_id": &id })
+                .session(&mut *s)
+                .await
+                .map_err(classify)?;
+            self.call.replied();
+            found
+        };
+        let old: BTreeSet<String> = match stored {
             Some(d) => d
                 .get_array("entries")
                 .map_err(|e| StoreError::corrupt_from("list_index_of: no entries", e))?
@@ -66,7 +77,6 @@ impl MongoStore {
                 .collect(),
             None => BTreeSet::new(),
         };
-        self.call.replied();
         let target = new.clone().unwrap_or_default();
         let gone: Vec<&String> = old.difference(&target).collect();
         for chunk in gone.chunks(CHUNK) {
