@@ -80,41 +80,93 @@ pub(crate) struct Traced<'c> {
 }
 
 /// The merge's record of its choices, kept only when explaining (see [`Traced`]).
+///
+/// The current pointer and rule path are built in place as the merge descends, and each
+/// recorded one is a span of `text`: no allocation per take.
 #[derive(Default)]
 pub(crate) struct Trace {
-    /// The output path being built: object keys, and `None` for each array level.
-    path: Vec<(String, Option<usize>)>,
-    /// (JSON pointer in the merged document, dotted rule path of it, ranked contribution)
-    /// of every value taken whole: the subtrees are disjoint and cover every leaf the
-    /// merge chose.
-    pub takes: Vec<(String, String, usize)>,
+    /// JSON pointer of the output path being built.
+    pointer: String,
+    /// Dotted rule path of it (arrays are transparent).
+    rule_path: String,
+    /// Per level: the lengths of `pointer` and `rule_path` before it, and whether it is
+    /// an object key.
+    levels: Vec<(usize, usize, bool)>,
+    /// The text of every recorded pointer and rule path.
+    text: String,
+    /// Every value taken whole: the subtrees are disjoint and cover every leaf the merge
+    /// chose.
+    pub takes: Vec<Take>,
     /// (JSON pointer of a `union` element, every ranked contribution that sent a
     /// matching element, in order).
-    pub elements: Vec<(String, Vec<usize>)>,
+    pub elements: Vec<(Span, Vec<usize>)>,
+}
+
+/// A range of [`Trace::text`].
+pub(crate) type Span = std::ops::Range<usize>;
+
+/// One value the merge took whole.
+pub(crate) struct Take {
+    /// JSON pointer in the merged document.
+    pub pointer: Span,
+    /// Dotted rule path of it.
+    pub rule_path: Span,
+    /// The ranked contribution it came from.
+    pub who: usize,
 }
 
 impl Trace {
-    fn pointer(&self) -> String {
-        let mut out = String::new();
-        for (key, index) in &self.path {
-            out.push('/');
-            match index {
-                Some(i) => out.push_str(&i.to_string()),
-                None => out.push_str(&crate::core::pointer_token(key)),
-            }
-        }
-        out
+    /// The recorded text at `span`.
+    pub fn text(&self, span: &Span) -> &str {
+        &self.text[span.clone()]
     }
 
-    /// The rule path of the current output path: arrays are transparent.
-    fn rule_path(&self) -> String {
-        let keys: Vec<&str> = self
-            .path
-            .iter()
-            .filter(|(_, index)| index.is_none())
-            .map(|(key, _)| key.as_str())
-            .collect();
-        keys.join(".")
+    fn enter_key(&mut self, key: &str) {
+        let keyed = self.levels.iter().any(|l| l.2);
+        self.levels
+            .push((self.pointer.len(), self.rule_path.len(), true));
+        self.pointer.push('/');
+        crate::core::push_pointer_token(&mut self.pointer, key);
+        if keyed {
+            self.rule_path.push('.');
+        }
+        self.rule_path.push_str(key);
+    }
+
+    fn enter_index(&mut self, index: usize) {
+        use std::fmt::Write;
+        self.levels
+            .push((self.pointer.len(), self.rule_path.len(), false));
+        let _ = write!(self.pointer, "/{index}");
+    }
+
+    fn leave(&mut self) {
+        if let Some((pointer, rule_path, _)) = self.levels.pop() {
+            self.pointer.truncate(pointer);
+            self.rule_path.truncate(rule_path);
+        }
+    }
+
+    /// Records the current pointer (or, with `pointer` false, the rule path).
+    fn record(&mut self, pointer: bool) -> Span {
+        let start = self.text.len();
+        let current = if pointer {
+            &self.pointer
+        } else {
+            &self.rule_path
+        };
+        self.text.push_str(current);
+        start..self.text.len()
+    }
+
+    fn take(&mut self, who: usize) {
+        let pointer = self.record(true);
+        let rule_path = self.record(false);
+        self.takes.push(Take {
+            pointer,
+            rule_path,
+            who,
+        });
     }
 }
 
@@ -543,13 +595,13 @@ impl<'a> Merger<'_, 'a> {
     /// The output descends into `token` (traced merges only).
     fn enter(&mut self, token: &str) {
         if let Some(t) = self.trace.as_deref_mut() {
-            t.path.push((token.to_owned(), None));
+            t.enter_key(token);
         }
     }
 
     fn leave(&mut self) {
         if let Some(t) = self.trace.as_deref_mut() {
-            t.path.pop();
+            t.leave();
         }
     }
 
@@ -706,9 +758,10 @@ impl<'a> Merger<'_, 'a> {
             let first = groups.elements[group.first];
             let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
             if let Some(t) = self.trace.as_deref_mut() {
-                t.path.push((String::new(), Some(out.len())));
+                t.enter_index(out.len());
                 let whos = groups.members(group).iter().map(|m| m.who).collect();
-                t.elements.push((t.pointer(), whos));
+                let pointer = t.record(true);
+                t.elements.push((pointer, whos));
             }
             let value = if group.len == 1 {
                 // Walking one element still applies the rules below the path (an owner
@@ -765,8 +818,7 @@ impl<'a> Merger<'_, 'a> {
     /// no `take` covers: it is credited to `who`, the first candidate it was made from.
     fn emptied(&mut self, who: usize) {
         if let Some(t) = self.trace.as_deref_mut() {
-            let (pointer, rule_path) = (t.pointer(), t.rule_path());
-            t.takes.push((pointer, rule_path, who));
+            t.take(who);
         }
     }
 
@@ -774,8 +826,7 @@ impl<'a> Merger<'_, 'a> {
     fn take(&mut self, cand: Cand<'a>) -> Value {
         self.used.push(cand.who);
         if let Some(t) = self.trace.as_deref_mut() {
-            let (pointer, rule_path) = (t.pointer(), t.rule_path());
-            t.takes.push((pointer, rule_path, cand.who));
+            t.take(cand.who);
         }
         cand.value.clone()
     }

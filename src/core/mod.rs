@@ -167,6 +167,22 @@ pub fn pointer_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
+/// Appends [`pointer_token`] of `token` to `out`, without allocating when nothing needs
+/// escaping.
+pub fn push_pointer_token(out: &mut String, token: &str) {
+    if token.contains(['~', '/']) {
+        for c in token.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
+        }
+    } else {
+        out.push_str(token);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,17 +5,17 @@
 //! value it takes and where it lands), so it is exactly the merge's own choice, never a
 //! guess from comparing values afterwards. The write paths never pay for it.
 
-use std::collections::HashMap;
+use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::merge::{merge_traced, Traced};
+use crate::core::merge::{merge_traced, Take, Trace, Traced};
 use crate::core::package::Links;
 use crate::core::record::{Contribution, HistoryEntry, ProductRecord};
 use crate::core::rules::{ElementStrategy, Rules, Strategy};
-use crate::core::{pointer_token, EventId, PinvId, Source};
+use crate::core::{push_pointer_token, EventId, PinvId, Source};
 
 /// Where every leaf of a merged document came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -115,28 +115,34 @@ pub fn explain(
         ranked,
         trace,
     } = merge_traced(id, contributions, links, rules);
-    let takes: HashMap<&str, (&str, usize)> = trace
-        .takes
-        .iter()
-        .map(|(pointer, rule_path, who)| (pointer.as_str(), (rule_path.as_str(), *who)))
-        .collect();
-    let by_source: HashMap<&str, &Contribution> =
-        ranked.iter().map(|c| (c.source.as_str(), *c)).collect();
+    let mut takes: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+    takes.reserve(trace.takes.len());
+    for (i, take) in trace.takes.iter().enumerate() {
+        takes.insert(trace.text(&take.pointer), i);
+    }
     let mut walk = Walk {
         rules,
         links,
         ranked: &ranked,
-        by_source,
+        froms: ranked.iter().map(|c| from(c)).collect(),
+        trace: &trace,
         takes,
-        leaves: Vec::new(),
+        rules_used: foldhash::HashMap::default(),
+        pointer: String::with_capacity(128),
+        leaves: Vec::with_capacity(trace.takes.len() + 8),
     };
     if let Some(object) = document.as_object() {
         for (key, value) in object {
-            let pointer = format!("/{}", pointer_token(key));
+            walk.pointer.clear();
+            walk.pointer.push('/');
+            push_pointer_token(&mut walk.pointer, key);
             match key.as_str() {
-                "id" | "href" => walk.pinv(pointer, value, None, "the PINV id of the product"),
-                "externalIdentifier" => walk.crosswalk(&pointer, value),
-                _ => walk.node(pointer, value, None),
+                "id" | "href" => {
+                    let pointer = walk.pointer.clone();
+                    walk.pinv(pointer, value, None, "the PINV id of the product")
+                }
+                "externalIdentifier" => walk.crosswalk(value),
+                _ => walk.node(value, None),
             }
         }
     }
@@ -144,6 +150,7 @@ pub fn explain(
         .elements
         .iter()
         .map(|(pointer, whos)| {
+            let pointer = trace.text(pointer);
             let mut sources: Vec<Source> = Vec::with_capacity(whos.len());
             for &who in whos {
                 if !sources.contains(&ranked[who].source) {
@@ -152,7 +159,7 @@ pub fn explain(
             }
             Element {
                 key: element_key(&document, pointer, rules),
-                pointer: pointer.clone(),
+                pointer: pointer.to_owned(),
                 sources,
             }
         })
@@ -257,40 +264,53 @@ struct Walk<'a> {
     rules: &'a Rules,
     links: &'a Links,
     ranked: &'a [&'a Contribution],
-    by_source: HashMap<&'a str, &'a Contribution>,
-    takes: HashMap<&'a str, (&'a str, usize)>,
+    /// [`From`] of each ranked contribution.
+    froms: Vec<From>,
+    trace: &'a Trace,
+    /// The index in `trace.takes` of each take, by its pointer.
+    takes: foldhash::HashMap<&'a str, usize>,
+    /// The rule in force, by rule path.
+    rules_used: foldhash::HashMap<&'a str, RuleUsed>,
+    /// The pointer of the node being walked.
+    pointer: String,
     leaves: Vec<Leaf>,
 }
 
 impl Walk<'_> {
-    /// Explains `value` at `pointer`; `taken` is the take it lies in, once found.
-    fn node(&mut self, pointer: String, value: &Value, taken: Option<(&str, usize)>) {
-        let taken = taken.or_else(|| self.takes.get(pointer.as_str()).copied());
-        let children: Vec<(String, &Value)> = match value {
-            Value::Object(o) if !o.is_empty() => o
-                .iter()
-                .map(|(k, v)| (format!("{pointer}/{}", pointer_token(k)), v))
-                .collect(),
-            Value::Array(a) if !a.is_empty() => a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (format!("{pointer}/{i}"), v))
-                .collect(),
-            _ => {
-                if let Some((rule_path, who)) = taken {
-                    self.leaf(pointer, value, rule_path, who);
+    /// Explains `value` at `self.pointer`; `taken` is the take it lies in, once found.
+    fn node(&mut self, value: &Value, taken: Option<usize>) {
+        let taken = taken.or_else(|| self.takes.get(self.pointer.as_str()).copied());
+        let len = self.pointer.len();
+        match value {
+            Value::Object(o) if !o.is_empty() => {
+                for (k, v) in o {
+                    self.pointer.push('/');
+                    push_pointer_token(&mut self.pointer, k);
+                    self.node(v, taken);
+                    self.pointer.truncate(len);
                 }
-                return;
             }
-        };
-        for (child, v) in children {
-            self.node(child, v, taken);
+            Value::Array(a) if !a.is_empty() => {
+                for (i, v) in a.iter().enumerate() {
+                    let _ = write!(self.pointer, "/{i}");
+                    self.node(v, taken);
+                    self.pointer.truncate(len);
+                }
+            }
+            _ => {
+                if let Some(take) = taken {
+                    self.leaf(value, take);
+                }
+            }
         }
     }
 
-    fn leaf(&mut self, pointer: String, value: &Value, rule_path: &str, who: usize) {
-        let contribution = self.ranked[who];
-        let from = Some(from(contribution));
+    fn leaf(&mut self, value: &Value, take: usize) {
+        let trace = self.trace;
+        let Take { rule_path, who, .. } = &trace.takes[take];
+        let contribution = self.ranked[*who];
+        let from = Some(self.froms[*who].clone());
+        let pointer = self.pointer.clone();
         if let Some(raw) = self.resolved_relationship(&pointer, value, &contribution.source) {
             let reason = format!(
                 "relationship id '{raw}' sent by {} resolved to this PINV product",
@@ -306,12 +326,18 @@ impl Walk<'_> {
             });
             return;
         }
+        let rules = self.rules;
+        let rule = self
+            .rules_used
+            .entry(trace.text(rule_path))
+            .or_insert_with_key(|path| rule_used(rules, path))
+            .clone();
         self.leaves.push(Leaf {
             pointer,
             value: value.clone(),
             set_by: SetBy::Source,
             from,
-            rule: Some(rule_used(self.rules, rule_path)),
+            rule: Some(rule),
             reason: None,
         });
     }
@@ -354,19 +380,23 @@ impl Walk<'_> {
         });
     }
 
-    /// The crosswalk: one entry per contribution's local id.
-    fn crosswalk(&mut self, pointer: &str, value: &Value) {
+    /// The crosswalk (at `self.pointer`): one entry per contribution's local id.
+    fn crosswalk(&mut self, value: &Value) {
+        let len = self.pointer.len();
         for (i, entry) in value.as_array().into_iter().flatten().enumerate() {
             let owner = entry.get("owner").and_then(Value::as_str).unwrap_or("");
-            let about = self.by_source.get(owner).map(|c| from(c));
+            let about = self
+                .ranked
+                .iter()
+                .rposition(|c| c.source.as_str() == owner)
+                .map(|who| self.froms[who].clone());
+            let reason = format!("crosswalk entry for the local id {owner} sent");
             for (k, v) in entry.as_object().into_iter().flatten() {
-                let reason = format!("crosswalk entry for the local id {owner} sent");
-                self.pinv(
-                    format!("{pointer}/{i}/{}", pointer_token(k)),
-                    v,
-                    about.clone(),
-                    &reason,
-                );
+                let _ = write!(self.pointer, "/{i}/");
+                push_pointer_token(&mut self.pointer, k);
+                let pointer = self.pointer.clone();
+                self.pointer.truncate(len);
+                self.pinv(pointer, v, about.clone(), &reason);
             }
         }
     }
