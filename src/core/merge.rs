@@ -868,45 +868,10 @@ fn keep_first<T: Copy>(items: &mut [T], keep: impl Fn(&T) -> bool) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
     use serde_json::json;
 
     use super::*;
-    use crate::core::EventId;
-
-    fn src(name: &str) -> Source {
-        Source::parse(name).unwrap()
-    }
-
-    fn pid(n: u128) -> PinvId {
-        PinvId::from_uuid(uuid::Uuid::from_u128(n))
-    }
-
-    /// A contribution sent at `secs` seconds after 2024-01-01.
-    fn contribution(source: &str, secs: i64, value: Value) -> Contribution {
-        let time =
-            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs);
-        Contribution {
-            source: src(source),
-            event_id: EventId::parse(&format!("{source}-{secs}")).unwrap(),
-            time,
-            received_at: time,
-            value,
-        }
-    }
-
-    fn rule(path: &str, strategy: Strategy) -> FieldRule {
-        FieldRule {
-            path: path.to_owned(),
-            strategy,
-            precedence: None,
-            owners: Vec::new(),
-            key: Vec::new(),
-            element_strategy: ElementStrategy::Merge,
-            keep_empty: false,
-            declared_in: "test.toml".to_owned(),
-        }
-    }
+    use crate::core::fixtures::{contribution, pid, rule, src};
 
     fn union(path: &str, key: &[&str]) -> FieldRule {
         FieldRule {

@@ -8,6 +8,8 @@
 pub mod adapter;
 pub mod envelope;
 pub mod event;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod identity;
 pub mod ids;
 pub mod index;

@@ -467,44 +467,11 @@ fn element_key(
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
     use serde_json::json;
 
     use super::*;
+    use crate::core::fixtures::{contribution, pid, rule, src};
     use crate::core::rules::FieldRule;
-
-    fn src(name: &str) -> Source {
-        Source::parse(name).unwrap()
-    }
-
-    fn pid(n: u128) -> PinvId {
-        PinvId::from_uuid(uuid::Uuid::from_u128(n))
-    }
-
-    fn contribution(source: &str, secs: i64, value: Value) -> Contribution {
-        let time =
-            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs);
-        Contribution {
-            source: src(source),
-            event_id: EventId::parse(&format!("{source}-ev")).unwrap(),
-            time,
-            received_at: time,
-            value,
-        }
-    }
-
-    fn rule(path: &str, strategy: Strategy) -> FieldRule {
-        FieldRule {
-            path: path.to_owned(),
-            strategy,
-            precedence: None,
-            owners: Vec::new(),
-            key: Vec::new(),
-            element_strategy: ElementStrategy::Merge,
-            keep_empty: false,
-            declared_in: "t.toml".to_owned(),
-        }
-    }
 
     fn rules(fields: Vec<FieldRule>) -> Rules {
         Rules {
@@ -597,7 +564,7 @@ mod tests {
         // An empty value only one source sent still stands, and says whose it is.
         assert_eq!(who(&e, "/only"), (s("b"), None, Strategy::Priority));
         let plain = leaf(&e, "/plain").from.clone().unwrap();
-        assert_eq!(plain.event_id.to_string(), "a-ev");
+        assert_eq!(plain.event_id, cs[0].event_id);
         assert_eq!(plain.time, cs[0].time);
     }
 
