@@ -27,21 +27,7 @@ for _ in $(seq 1 100); do
 done
 export PINV_TOKEN="$("$bin" token --source billing --source activation --ttl 1h)"
 export PINV_TEMPLATE="$work/seed-template.json" PINV_ACTIVATION="$work/activation.json"
-python3 - docs/examples/seed-adi-request.json >"$PINV_TEMPLATE" <<'PY'
-import json, sys
-seed = json.load(open(sys.argv[1]))
-circuits = {r["id"] for r in seed["value"].get("externalReference", [])
-            if r.get("externalIdentifierType") == "CircuitID"}
-def walk(v):
-    if isinstance(v, dict):
-        return {k: walk(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [walk(x) for x in v]
-    return ".BMEC.__ID__..ATI." if v in circuits else v
-seed = walk(seed)
-seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
-print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
-PY
+python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 python3 - tests/fixtures/adapters/activation.json >"$PINV_ACTIVATION" <<'PY'
 import json, sys
 a = json.load(open(sys.argv[1]))

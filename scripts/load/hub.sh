@@ -25,21 +25,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
 export PINV_TEMPLATE="$work/seed-template.json"
-python3 - docs/examples/seed-adi-request.json >"$PINV_TEMPLATE" <<'PY'
-import json, sys
-seed = json.load(open(sys.argv[1]))
-circuits = {r["id"] for r in seed["value"].get("externalReference", [])
-            if r.get("externalIdentifierType") == "CircuitID"}
-def walk(v):
-    if isinstance(v, dict):
-        return {k: walk(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [walk(x) for x in v]
-    return ".BMEC.__ID__..ATI." if v in circuits else v
-seed = walk(seed)
-seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
-print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
-PY
+python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 for n in "${counts[@]}"; do
   port="$(free_port)"; lport="$(free_port)"
   "$target/examples/hub_listener" "$lport" & lpid=$!; pids+=("$lpid")

@@ -34,21 +34,7 @@ export PINV_TOKEN="$("$bin" token --source billing --ttl 1h)"
 # The request template: the example request with __ID__ where every request needs its own
 # value (event id, local id, CircuitID), which post.lua fills in.
 export PINV_TEMPLATE="$work/seed-template.json"
-python3 - docs/examples/seed-adi-request.json >"$PINV_TEMPLATE" <<'EOF'
-import json, sys
-seed = json.load(open(sys.argv[1]))
-circuits = {r["id"] for r in seed["value"].get("externalReference", [])
-            if r.get("externalIdentifierType") == "CircuitID"}
-def walk(v):
-    if isinstance(v, dict):
-        return {k: walk(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [walk(x) for x in v]
-    return ".BMEC.__ID__..ATI." if v in circuits else v
-seed = walk(seed)
-seed["headers"]["id"] = seed["value"]["id"] = "__ID__"
-print(json.dumps(seed, ensure_ascii=False, separators=(",", ":")))
-EOF
+python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 # utime + stime of every thread of the server, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before_products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
