@@ -196,6 +196,20 @@ async fn hub_status(app: &TestApp, id: &str) -> Value {
     res.json().await.unwrap()
 }
 
+/// The hub's status once its delivery-status `count` reaches `want` (or after about 10 s,
+/// for the caller's assertions to report).
+async fn hub_status_once(app: &TestApp, id: &str, count: &str, want: u64) -> Value {
+    let mut status = hub_status(app, id).await;
+    for _ in 0..500 {
+        if status["deliveryStatus"][count] == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = hub_status(app, id).await;
+    }
+    status
+}
+
 /// POSTs one product version; returns its PINV id.
 async fn post(app: &impl Server, circuit: &str, event: &str, second: u32, status: &str) -> String {
     let value = product_with_circuit(&format!("{circuit}-local"), circuit, status);
@@ -343,14 +357,7 @@ async fn a_failing_listener_gets_the_event_later_with_the_same_id() {
             "ProductAttributeValueChangeEvent"
         ]
     );
-    let mut status = hub_status(&app, &hub).await;
-    for _ in 0..100 {
-        if status["deliveryStatus"]["deliveredCount"] == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = hub_status(&app, &hub).await;
-    }
+    let status = hub_status_once(&app, &hub, "deliveredCount", 3).await;
     let ds = &status["deliveryStatus"];
     assert_eq!(ds["pendingCount"], 0, "{status}");
     assert_eq!(ds["deliveredCount"], 3, "{status}");
@@ -377,14 +384,7 @@ async fn an_event_that_keeps_failing_is_kept_as_dead() {
         .store(usize::MAX, Ordering::SeqCst);
     let hub = subscribed(&app, json!({"callback": listener.url})).await;
     post(&app, "HUB-D1", "d1", 1, "active").await;
-    let mut status = hub_status(&app, &hub).await;
-    for _ in 0..500 {
-        if status["deliveryStatus"]["deadCount"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = hub_status(&app, &hub).await;
-    }
+    let status = hub_status_once(&app, &hub, "deadCount", 1).await;
     assert_eq!(status["deliveryStatus"]["deadCount"], 1, "{status}");
     assert_eq!(status["deliveryStatus"]["pendingCount"], 0, "{status}");
     let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -741,14 +741,7 @@ async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest()
     for n in 1..=5 {
         ids.push(post(&app, &format!("HUB-O{n}"), &format!("o{n}"), n, "active").await);
     }
-    let mut status = hub_status(&app, &hub).await;
-    for _ in 0..500 {
-        if status["deliveryStatus"]["deadCount"] == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = hub_status(&app, &hub).await;
-    }
+    let status = hub_status_once(&app, &hub, "deadCount", 3).await;
     let ds = &status["deliveryStatus"];
     assert_eq!(ds["deadCount"], 3, "{status}");
     assert_eq!(ds["pendingCount"], 2, "{status}");
