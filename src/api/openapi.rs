@@ -149,6 +149,20 @@ fn fields_param() -> Value {
         "schema": {"type": "string", "pattern": FIELDS_PATTERN}})
 }
 
+/// The answers of both list routes.
+fn list_responses() -> Value {
+    with(
+        read_errors(),
+        json!({
+            "200": {"description": "Matching documents",
+                "headers": {
+                    "X-Total-Count": {"description": "Documents matching the filters", "required": true, "schema": {"type": "integer", "minimum": 0}},
+                    "X-Result-Count": {"description": "Documents in this page", "required": true, "schema": {"type": "integer", "minimum": 0}}},
+                "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
+        }),
+    )
+}
+
 /// The named parameters of the list routes (filters are any other name).
 fn list_params() -> Value {
     json!([
@@ -281,13 +295,7 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     "security": secured,
                     "description": LIST_DESCRIPTION,
                     "parameters": list_params(),
-                    "responses": with(read_errors(), json!({
-                        "200": {"description": "Matching documents",
-                            "headers": {
-                                "X-Total-Count": {"description": "Documents matching the filters", "required": true, "schema": {"type": "integer", "minimum": 0}},
-                                "X-Result-Count": {"description": "Documents in this page", "required": true, "schema": {"type": "integer", "minimum": 0}}},
-                            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
-                    }))
+                    "responses": list_responses()
                 }
             },
             "/products/{id}": {
@@ -308,13 +316,7 @@ pub fn document(accepted_types: Option<&[String]>) -> Value {
                     "description": LIST_DESCRIPTION,
                     "security": secured,
                     "parameters": list_params(),
-                    "responses": with(read_errors(), json!({
-                        "200": {"description": "Matching documents",
-                            "headers": {
-                                "X-Total-Count": {"description": "Documents matching the filters", "required": true, "schema": {"type": "integer", "minimum": 0}},
-                                "X-Result-Count": {"description": "Documents in this page", "required": true, "schema": {"type": "integer", "minimum": 0}}},
-                            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
-                    }))
+                    "responses": list_responses()
                 }
             },
             "/tmf-api/productInventory/v5/product/{id}": {
