@@ -111,13 +111,7 @@ fn check_adapters_accepts_the_shipped_ones_and_names_every_problem_of_a_broken_o
          [find]\ntype = \"ICCID\"\nfrom = \"/iccid\"\n[[field]]\nto = \"/status\"\nfrom = \"/s\"\nmap = \"active\"\n",
     )
     .unwrap();
-    let out = pinv()
-        .arg("check-adapters")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_adapters_refuses(dir.path());
     assert!(
         err.contains("sim.toml: field[0].map: must be a non-empty table"),
         "{err}"
@@ -130,15 +124,20 @@ fn check_adapters_accepts_the_shipped_ones_and_names_every_problem_of_a_broken_o
          [find]\ntype = \"ICCID\"\nfrom = \"/iccid\"\n[[field]]\nto = \"/status\"\nfrom = \"/s\"\n",
     )
     .unwrap();
-    let out = pinv()
-        .arg("check-adapters")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_adapters_refuses(dir.path());
     assert!(
         err.contains("sim.toml: find.type: 'ICCID' is not an identity type"),
         "{err}"
     );
+}
+
+/// Runs `pinv check-adapters DIR`, which must fail; returns what it printed on stderr.
+fn check_adapters_refuses(dir: &std::path::Path) -> String {
+    let out = pinv().arg("check-adapters").arg(dir).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "check-adapters accepted {}",
+        dir.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
