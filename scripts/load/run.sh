@@ -39,6 +39,10 @@ python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PIN
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before_products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
 before_ticks="$(cpu_ticks)"
+# Bytes the server asked the kernel to write (rchar/wchar: every write(2), pwrite(2), send(2) included);
+# write_bytes: what reached the block layer (the store's pages, after the page cache).
+io_field() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$pid/io"; }
+before_disk="$(io_field write_bytes)"
 if [[ "${PERF_RECORD:-}" == 1 ]]; then
   perf record -F 999 -g -p "$pid" -o perf.data -- sleep "${duration%s}" >/dev/null 2>&1 &
   perf_pid=$!
@@ -50,6 +54,7 @@ peak=0
   done ) &
 wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
 after_ticks="$(cpu_ticks)"
+after_disk="$(io_field write_bytes)"
 [[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
 echo "server peak RSS (VmHWM): $(( $(cat "$work/hwm") / 1024 )) MiB"
 products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
@@ -57,6 +62,7 @@ echo "stored products: $products"
 hz="$(getconf CLK_TCK)"
 stored=$(( products - before_products ))
 round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
+awk -v d=$(( after_disk - before_disk )) -v n="$stored" 'BEGIN { printf "bytes written to disk: %.1f KiB per POST\n", d / n / 1024 }'
 awk -v t=$(( after_ticks - before_ticks )) -v hz="$hz" -v n="$stored" -v rt="$round_trip_us" 'BEGIN {
   per = t / hz / n * 1e6
   printf "server CPU: %.1f s for %d products = %.0f us per POST\n", t / hz, n, per

@@ -230,6 +230,41 @@ pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The `{status, timestamp, responseData}` answer of `POST /products` and of package
+/// reads, serialised straight from the documents it borrows: building it with `json!`
+/// copied every document twice before the one serialisation that matters.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseEnvelope<'a> {
+    /// The HTTP status, repeated in the body.
+    pub status: u16,
+    /// When the answer was made ([`timestamp`]).
+    pub timestamp: String,
+    /// One entry per document.
+    pub response_data: Vec<ResponsePart<'a>>,
+}
+
+/// One entry of `responseData`.
+#[derive(serde::Serialize)]
+pub struct ResponsePart<'a> {
+    /// The request's headers as echoed (POST only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// The merged document.
+    pub value: &'a serde_json::Value,
+}
+
+impl<'a> ResponseEnvelope<'a> {
+    /// An answer with `status` and the parts, stamped now.
+    pub fn new(status: u16, response_data: Vec<ResponsePart<'a>>) -> Self {
+        Self {
+            status,
+            timestamp: timestamp(),
+            response_data,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

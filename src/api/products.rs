@@ -9,12 +9,13 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::limits::{BodyBudget, BUDGET_WAIT};
 use crate::api::middleware::RequestContext;
+use crate::api::{ResponseEnvelope, ResponsePart};
 use crate::app::service::{PostOptions, PostStatus, Service};
 use crate::config::Settings;
 use crate::core::traceparent;
@@ -72,20 +73,19 @@ pub async fn post_products(
             .filter(|t| traceparent::is_valid(t))
             .map(str::to_owned)
     });
-    let data: Vec<Value> = outcome
+    let data = outcome
         .parts
-        .into_iter()
-        .map(|p| json!({"headers": p.headers, "value": p.value}))
+        .iter()
+        .map(|p| ResponsePart {
+            headers: Some(&p.headers),
+            value: &p.value,
+        })
         .collect();
     let mut res = HttpResponse::build(status);
     if let Some(t) = echoed_trace.and_then(|t| HeaderValue::from_str(&t).ok()) {
         res.insert_header((header::HeaderName::from_static("traceparent"), t));
     }
-    Ok(res.json(json!({
-        "status": status.as_u16(),
-        "timestamp": crate::api::timestamp(),
-        "responseData": data,
-    })))
+    Ok(res.json(ResponseEnvelope::new(status.as_u16(), data)))
 }
 
 /// Reads `as-adi-package` from a query string: absent is `false`; given without a value
@@ -219,6 +219,7 @@ fn request_traceparent(req: &HttpRequest) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use actix_web::test::TestRequest;
 
     #[test]

@@ -70,15 +70,14 @@ pub async fn get_product(
         Some(root) => service.package_members([root], &[record.id]).await?,
         None => Vec::new(),
     };
-    let data: Vec<Value> = std::iter::once(record.merged)
-        .chain(others.into_iter().map(|r| r.merged))
-        .map(|v| json!({"value": v}))
+    let data = std::iter::once(&record.merged)
+        .chain(others.iter().map(|r| &r.merged))
+        .map(|value| crate::api::ResponsePart {
+            headers: None,
+            value,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "status": 200,
-        "timestamp": crate::api::timestamp(),
-        "responseData": data,
-    })))
+    Ok(HttpResponse::Ok().json(crate::api::ResponseEnvelope::new(200, data)))
 }
 
 /// `GET /products`: filtered, sorted, projected, paged list.
