@@ -43,6 +43,12 @@ before_ticks="$(cpu_ticks)"
 # write_bytes: what reached the block layer (the store's pages, after the page cache).
 io_field() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$pid/io"; }
 before_disk="$(io_field write_bytes)"
+# Commits: the embedded store fsyncs once per group commit, so POSTs per fdatasync is the
+# mean batch size (PERF_STAT=1; needs perf and its syscall tracepoints).
+if [[ "${PERF_STAT:-}" == 1 ]]; then
+  perf stat -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64 -p "$pid" -o "$work/perf-stat" -- sleep "${duration%s}" >/dev/null 2>&1 &
+  stat_pid=$!
+fi
 if [[ "${PERF_RECORD:-}" == 1 ]]; then
   perf record -F 999 -g -p "$pid" -o perf.data -- sleep "${duration%s}" >/dev/null 2>&1 &
   perf_pid=$!
@@ -56,6 +62,10 @@ wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http:
 after_ticks="$(cpu_ticks)"
 after_disk="$(io_field write_bytes)"
 [[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
+if [[ -n "${stat_pid:-}" ]]; then
+  wait "$stat_pid"
+  grep -E "fdatasync|pwrite64" "$work/perf-stat" || true
+fi
 echo "server peak RSS (VmHWM): $(( $(cat "$work/hwm") / 1024 )) MiB"
 products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
 echo "stored products: $products"

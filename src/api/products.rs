@@ -219,8 +219,8 @@ fn request_traceparent(req: &HttpRequest) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use actix_web::test::TestRequest;
+    use serde_json::json;
 
     #[test]
     fn as_adi_package_accepts_true_false_and_no_value() {

@@ -62,10 +62,18 @@ pub async fn get_product(
     service: web::Data<Service>,
 ) -> Result<HttpResponse, ApiError> {
     let package = as_adi_package(req.query_string())?;
-    let record = load(&service, &id).await?;
     if !package {
-        return Ok(HttpResponse::Ok().json(record.merged));
+        // The document as stored is the answer: no tree is built.
+        let merged = service
+            .store
+            .get_merged_json(&parse_id(&id)?)
+            .await?
+            .ok_or_else(|| ApiError::product_not_found(&id))?;
+        return Ok(HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(String::from(Box::<str>::from(merged))));
     }
+    let record = load(&service, &id).await?;
     let others = match record.package_root {
         Some(root) => service.package_members([root], &[record.id]).await?,
         None => Vec::new(),

@@ -723,6 +723,18 @@ pub async fn numbers_read_back_exactly_as_written(store: &dyn Store) {
         }
     }
     assert_eq!(text(&read.merged["big"]), "123456789012345678901234567890");
+    // The text GET /products/{id} sends is the document as read, numbers as written.
+    let merged_text = store
+        .get_merged_json(&id(1))
+        .await
+        .expect("get_merged_json")
+        .expect("the product exists");
+    assert_eq!(merged_text.get(), text(&read.merged));
+    assert!(store
+        .get_merged_json(&id(2))
+        .await
+        .expect("get_merged_json of a missing product")
+        .is_none());
     // serde_json writes an exponent's sign (`1e2` as `1e+2`): the same number, exactly.
     assert_eq!(text(&read.merged["list"]), "[1.0,1e+2,2.50]");
     let history = store.history(&id(1)).await.expect("history");

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::core::read_plan::{ReadPlan, ReadResult};
@@ -242,6 +243,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The products with these ids; ids not stored are skipped.
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>>;
+
+    /// The merged document of product `id` as JSON text, for answers that send it as it
+    /// is (`GET /products/{id}`); `None` if it is not stored. The default serialises the
+    /// record's document; a store that keeps the text returns it without building a tree.
+    async fn get_merged_json(&self, id: &PinvId) -> StoreResult<Option<Box<RawValue>>> {
+        self.get_products(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .find(|r| r.id == *id)
+            .map(|r| serde_json::value::to_raw_value(&r.merged))
+            .transpose()
+            .map_err(|e| StoreError::other_from("cannot encode a product", e))
+    }
 
     /// The remembered event (source, event id), if any.
     async fn get_processed(
