@@ -20,12 +20,10 @@
 //!
 //! # Threads
 //!
-//! redb is synchronous. Point reads (a write's reads before it plans, products by id, keys,
-//! waiters, a package's members, the merged text of `GET /products/{id}`) run right on the
-//! async worker, each in its own read transaction (a consistent snapshot): they take
-//! microseconds from redb's cache or the page cache, less than a hop to the blocking pool
-//! and back. Reads of unbounded size (lists, scans, histories, large id sets) run on
-//! `tokio::task::spawn_blocking`.
+//! redb is synchronous. Reads run on `tokio::task::spawn_blocking`, each in its own read
+//! transaction (a consistent snapshot), but for the point reads (the reads before a write,
+//! `GET /products/{id}`): those run on the async worker itself while the writer is not
+//! committing (`read_point` says why).
 //! Writes go through a channel to ONE writer thread that does group commit: it takes every
 //! write set waiting (up to [`MAX_BATCH`]), applies them one after the other in a single
 //! write transaction, commits once with immediate durability (one fsync for the whole
@@ -45,6 +43,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -184,6 +183,8 @@ pub struct EmbeddedStore {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     hub: Arc<HubCache>,
+    /// Set by the writer while it commits (see [`EmbeddedStore::read_point`]).
+    flushing: Arc<AtomicBool>,
 }
 
 impl EmbeddedStore {
@@ -212,9 +213,11 @@ impl EmbeddedStore {
 
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer_db = Arc::clone(&db);
+        let flushing = Arc::new(AtomicBool::new(false));
+        let writer_flushing = Arc::clone(&flushing);
         let writer = std::thread::Builder::new()
             .name("pinv-redb-writer".to_owned())
-            .spawn(move || writer_loop(&writer_db, queue))
+            .spawn(move || writer_loop(&writer_db, queue, &writer_flushing))
             .map_err(|e| StoreError::other_from("cannot start the writer thread", e))?;
         Ok(Self {
             db,
@@ -222,6 +225,7 @@ impl EmbeddedStore {
             jobs: Some(jobs),
             writer: Some(writer),
             hub,
+            flushing,
         })
     }
 
@@ -240,15 +244,23 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::other_from("the read task failed", e))?
     }
 
-    /// Runs `f` in a read transaction right here, on the async worker: for point reads
-    /// (a few keys, a few products), which take microseconds from redb's cache or the
-    /// page cache. Their hop to the blocking pool and back (a thread wake-up each way) cost
-    /// more than the read itself: 14% of the CPU of a `GET /products/{id}` under load.
-    /// Reads of unbounded size (lists, scans, histories) still go to the pool.
-    fn read_here<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs a point read (a few keys, a few products): right here on the async worker when
+    /// the writer is not committing, else on the blocking pool like [`Self::read`].
+    ///
+    /// A point read takes microseconds from redb's cache or the page cache, less than its hop
+    /// to the pool and back (14% of the CPU of a `GET /products/{id}` under load). But while
+    /// the writer flushes a commit, starting a read transaction waits for it, and a read
+    /// run on the worker then stalls every connection of that worker: always reading here
+    /// cut POST throughput by a third. A commit that starts just after the check can still
+    /// delay one read by one flush.
+    async fn read_point<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(&ReadTransaction) -> StoreResult<T>,
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     {
+        if self.flushing.load(Ordering::Acquire) {
+            return self.read(f).await;
+        }
         let txn = self.db.begin_read().map_err(db_err)?;
         f(&txn)
     }
@@ -284,7 +296,7 @@ fn create_tables(db: &Database) -> StoreResult<()> {
     txn.commit().map_err(db_err)
 }
 
-fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
+fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Job>, flushing: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // `None` once every sender is gone: the store was dropped.
     while let Some(first) = queue.blocking_recv() {
@@ -295,17 +307,17 @@ fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, std::mem::take(&mut batch));
+        commit_batch(db, std::mem::take(&mut batch), flushing);
     }
 }
 
 /// Applies a batch in one transaction and answers every caller.
-fn commit_batch(db: &Database, jobs: Vec<Job>) {
+fn commit_batch(db: &Database, jobs: Vec<Job>, flushing: &AtomicBool) {
     let (sets, replies): (Vec<(WriteSet, Encoded)>, Vec<_>) = jobs
         .into_iter()
         .map(|job| ((job.set, job.encoded), job.reply))
         .unzip();
-    match apply_batch(db, sets) {
+    match apply_batch(db, sets, flushing) {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have gone away; its set is committed regardless.
@@ -322,7 +334,11 @@ fn commit_batch(db: &Database, jobs: Vec<Job>) {
 }
 
 /// One outcome per set, or an error that sinks the whole batch (nothing was committed).
-fn apply_batch(db: &Database, sets: Vec<(WriteSet, Encoded)>) -> StoreResult<Vec<StoreResult<()>>> {
+fn apply_batch(
+    db: &Database,
+    sets: Vec<(WriteSet, Encoded)>,
+    flushing: &AtomicBool,
+) -> StoreResult<Vec<StoreResult<()>>> {
     let mut txn = db.begin_write().map_err(db_err)?;
     txn.set_durability(Durability::Immediate).map_err(db_err)?;
     let mut outcomes = Vec::with_capacity(sets.len());
@@ -351,7 +367,10 @@ fn apply_batch(db: &Database, sets: Vec<(WriteSet, Encoded)>) -> StoreResult<Vec
         "embedded store: group commit"
     );
     if committed > 0 {
-        txn.commit().map_err(db_err)?;
+        flushing.store(true, Ordering::Release);
+        let result = txn.commit().map_err(db_err);
+        flushing.store(false, Ordering::Release);
+        result?;
     } else {
         // Nothing to make durable: skip the fsync.
         txn.abort().map_err(db_err)?;
@@ -655,33 +674,33 @@ impl Store for EmbeddedStore {
         fields(store = "embedded")
     )]
     async fn read_for(&self, plan: Arc<dyn ReadPlan>) -> StoreResult<ReadResult> {
-        self.read_here(|txn| reads::run(&*plan, txn))
+        self.read_point(move |txn| reads::run(&*plan, txn)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.resolve_keys", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>> {
-        self.read_here(|txn| txn.owners(keys))
+        let keys = keys.to_vec();
+        self.read(move |txn| txn.owners(&keys)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_products", skip_all, fields(store = "embedded", ids = ids.len()))]
     async fn get_products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
-        if ids.len() < PARALLEL_DECODE_MIN {
-            return self.read_here(|txn| txn.products(ids));
-        }
         let ids = ids.to_vec();
         self.read(move |txn| txn.products(&ids)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_merged_json", skip_all, fields(store = "embedded", id = %id))]
     async fn get_merged_json(&self, id: &PinvId) -> StoreResult<Option<Box<RawValue>>> {
-        self.read_here(|txn| {
+        let id = id_bytes(id);
+        self.read_point(move |txn| {
             let table = txn.open_table(PRODUCTS).map_err(db_err)?;
-            let Some(bytes) = table.get(&id_bytes(id)).map_err(db_err)? else {
+            let Some(bytes) = table.get(&id).map_err(db_err)? else {
                 return Ok(None);
             };
             let merged: MergedText = decode_product_borrowed(bytes.value())?;
             Ok(Some(merged.merged.to_owned()))
         })
+        .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.get_processed", skip_all, fields(store = "embedded", source = %source, event_id = %event_id))]
@@ -690,18 +709,21 @@ impl Store for EmbeddedStore {
         source: &Source,
         event_id: &EventId,
     ) -> StoreResult<Option<ProcessedEvent>> {
-        self.read_here(|txn| txn.processed(source, event_id))
+        let (source, event_id) = (source.clone(), event_id.clone());
+        self.read(move |txn| txn.processed(&source, &event_id))
+            .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.waiters", skip_all, fields(store = "embedded", keys = keys.len()))]
     async fn waiters(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, Vec<PinvId>>> {
-        self.read_here(|txn| ViewReads::waiters(txn, keys))
+        let keys = keys.to_vec();
+        self.read(move |txn| ViewReads::waiters(txn, &keys)).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.package_members", skip_all, fields(store = "embedded", root = %root))]
     async fn package_members(&self, root: &PinvId) -> StoreResult<Vec<PinvId>> {
         let root = id_bytes(root);
-        self.read_here(|txn| {
+        self.read(move |txn| {
             let table = txn.open_table(PACKAGE_ROOTS).map_err(db_err)?;
             let (lowest, highest) = ([0u8; 16], [0xffu8; 16]);
             let mut members = Vec::new();
@@ -714,6 +736,7 @@ impl Store for EmbeddedStore {
             }
             Ok(members)
         })
+        .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "embedded", products = set.products.len()))]
