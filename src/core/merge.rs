@@ -93,17 +93,31 @@ pub(crate) struct Trace {
     /// an object key.
     levels: Vec<(usize, usize, bool)>,
     /// The text of every recorded pointer and rule path.
-    text: String,
+    pub text: String,
+    /// The last rule path recorded: consecutive takes under one path share its span.
+    last_rule_path: Span,
     /// Every value taken whole: the subtrees are disjoint and cover every leaf the merge
     /// chose.
     pub takes: Vec<Take>,
-    /// (JSON pointer of a `union` element, every ranked contribution that sent a
-    /// matching element, in order).
-    pub elements: Vec<(Span, Vec<usize>)>,
+    /// Every element of every `union` array, in the merge's order.
+    pub elements: Vec<TracedElement>,
+    /// The contributors of the elements (see [`TracedElement::whos`]), back to back.
+    pub whos: Vec<usize>,
 }
 
 /// A range of [`Trace::text`].
 pub(crate) type Span = std::ops::Range<usize>;
+
+/// One element of a `union` array.
+pub(crate) struct TracedElement {
+    /// JSON pointer of the element in the merged document.
+    pub pointer: Span,
+    /// Dotted rule path of its array (the `union` rule's path).
+    pub rule_path: Span,
+    /// Every ranked contribution that sent a matching element, in order: a range of
+    /// [`Trace::whos`].
+    pub whos: std::ops::Range<usize>,
+}
 
 /// One value the merge took whole.
 pub(crate) struct Take {
@@ -159,9 +173,19 @@ impl Trace {
         start..self.text.len()
     }
 
+    /// Records the current rule path, sharing the last recorded span when it is the same.
+    fn record_rule_path(&mut self) -> Span {
+        if self.text[self.last_rule_path.clone()] == self.rule_path {
+            return self.last_rule_path.clone();
+        }
+        let span = self.record(false);
+        self.last_rule_path = span.clone();
+        span
+    }
+
     fn take(&mut self, who: usize) {
         let pointer = self.record(true);
-        let rule_path = self.record(false);
+        let rule_path = self.record_rule_path();
         self.takes.push(Take {
             pointer,
             rule_path,
@@ -759,9 +783,19 @@ impl<'a> Merger<'_, 'a> {
             let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
             if let Some(t) = self.trace.as_deref_mut() {
                 t.enter_index(out.len());
-                let whos = groups.members(group).iter().map(|m| m.who).collect();
+                let start = t.whos.len();
+                let mut i = group.first;
+                while i != usize::MAX {
+                    t.whos.push(groups.elements[i].who);
+                    i = groups.next[i];
+                }
                 let pointer = t.record(true);
-                t.elements.push((pointer, whos));
+                let rule_path = t.record_rule_path();
+                t.elements.push(TracedElement {
+                    pointer,
+                    rule_path,
+                    whos: start..t.whos.len(),
+                });
             }
             let value = if group.len == 1 {
                 // Walking one element still applies the rules below the path (an owner

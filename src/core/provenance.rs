@@ -4,28 +4,80 @@
 //! The explanation re-runs the merge with a trace ([`crate::core::merge`] records every
 //! value it takes and where it lands), so it is exactly the merge's own choice, never a
 //! guess from comparing values afterwards. The write paths never pay for it.
+//!
+//! An [`Explanation`] is compact: per leaf a few indices into tables (each contribution's
+//! [`From`] and each rule's [`RuleUsed`] once, not once per leaf) and a span of one pointer
+//! buffer; leaf values stay in the document. [`Explanation::leaves`] and
+//! [`Explanation::elements`] lend them out as [`Leaf`] and [`Element`] views, which
+//! serialise to the provenance route's JSON.
 
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::core::merge::{merge_traced, Take, Trace, Traced};
+use crate::core::merge::{merge_traced, Trace, Traced};
 use crate::core::package::Links;
 use crate::core::record::{Contribution, HistoryEntry, ProductRecord};
-use crate::core::rules::{ElementStrategy, Rules, Strategy};
+use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
 use crate::core::{push_pointer_token, EventId, PinvId, Source};
 
+/// "None" in the index fields of [`LeafEntry`] and [`ElementEntry`].
+const NONE: u32 = u32::MAX;
+
 /// Where every leaf of a merged document came from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
     /// The merged document explained (the same as the merge makes).
-    pub document: Value,
-    /// One entry per leaf (scalar, empty array or empty object), in document order.
-    pub leaves: Vec<Leaf>,
-    /// One entry per element of every `union` array.
-    pub elements: Vec<Element>,
+    document: Value,
+    /// One entry per leaf of `document` (scalar, empty array or empty object), in document
+    /// order: entry `i` is the `i`-th leaf of a depth-first walk.
+    leaves: Vec<LeafEntry>,
+    /// The pointers of the leaves, back to back.
+    leaf_text: String,
+    /// One entry per element of every `union` array, in the merge's order.
+    elements: Vec<ElementEntry>,
+    /// The merge's trace text: the element pointers are spans of it.
+    element_text: String,
+    /// The contributors of each element (indices into `froms`), back to back.
+    element_whos: Vec<usize>,
+    /// The [`From`] of each contribution, in the merge's order.
+    froms: Vec<From>,
+    /// Each rule that chose a leaf, once.
+    rules: Vec<RuleUsed>,
+    /// The key fields of each `union` rule an element was matched by, once.
+    keys: Vec<Vec<String>>,
+    /// Each reason PINV gives for a value it set, once.
+    reasons: Vec<String>,
+}
+
+/// A leaf as [`explain`] records it: indices into the [`Explanation`]'s tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeafEntry {
+    /// Its pointer: `leaf_text[pointer.0..pointer.1]`.
+    pointer: (u32, u32),
+    /// `None` for a leaf no take covers (not listed; the merge covers every leaf).
+    set_by: Option<SetBy>,
+    /// Index into `froms`.
+    from: u32,
+    /// Index into `rules`.
+    rule: u32,
+    /// Index into `reasons`.
+    reason: u32,
+}
+
+/// An element as [`explain`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ElementEntry {
+    /// Its pointer: a span of `element_text`.
+    pointer: (u32, u32),
+    /// Its position in a depth-first, pre-order walk of the document (`NONE`: not found).
+    node: u32,
+    /// Index into `keys` of its rule's key fields (`NONE`: no rule at the array's path).
+    key: u32,
+    /// Its contributors: `element_whos[whos.0..whos.1]`.
+    whos: (u32, u32),
 }
 
 /// Who set a leaf.
@@ -39,25 +91,26 @@ pub enum SetBy {
     Pinv,
 }
 
-/// One leaf of the merged document and where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One leaf of the merged document and where it came from (borrowed from an
+/// [`Explanation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Leaf {
+pub struct Leaf<'e> {
     /// JSON pointer of the leaf in the merged document.
-    pub pointer: String,
+    pub pointer: &'e str,
     /// The leaf's value.
-    pub value: Value,
+    pub value: &'e Value,
     /// Whether a source or PINV set it.
     pub set_by: SetBy,
     /// The contribution it came from (for PINV's values, the one they are about, if any).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub from: Option<From>,
+    pub from: Option<&'e From>,
     /// The rule that chose it (source values only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<RuleUsed>,
+    pub rule: Option<&'e RuleUsed>,
     /// Why PINV set it (PINV's values only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<&'e str>,
 }
 
 /// A contribution, as named in an explanation.
@@ -88,18 +141,153 @@ pub struct RuleUsed {
     pub precedence: Vec<Source>,
 }
 
-/// One element of a `union` array.
+/// One element of a `union` array (borrowed from an [`Explanation`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Element {
+pub struct Element<'e> {
     /// JSON pointer of the element in the merged document.
-    pub pointer: String,
-    /// The values of the rule's key fields, when the element has them all (else the
-    /// element matched others by whole value).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<serde_json::Map<String, Value>>,
+    pub pointer: &'e str,
+    /// The values of the rule's key fields, in the rule's order, when the element has them
+    /// all (else the element matched others by whole value). Serialised as an object.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "key_as_object"
+    )]
+    pub key: Option<Vec<(&'e str, &'e Value)>>,
     /// Every source that sent a matching element, in the merge's order.
-    pub sources: Vec<Source>,
+    pub sources: Vec<&'e Source>,
+}
+
+fn key_as_object<S: Serializer>(
+    key: &Option<Vec<(&str, &Value)>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(key.iter().flatten().map(|(k, v)| (*k, *v)))
+}
+
+impl Explanation {
+    /// The merged document explained (the same as the merge makes).
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
+    /// One entry per leaf (scalar, empty array or empty object), in document order.
+    pub fn leaves(&self) -> Vec<Leaf<'_>> {
+        let mut nodes = Nodes::new(&[], self.leaves.len());
+        nodes.visit(&self.document);
+        self.leaves_of(&nodes.leaves)
+    }
+
+    /// One entry per element of every `union` array.
+    pub fn elements(&self) -> Vec<Element<'_>> {
+        let mut wanted: Vec<(u32, usize)> = self
+            .elements
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.node != NONE)
+            .map(|(i, e)| (e.node, i))
+            .collect();
+        wanted.sort_unstable();
+        let mut found: Vec<Option<&Value>> = vec![None; self.elements.len()];
+        let mut nodes = Nodes::new(&wanted, 0);
+        nodes.found = &mut found;
+        nodes.visit(&self.document);
+        self.elements
+            .iter()
+            .zip(found)
+            .map(|(e, value)| {
+                let mut sources: Vec<&Source> = Vec::with_capacity((e.whos.1 - e.whos.0) as usize);
+                for &who in &self.element_whos[e.whos.0 as usize..e.whos.1 as usize] {
+                    let source = &self.froms[who].source;
+                    if !sources.contains(&source) {
+                        sources.push(source);
+                    }
+                }
+                let key = match (value.and_then(Value::as_object), e.key) {
+                    (Some(element), key) if key != NONE => self.keys[key as usize]
+                        .iter()
+                        .map(|k| element.get(k).map(|v| (k.as_str(), v)))
+                        .collect(),
+                    _ => None,
+                };
+                Element {
+                    pointer: &self.element_text[e.pointer.0 as usize..e.pointer.1 as usize],
+                    key,
+                    sources,
+                }
+            })
+            .collect()
+    }
+
+    /// The leaves, given the leaf values of a depth-first walk of the document.
+    fn leaves_of<'e>(&'e self, values: &[&'e Value]) -> Vec<Leaf<'e>> {
+        debug_assert_eq!(values.len(), self.leaves.len());
+        let at = |i: u32| (i != NONE).then_some(i as usize);
+        self.leaves
+            .iter()
+            .zip(values)
+            .filter_map(|(l, &value)| {
+                Some(Leaf {
+                    pointer: &self.leaf_text[l.pointer.0 as usize..l.pointer.1 as usize],
+                    value,
+                    set_by: l.set_by?,
+                    from: at(l.from).map(|i| &self.froms[i]),
+                    rule: at(l.rule).map(|i| &self.rules[i]),
+                    reason: at(l.reason).map(|i| self.reasons[i].as_str()),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Serialize for Explanation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Explanation", 3)?;
+        s.serialize_field("document", &self.document)?;
+        s.serialize_field("leaves", &self.leaves())?;
+        s.serialize_field("elements", &self.elements())?;
+        s.end()
+    }
+}
+
+/// A depth-first, pre-order walk of a document, as [`explain`] walks it: collects the
+/// leaves in order, and the nodes at the positions `wanted` names.
+struct Nodes<'v, 'w> {
+    /// Position of the next node.
+    next: u32,
+    leaves: Vec<&'v Value>,
+    /// (position, index into `found`), by position.
+    wanted: &'w [(u32, usize)],
+    found: &'w mut [Option<&'v Value>],
+}
+
+impl<'v, 'w> Nodes<'v, 'w> {
+    fn new(wanted: &'w [(u32, usize)], leaves: usize) -> Self {
+        Self {
+            next: 0,
+            leaves: Vec::with_capacity(leaves),
+            wanted,
+            found: &mut [],
+        }
+    }
+
+    fn visit(&mut self, value: &'v Value) {
+        let here = self.next;
+        self.next += 1;
+        while let Some(&(node, i)) = self.wanted.first() {
+            if node != here {
+                break;
+            }
+            self.found[i] = Some(value);
+            self.wanted = &self.wanted[1..];
+        }
+        match value {
+            Value::Object(o) if !o.is_empty() => o.values().for_each(|v| self.visit(v)),
+            Value::Array(a) if !a.is_empty() => a.iter().for_each(|v| self.visit(v)),
+            _ => self.leaves.push(value),
+        }
+    }
 }
 
 /// Merges the contributions of product `id` as [`crate::core::merge::merge_document`]
@@ -115,60 +303,92 @@ pub fn explain(
         ranked,
         trace,
     } = merge_traced(id, contributions, links, rules);
-    let mut takes: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
-    takes.reserve(trace.takes.len());
+    // Takes and elements by pointer: (take, element) with `NONE` for neither.
+    let mut at: foldhash::HashMap<&str, (u32, u32)> = foldhash::HashMap::default();
+    at.reserve(trace.takes.len() + trace.elements.len());
     for (i, take) in trace.takes.iter().enumerate() {
-        takes.insert(trace.text(&take.pointer), i);
+        at.insert(trace.text(&take.pointer), (i as u32, NONE));
+    }
+    for (i, element) in trace.elements.iter().enumerate() {
+        at.entry(trace.text(&element.pointer))
+            .or_insert((NONE, NONE))
+            .1 = i as u32;
     }
     let mut walk = Walk {
         rules,
         links,
         ranked: &ranked,
-        froms: ranked.iter().map(|c| from(c)).collect(),
         trace: &trace,
-        takes,
-        rules_used: foldhash::HashMap::default(),
+        at,
+        take_rules: vec![NONE; trace.takes.len()],
+        last_rule_path: (usize::MAX, NONE),
+        rule_paths: foldhash::HashMap::default(),
+        rules_used: Vec::new(),
+        element_nodes: vec![NONE; trace.elements.len()],
+        reasons: Vec::new(),
+        top: Top::Merged,
+        id_reason: NONE,
+        entry: (NONE, NONE),
         pointer: String::with_capacity(128),
+        depth: 0,
+        next: 0,
+        leaf_text: String::with_capacity(trace.takes.len() * 32),
         leaves: Vec::with_capacity(trace.takes.len() + 8),
     };
-    if let Some(object) = document.as_object() {
-        for (key, value) in object {
-            walk.pointer.clear();
-            walk.pointer.push('/');
-            push_pointer_token(&mut walk.pointer, key);
-            match key.as_str() {
-                "id" | "href" => {
-                    let pointer = walk.pointer.clone();
-                    walk.pinv(pointer, value, None, "the PINV id of the product")
-                }
-                "externalIdentifier" => walk.crosswalk(value),
-                _ => walk.node(value, None),
-            }
-        }
-    }
+    walk.visit(&document, None);
+    let Walk {
+        leaves,
+        leaf_text,
+        rules_used,
+        element_nodes,
+        reasons,
+        ..
+    } = walk;
+
+    // The key fields of each union rule, once.
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    let mut key_paths: Vec<(&str, u32)> = Vec::new();
     let elements = trace
         .elements
         .iter()
-        .map(|(pointer, whos)| {
-            let pointer = trace.text(pointer);
-            let mut sources: Vec<Source> = Vec::with_capacity(whos.len());
-            for &who in whos {
-                if !sources.contains(&ranked[who].source) {
-                    sources.push(ranked[who].source.clone());
+        .zip(element_nodes)
+        .map(|(e, node)| {
+            let path = trace.text(&e.rule_path);
+            let key = match key_paths.iter().find(|(p, _)| *p == path) {
+                Some(&(_, key)) => key,
+                None => {
+                    let key = match rules.field(path) {
+                        Some(rule) => {
+                            keys.push(rule.key.clone());
+                            (keys.len() - 1) as u32
+                        }
+                        None => NONE,
+                    };
+                    key_paths.push((path, key));
+                    key
                 }
-            }
-            Element {
-                key: element_key(&document, pointer, rules),
-                pointer: pointer.to_owned(),
-                sources,
+            };
+            ElementEntry {
+                pointer: (e.pointer.start as u32, e.pointer.end as u32),
+                node,
+                key,
+                whos: (e.whos.start as u32, e.whos.end as u32),
             }
         })
         .collect();
-    let leaves = walk.leaves;
+    let froms = ranked.iter().map(|c| from(c)).collect();
+    let Trace { text, whos, .. } = trace;
     Explanation {
         document,
         leaves,
+        leaf_text,
         elements,
+        element_text: text,
+        element_whos: whos,
+        froms,
+        rules: rules_used,
+        keys,
+        reasons,
     }
 }
 
@@ -260,97 +480,212 @@ pub fn explain_at(
     Ok(explanation)
 }
 
+/// The top-level field a walk is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Top {
+    /// `id` or `href`: PINV's own.
+    Id,
+    /// `externalIdentifier`: PINV's crosswalk.
+    Crosswalk,
+    /// `productRelationship`: merged, with ids PINV may have resolved.
+    Relationships,
+    /// Any other field: merged.
+    Merged,
+}
+
+/// The walk of the merged document that gives each leaf its [`LeafEntry`].
 struct Walk<'a> {
     rules: &'a Rules,
     links: &'a Links,
     ranked: &'a [&'a Contribution],
-    /// [`From`] of each ranked contribution.
-    froms: Vec<From>,
     trace: &'a Trace,
-    /// The index in `trace.takes` of each take, by its pointer.
-    takes: foldhash::HashMap<&'a str, usize>,
-    /// The rule in force, by rule path.
-    rules_used: foldhash::HashMap<&'a str, RuleUsed>,
+    /// (index in `trace.takes`, index in `trace.elements`) by pointer, `NONE` for neither.
+    at: foldhash::HashMap<&'a str, (u32, u32)>,
+    /// The rule (index into `rules_used`) of each take, once known.
+    take_rules: Vec<u32>,
+    /// (start of the rule-path span resolved last, its rule): consecutive takes mostly
+    /// share one span.
+    last_rule_path: (usize, u32),
+    /// The rule of each rule path resolved, by path.
+    rule_paths: foldhash::HashMap<&'a str, u32>,
+    rules_used: Vec<RuleUsed>,
+    /// The walk position of each element (`NONE` until found).
+    element_nodes: Vec<u32>,
+    reasons: Vec<String>,
+    /// The reason of `id` and `href`, once pushed.
+    id_reason: u32,
+    top: Top,
+    /// The crosswalk entry being walked: (from, reason).
+    entry: (u32, u32),
     /// The pointer of the node being walked.
     pointer: String,
-    leaves: Vec<Leaf>,
+    depth: usize,
+    /// The walk position of the next node.
+    next: u32,
+    leaf_text: String,
+    leaves: Vec<LeafEntry>,
 }
 
 impl Walk<'_> {
-    /// Explains `value` at `self.pointer`; `taken` is the take it lies in, once found.
-    fn node(&mut self, value: &Value, taken: Option<usize>) {
-        let taken = taken.or_else(|| self.takes.get(self.pointer.as_str()).copied());
+    /// Walks `value` at `self.pointer`; `taken` is the take it lies in, once found. The
+    /// order is that of [`Nodes::visit`], which finds the values again by position.
+    fn visit(&mut self, value: &Value, taken: Option<u32>) {
+        let here = self.next;
+        self.next += 1;
+        let mut taken = taken;
+        if taken.is_none() && matches!(self.top, Top::Merged | Top::Relationships) {
+            if let Some(&(take, element)) = self.at.get(self.pointer.as_str()) {
+                if element != NONE {
+                    self.element_nodes[element as usize] = here;
+                }
+                if take != NONE {
+                    taken = Some(take);
+                }
+            }
+        }
         let len = self.pointer.len();
         match value {
             Value::Object(o) if !o.is_empty() => {
                 for (k, v) in o {
                     self.pointer.push('/');
                     push_pointer_token(&mut self.pointer, k);
-                    self.node(v, taken);
+                    if self.depth == 0 {
+                        self.top = match k.as_str() {
+                            "id" | "href" => Top::Id,
+                            "externalIdentifier" => Top::Crosswalk,
+                            "productRelationship" => Top::Relationships,
+                            _ => Top::Merged,
+                        };
+                        self.entry = (NONE, NONE);
+                    }
+                    self.depth += 1;
+                    self.visit(v, taken);
+                    self.depth -= 1;
                     self.pointer.truncate(len);
                 }
             }
             Value::Array(a) if !a.is_empty() => {
                 for (i, v) in a.iter().enumerate() {
-                    let _ = write!(self.pointer, "/{i}");
-                    self.node(v, taken);
+                    push_index(&mut self.pointer, i);
+                    if self.depth == 1 && self.top == Top::Crosswalk {
+                        self.crosswalk_entry(v);
+                    }
+                    self.depth += 1;
+                    self.visit(v, taken);
+                    self.depth -= 1;
                     self.pointer.truncate(len);
                 }
             }
-            _ => {
-                if let Some(take) = taken {
-                    self.leaf(value, take);
+            _ => self.leaf(value, taken),
+        }
+    }
+
+    fn leaf(&mut self, value: &Value, taken: Option<u32>) {
+        let start = self.leaf_text.len() as u32;
+        self.leaf_text.push_str(&self.pointer);
+        let mut entry = LeafEntry {
+            pointer: (start, self.leaf_text.len() as u32),
+            set_by: Some(SetBy::Pinv),
+            from: NONE,
+            rule: NONE,
+            reason: NONE,
+        };
+        match self.top {
+            Top::Id => {
+                if self.id_reason == NONE {
+                    self.id_reason = self.reason("the PINV id of the product".to_owned());
                 }
+                entry.reason = self.id_reason;
             }
+            Top::Crosswalk => (entry.from, entry.reason) = self.entry,
+            Top::Relationships | Top::Merged => match taken {
+                None => entry.set_by = None,
+                Some(take) => {
+                    let who = self.trace.takes[take as usize].who;
+                    entry.from = who as u32;
+                    let raw = match self.top {
+                        Top::Relationships => {
+                            self.resolved_relationship(value, &self.ranked[who].source)
+                        }
+                        _ => None,
+                    };
+                    match raw {
+                        Some(raw) => {
+                            entry.reason = self.reason(format!(
+                                "relationship id '{raw}' sent by {} resolved to this PINV product",
+                                self.ranked[who].source
+                            ));
+                        }
+                        None => {
+                            entry.set_by = Some(SetBy::Source);
+                            entry.rule = self.rule_of(take as usize);
+                        }
+                    }
+                }
+            },
         }
+        self.leaves.push(entry);
     }
 
-    fn leaf(&mut self, value: &Value, take: usize) {
+    fn reason(&mut self, reason: String) -> u32 {
+        self.reasons.push(reason);
+        (self.reasons.len() - 1) as u32
+    }
+
+    /// Sets `self.entry` for the crosswalk entry `entry`: the contribution it is about.
+    fn crosswalk_entry(&mut self, entry: &Value) {
+        let owner = entry.get("owner").and_then(Value::as_str).unwrap_or("");
+        let about = self
+            .ranked
+            .iter()
+            .rposition(|c| c.source.as_str() == owner)
+            .map_or(NONE, |who| who as u32);
+        let reason = self.reason(format!("crosswalk entry for the local id {owner} sent"));
+        self.entry = (about, reason);
+    }
+
+    /// The rule (index into `rules_used`) that chose take `take`.
+    fn rule_of(&mut self, take: usize) -> u32 {
+        if self.take_rules[take] != NONE {
+            return self.take_rules[take];
+        }
         let trace = self.trace;
-        let Take { rule_path, who, .. } = &trace.takes[take];
-        let contribution = self.ranked[*who];
-        let from = Some(self.froms[*who].clone());
-        let pointer = self.pointer.clone();
-        if let Some(raw) = self.resolved_relationship(&pointer, value, &contribution.source) {
-            let reason = format!(
-                "relationship id '{raw}' sent by {} resolved to this PINV product",
-                contribution.source
-            );
-            self.leaves.push(Leaf {
-                pointer,
-                value: value.clone(),
-                set_by: SetBy::Pinv,
-                from,
-                rule: None,
-                reason: Some(reason),
-            });
-            return;
-        }
-        let rules = self.rules;
-        let rule = self
-            .rules_used
-            .entry(trace.text(rule_path))
-            .or_insert_with_key(|path| rule_used(rules, path))
-            .clone();
-        self.leaves.push(Leaf {
-            pointer,
-            value: value.clone(),
-            set_by: SetBy::Source,
-            from,
-            rule: Some(rule),
-            reason: None,
-        });
+        let span = &trace.takes[take].rule_path;
+        let rule = if span.start == self.last_rule_path.0 {
+            self.last_rule_path.1
+        } else {
+            let path = trace.text(span);
+            let rule = match self.rule_paths.get(path) {
+                Some(&rule) => rule,
+                None => {
+                    let found = nearest_rule(self.rules, path);
+                    let wanted = found.map(|r| r.path.as_str());
+                    let rule = match self
+                        .rules_used
+                        .iter()
+                        .position(|r| r.path.as_deref() == wanted)
+                    {
+                        Some(i) => i as u32,
+                        None => {
+                            self.rules_used.push(rule_used(self.rules, found));
+                            (self.rules_used.len() - 1) as u32
+                        }
+                    };
+                    self.rule_paths.insert(path, rule);
+                    rule
+                }
+            };
+            self.last_rule_path = (span.start, rule);
+            rule
+        };
+        self.take_rules[take] = rule;
+        rule
     }
 
-    /// The raw id a source sent, when `value` at `pointer` is the PINV id (or href) that
-    /// PINV put in its place.
-    fn resolved_relationship(
-        &self,
-        pointer: &str,
-        value: &Value,
-        source: &Source,
-    ) -> Option<String> {
-        let rest = pointer.strip_prefix("/productRelationship/")?;
+    /// The raw id a source sent, when `value` at `self.pointer` is the PINV id (or href)
+    /// that PINV put in its place.
+    fn resolved_relationship(&self, value: &Value, source: &Source) -> Option<String> {
+        let rest = self.pointer.strip_prefix("/productRelationship/")?;
         let (index, field) = rest.split_once('/')?;
         if index.parse::<usize>().is_err() || !matches!(field, "id" | "href") {
             return None;
@@ -368,37 +703,15 @@ impl Walk<'_> {
             })
             .map(|(raw, _)| raw.clone())
     }
+}
 
-    fn pinv(&mut self, pointer: String, value: &Value, from: Option<From>, reason: &str) {
-        self.leaves.push(Leaf {
-            pointer,
-            value: value.clone(),
-            set_by: SetBy::Pinv,
-            from,
-            rule: None,
-            reason: Some(reason.to_owned()),
-        });
-    }
-
-    /// The crosswalk (at `self.pointer`): one entry per contribution's local id.
-    fn crosswalk(&mut self, value: &Value) {
-        let len = self.pointer.len();
-        for (i, entry) in value.as_array().into_iter().flatten().enumerate() {
-            let owner = entry.get("owner").and_then(Value::as_str).unwrap_or("");
-            let about = self
-                .ranked
-                .iter()
-                .rposition(|c| c.source.as_str() == owner)
-                .map(|who| self.froms[who].clone());
-            let reason = format!("crosswalk entry for the local id {owner} sent");
-            for (k, v) in entry.as_object().into_iter().flatten() {
-                let _ = write!(self.pointer, "/{i}/");
-                push_pointer_token(&mut self.pointer, k);
-                let pointer = self.pointer.clone();
-                self.pointer.truncate(len);
-                self.pinv(pointer, v, about.clone(), &reason);
-            }
-        }
+/// Appends the pointer token `/{index}` to `out`.
+fn push_index(out: &mut String, index: usize) {
+    out.push('/');
+    if index < 10 {
+        out.push(char::from(b'0' + index as u8));
+    } else {
+        let _ = write!(out, "{index}");
     }
 }
 
@@ -411,11 +724,21 @@ fn from(c: &Contribution) -> From {
 }
 
 /// The rule in force at `rule_path`: the nearest rule at or above it (a rule above a
-/// taken value can only be a `union` whose elements were merged), else the default.
-fn rule_used(rules: &Rules, rule_path: &str) -> RuleUsed {
+/// taken value can only be a `union` whose elements were merged); `None` for the default.
+fn nearest_rule<'r>(rules: &'r Rules, rule_path: &str) -> Option<&'r FieldRule> {
     let mut path = rule_path;
     loop {
         if let Some(rule) = rules.field(path) {
+            return Some(rule);
+        }
+        path = path.rsplit_once('.')?.0;
+    }
+}
+
+/// How `rule` (`None`: the default) is named in an explanation.
+fn rule_used(rules: &Rules, rule: Option<&FieldRule>) -> RuleUsed {
+    match rule {
+        Some(rule) => {
             let precedence = match rule.strategy {
                 Strategy::Owner => rule.owners.clone(),
                 _ => rule
@@ -423,46 +746,21 @@ fn rule_used(rules: &Rules, rule_path: &str) -> RuleUsed {
                     .clone()
                     .unwrap_or_else(|| rules.precedence.clone()),
             };
-            return RuleUsed {
+            RuleUsed {
                 path: Some(rule.path.clone()),
                 strategy: rule.strategy,
                 element_strategy: (rule.strategy == Strategy::Union)
                     .then_some(rule.element_strategy),
                 precedence,
-            };
+            }
         }
-        match path.rsplit_once('.') {
-            Some((parent, _)) => path = parent,
-            None => break,
-        }
+        None => RuleUsed {
+            path: None,
+            strategy: Strategy::Priority,
+            element_strategy: None,
+            precedence: rules.precedence.clone(),
+        },
     }
-    RuleUsed {
-        path: None,
-        strategy: Strategy::Priority,
-        element_strategy: None,
-        precedence: rules.precedence.clone(),
-    }
-}
-
-/// The key values of the union element at `pointer`, by the rule of its array.
-fn element_key(
-    document: &Value,
-    pointer: &str,
-    rules: &Rules,
-) -> Option<serde_json::Map<String, Value>> {
-    let element = document.pointer(pointer)?.as_object()?;
-    let array = &pointer[..pointer.rfind('/')?];
-    let rule_path: Vec<String> = array
-        .split('/')
-        .skip(1)
-        .filter(|t| t.parse::<usize>().is_err())
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    let rule = rules.field(&rule_path.join("."))?;
-    rule.key
-        .iter()
-        .map(|k| element.get(k).map(|v| (k.clone(), v.clone())))
-        .collect()
 }
 
 #[cfg(test)]
@@ -487,9 +785,13 @@ mod tests {
         }
     }
 
-    fn leaf<'e>(e: &'e Explanation, pointer: &str) -> &'e Leaf {
-        let found: Vec<&Leaf> = e.leaves.iter().filter(|l| l.pointer == pointer).collect();
-        assert_eq!(found.len(), 1, "{pointer} in {:#?}", e.leaves);
+    fn leaf<'e>(e: &'e Explanation, pointer: &str) -> Leaf<'e> {
+        let found: Vec<Leaf> = e
+            .leaves()
+            .into_iter()
+            .filter(|l| l.pointer == pointer)
+            .collect();
+        assert_eq!(found.len(), 1, "{pointer} in {:#?}", e.leaves());
         found[0]
     }
 
@@ -497,10 +799,10 @@ mod tests {
     fn who(e: &Explanation, pointer: &str) -> (String, Option<String>, Strategy) {
         let l = leaf(e, pointer);
         assert_eq!(l.set_by, SetBy::Source);
-        let rule = l.rule.clone().unwrap();
+        let rule = l.rule.unwrap();
         (
-            l.from.clone().unwrap().source.to_string(),
-            rule.path,
+            l.from.unwrap().source.to_string(),
+            rule.path.clone(),
             rule.strategy,
         )
     }
@@ -563,7 +865,7 @@ mod tests {
         );
         // An empty value only one source sent still stands, and says whose it is.
         assert_eq!(who(&e, "/only"), (s("b"), None, Strategy::Priority));
-        let plain = leaf(&e, "/plain").from.clone().unwrap();
+        let plain = leaf(&e, "/plain").from.unwrap();
         assert_eq!(plain.event_id, cs[0].event_id);
         assert_eq!(plain.time, cs[0].time);
     }
@@ -592,7 +894,7 @@ mod tests {
         };
         let merged = with(ElementStrategy::Merge);
         assert_eq!(
-            merged.document["p"][0],
+            merged.document()["p"][0],
             json!({"role": "R", "x": "a", "y": "b"})
         );
         assert_eq!(
@@ -612,29 +914,26 @@ mod tests {
             Some(ElementStrategy::Merge)
         );
         assert_eq!(
-            merged.elements,
-            vec![
-                Element {
-                    pointer: s("/p/0"),
-                    key: Some(json!({"role": "R"}).as_object().unwrap().clone()),
-                    sources: vec![src("a"), src("b")],
-                },
-                Element {
-                    pointer: s("/p/1"),
-                    key: Some(json!({"role": "A"}).as_object().unwrap().clone()),
-                    sources: vec![src("a")],
-                },
-                Element {
-                    pointer: s("/p/2"),
-                    key: Some(json!({"role": "B"}).as_object().unwrap().clone()),
-                    sources: vec![src("b")],
-                },
-            ]
+            serde_json::to_value(merged.elements()).unwrap(),
+            json!([
+                {"pointer": "/p/0", "key": {"role": "R"}, "sources": ["a", "b"]},
+                {"pointer": "/p/1", "key": {"role": "A"}, "sources": ["a"]},
+                {"pointer": "/p/2", "key": {"role": "B"}, "sources": ["b"]},
+            ])
+        );
+        let (a, r) = (src("a"), json!("R"));
+        assert_eq!(
+            merged.elements()[0],
+            Element {
+                pointer: "/p/0",
+                key: Some(vec![("role", &r)]),
+                sources: vec![&a, &src("b")],
+            }
         );
         let recency = with(ElementStrategy::Recency);
         assert_eq!(who(&recency, "/p/0/role").0, "b");
         assert_eq!(who(&recency, "/p/0/y").0, "b");
-        assert_eq!(recency.elements[0].sources, vec![src("a"), src("b")]);
+        assert_eq!(recency.elements()[0].sources, vec![&src("a"), &src("b")]);
         let oldest = with(ElementStrategy::Oldest);
         assert_eq!(who(&oldest, "/p/0/x").0, "a");
         let priority = with(ElementStrategy::Priority);
@@ -693,7 +992,7 @@ mod tests {
         assert_eq!(leaf(&e, "/id").set_by, SetBy::Pinv);
         assert_eq!(leaf(&e, "/href").set_by, SetBy::Pinv);
         assert_eq!(
-            e.document["productRelationship"][1]["id"],
+            e.document()["productRelationship"][1]["id"],
             json!(pid(7).to_string())
         );
         for field in ["id", "href"] {
@@ -707,7 +1006,7 @@ mod tests {
         assert_eq!(who(&e, "/productRelationship/1/relationshipType").0, "b");
         let crosswalk = leaf(&e, "/externalIdentifier/1/id");
         assert_eq!(
-            (crosswalk.set_by, &crosswalk.value),
+            (crosswalk.set_by, crosswalk.value),
             (SetBy::Pinv, &json!("b-1"))
         );
         assert_eq!(crosswalk.from.as_ref().unwrap().source, src("b"));
@@ -722,10 +1021,10 @@ mod tests {
         ];
         let e = explain(&pid(1), &cs, &Links::default(), &r);
         assert_eq!(
-            e.document,
+            *e.document(),
             crate::core::merge::merge_document(&pid(1), &cs, &Links::default(), &r)
         );
-        let pointers: Vec<&str> = e.leaves.iter().map(|l| l.pointer.as_str()).collect();
+        let pointers: Vec<&str> = e.leaves().iter().map(|l| l.pointer).collect();
         assert_eq!(
             pointers,
             [
@@ -787,11 +1086,11 @@ mod tests {
         let b = contribution("b", 2, json!({"name": "from b", "status": "active"}));
         let (record, history) = record_after(&[(&b, &r), (&a, &r)]);
         let first = explain_at(&record, &history, &r, 1).unwrap();
-        assert_eq!(first.document["name"], json!("from b"));
+        assert_eq!(first.document()["name"], json!("from b"));
         assert_eq!(who(&first, "/name").0, "b");
         let now = explain_at(&record, &history, &r, 2).unwrap();
         assert_eq!(who(&now, "/name").0, "a");
-        assert_eq!(now.document, record.merged);
+        assert_eq!(*now.document(), record.merged);
         for bad in [0, 3] {
             let e = explain_at(&record, &history, &r, bad).unwrap_err();
             assert!(e.0.contains("revisions 1 to 2"), "{e}");
