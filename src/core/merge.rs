@@ -76,31 +76,29 @@ pub(crate) struct Traced<'c> {
     /// The contributions in the default precedence order.
     pub ranked: Vec<&'c Contribution>,
     /// What the merge took, and where.
-    pub trace: Trace,
+    pub trace: Trace<'c>,
 }
 
 /// The merge's record of its choices, kept only when explaining (see [`Traced`]).
 ///
-/// The current pointer and rule path are built in place as the merge descends, and each
-/// recorded one is a span of `text`: no allocation per take.
+/// The current pointer is built in place as the merge descends, and each recorded one is
+/// a span of `text`: no allocation per take. The rule in force is tracked alongside, as
+/// the merge's own rule tree finds it (no rule paths are built or looked up).
 #[derive(Default)]
-pub(crate) struct Trace {
+pub(crate) struct Trace<'r> {
     /// JSON pointer of the output path being built.
     pointer: String,
-    /// Dotted rule path of it (arrays are transparent).
-    rule_path: String,
-    /// Per level: the lengths of `pointer` and `rule_path` before it, and whether it is
-    /// an object key.
-    levels: Vec<(usize, usize, bool)>,
-    /// The text of every recorded pointer and rule path.
+    /// The nearest rule at or above it (`None`: the default).
+    rule: Option<&'r FieldRule>,
+    /// Per level: the length of `pointer` and the rule in force before it.
+    levels: Vec<(usize, Option<&'r FieldRule>)>,
+    /// The text of every recorded pointer.
     pub text: String,
-    /// The last rule path recorded: consecutive takes under one path share its span.
-    last_rule_path: Span,
     /// Every value taken whole: the subtrees are disjoint and cover every leaf the merge
     /// chose.
-    pub takes: Vec<Take>,
+    pub takes: Vec<Take<'r>>,
     /// Every element of every `union` array, in the merge's order.
-    pub elements: Vec<TracedElement>,
+    pub elements: Vec<TracedElement<'r>>,
     /// The contributors of the elements (see [`TracedElement::whos`]), back to back.
     pub whos: Vec<usize>,
 }
@@ -109,86 +107,68 @@ pub(crate) struct Trace {
 pub(crate) type Span = std::ops::Range<usize>;
 
 /// One element of a `union` array.
-pub(crate) struct TracedElement {
+pub(crate) struct TracedElement<'r> {
     /// JSON pointer of the element in the merged document.
     pub pointer: Span,
-    /// Dotted rule path of its array (the `union` rule's path).
-    pub rule_path: Span,
+    /// The `union` rule of its array.
+    pub rule: Option<&'r FieldRule>,
     /// Every ranked contribution that sent a matching element, in order: a range of
     /// [`Trace::whos`].
     pub whos: std::ops::Range<usize>,
 }
 
 /// One value the merge took whole.
-pub(crate) struct Take {
+pub(crate) struct Take<'r> {
     /// JSON pointer in the merged document.
     pub pointer: Span,
-    /// Dotted rule path of it.
-    pub rule_path: Span,
+    /// The rule in force there: the nearest at or above it (a rule above a taken value
+    /// can only be a `union` whose elements were merged); `None` for the default.
+    pub rule: Option<&'r FieldRule>,
     /// The ranked contribution it came from.
     pub who: usize,
 }
 
-impl Trace {
+impl<'r> Trace<'r> {
     /// The recorded text at `span`.
     pub fn text(&self, span: &Span) -> &str {
         &self.text[span.clone()]
     }
 
-    fn enter_key(&mut self, key: &str) {
-        let keyed = self.levels.iter().any(|l| l.2);
-        self.levels
-            .push((self.pointer.len(), self.rule_path.len(), true));
+    /// Descends into object key `key`, whose rule (if any) is `rule`.
+    fn enter_key(&mut self, key: &str, rule: Option<&'r FieldRule>) {
+        self.levels.push((self.pointer.len(), self.rule));
         self.pointer.push('/');
         crate::core::push_pointer_token(&mut self.pointer, key);
-        if keyed {
-            self.rule_path.push('.');
+        if rule.is_some() {
+            self.rule = rule;
         }
-        self.rule_path.push_str(key);
     }
 
+    /// Descends into array element `index` (arrays are transparent to rules).
     fn enter_index(&mut self, index: usize) {
-        use std::fmt::Write;
-        self.levels
-            .push((self.pointer.len(), self.rule_path.len(), false));
-        let _ = write!(self.pointer, "/{index}");
+        self.levels.push((self.pointer.len(), self.rule));
+        crate::core::push_index_token(&mut self.pointer, index);
     }
 
     fn leave(&mut self) {
-        if let Some((pointer, rule_path, _)) = self.levels.pop() {
+        if let Some((pointer, rule)) = self.levels.pop() {
             self.pointer.truncate(pointer);
-            self.rule_path.truncate(rule_path);
+            self.rule = rule;
         }
     }
 
-    /// Records the current pointer (or, with `pointer` false, the rule path).
-    fn record(&mut self, pointer: bool) -> Span {
+    /// Records the current pointer.
+    fn record(&mut self) -> Span {
         let start = self.text.len();
-        let current = if pointer {
-            &self.pointer
-        } else {
-            &self.rule_path
-        };
-        self.text.push_str(current);
+        self.text.push_str(&self.pointer);
         start..self.text.len()
     }
 
-    /// Records the current rule path, sharing the last recorded span when it is the same.
-    fn record_rule_path(&mut self) -> Span {
-        if self.text[self.last_rule_path.clone()] == self.rule_path {
-            return self.last_rule_path.clone();
-        }
-        let span = self.record(false);
-        self.last_rule_path = span.clone();
-        span
-    }
-
     fn take(&mut self, who: usize) {
-        let pointer = self.record(true);
-        let rule_path = self.record_rule_path();
+        let pointer = self.record();
         self.takes.push(Take {
             pointer,
-            rule_path,
+            rule: self.rule,
             who,
         });
     }
@@ -199,7 +179,7 @@ pub(crate) fn merge_traced<'c>(
     id: &PinvId,
     contributions: &'c [Contribution],
     links: &Links,
-    rules: &Rules,
+    rules: &'c Rules,
 ) -> Traced<'c> {
     let mut trace = Trace::default();
     let (merged, ranked) = merge_inner(id, contributions, links, rules, false, Some(&mut trace));
@@ -220,13 +200,13 @@ fn merge_with(
     merge_inner(id, contributions, links, rules, with_provenance, None).0
 }
 
-fn merge_inner<'c>(
+fn merge_inner<'c, 'r>(
     id: &PinvId,
     contributions: &'c [Contribution],
     links: &Links,
-    rules: &Rules,
+    rules: &'r Rules,
     with_provenance: bool,
-    trace: Option<&mut Trace>,
+    trace: Option<&mut Trace<'r>>,
 ) -> (Merged, Vec<&'c Contribution>) {
     // Rank once by the default precedence; everything below refers to a contribution by
     // its index in this order, so "in order" is simply "by index". Two contributions of
@@ -292,7 +272,7 @@ fn merge_inner<'c>(
         let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
-        merger.enter(key);
+        merger.enter(key, node);
         let merged = merger.merge_field(node, &mut flat[start..end]);
         merger.leave();
         if let Some(value) = merged {
@@ -607,19 +587,19 @@ impl<'r> RuleTree<'r> {
 
 /// State of one merge: the rules, the ranked inputs, and the inputs whose values made
 /// the current top-level field.
-struct Merger<'r, 'a> {
-    tree: &'r RuleTree<'r>,
-    inputs: &'r [Input<'a>],
+struct Merger<'m, 'a, 'r> {
+    tree: &'m RuleTree<'r>,
+    inputs: &'m [Input<'a>],
     used: Vec<usize>,
     /// Only when explaining; `None` on the write paths.
-    trace: Option<&'r mut Trace>,
+    trace: Option<&'m mut Trace<'r>>,
 }
 
-impl<'a> Merger<'_, 'a> {
-    /// The output descends into `token` (traced merges only).
-    fn enter(&mut self, token: &str) {
+impl<'a> Merger<'_, 'a, '_> {
+    /// The output descends into `token`, at rule-tree `node` (traced merges only).
+    fn enter(&mut self, token: &str, node: Option<usize>) {
         if let Some(t) = self.trace.as_deref_mut() {
-            t.enter_key(token);
+            t.enter_key(token, self.tree.rule(node));
         }
     }
 
@@ -709,8 +689,9 @@ impl<'a> Merger<'_, 'a> {
             let key = entries[start].0;
             let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
             let same_key = &mut flat[start..end];
-            self.enter(key);
-            let merged = match self.tree.child(node, key) {
+            let child = self.tree.child(node, key);
+            self.enter(key, child);
+            let merged = match child {
                 // No rule at or below: plain priority.
                 None => {
                     let first = same_key.iter().find(|c| !is_empty(c.value));
@@ -742,8 +723,9 @@ impl<'a> Merger<'_, 'a> {
                 who: only.who,
                 value,
             };
-            self.enter(key);
-            let merged = match self.tree.child(node, key) {
+            let child = self.tree.child(node, key);
+            self.enter(key, child);
+            let merged = match child {
                 None => Some(self.take(cand)),
                 child => self.merge_field(child, &mut [cand]),
             };
@@ -789,11 +771,10 @@ impl<'a> Merger<'_, 'a> {
                     t.whos.push(groups.elements[i].who);
                     i = groups.next[i];
                 }
-                let pointer = t.record(true);
-                let rule_path = t.record_rule_path();
+                let pointer = t.record();
                 t.elements.push(TracedElement {
                     pointer,
-                    rule_path,
+                    rule: t.rule,
                     whos: start..t.whos.len(),
                 });
             }

@@ -11,8 +11,6 @@
 //! [`Explanation::elements`] lend them out as [`Leaf`] and [`Element`] views, which
 //! serialise to the provenance route's JSON.
 
-use std::fmt::Write;
-
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -21,7 +19,7 @@ use crate::core::merge::{merge_traced, Trace, Traced};
 use crate::core::package::Links;
 use crate::core::record::{Contribution, HistoryEntry, ProductRecord};
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
-use crate::core::{push_pointer_token, EventId, PinvId, Source};
+use crate::core::{push_index_token, push_pointer_token, EventId, PinvId, Source};
 
 /// "None" in the index fields of [`LeafEntry`] and [`ElementEntry`].
 const NONE: u32 = u32::MAX;
@@ -321,8 +319,7 @@ pub fn explain(
         trace: &trace,
         at,
         take_rules: vec![NONE; trace.takes.len()],
-        last_rule_path: (usize::MAX, NONE),
-        rule_paths: foldhash::HashMap::default(),
+        found_rules: Vec::new(),
         rules_used: Vec::new(),
         element_nodes: vec![NONE; trace.elements.len()],
         reasons: Vec::new(),
@@ -347,26 +344,22 @@ pub fn explain(
 
     // The key fields of each union rule, once.
     let mut keys: Vec<Vec<String>> = Vec::new();
-    let mut key_paths: Vec<(&str, u32)> = Vec::new();
+    let mut key_rules: Vec<&FieldRule> = Vec::new();
     let elements = trace
         .elements
         .iter()
         .zip(element_nodes)
         .map(|(e, node)| {
-            let path = trace.text(&e.rule_path);
-            let key = match key_paths.iter().find(|(p, _)| *p == path) {
-                Some(&(_, key)) => key,
-                None => {
-                    let key = match rules.field(path) {
-                        Some(rule) => {
-                            keys.push(rule.key.clone());
-                            (keys.len() - 1) as u32
-                        }
-                        None => NONE,
-                    };
-                    key_paths.push((path, key));
-                    key
-                }
+            let key = match e.rule {
+                Some(rule) => match key_rules.iter().position(|r| std::ptr::eq(*r, rule)) {
+                    Some(i) => i as u32,
+                    None => {
+                        key_rules.push(rule);
+                        keys.push(rule.key.clone());
+                        (keys.len() - 1) as u32
+                    }
+                },
+                None => NONE,
             };
             ElementEntry {
                 pointer: (e.pointer.start as u32, e.pointer.end as u32),
@@ -498,16 +491,13 @@ struct Walk<'a> {
     rules: &'a Rules,
     links: &'a Links,
     ranked: &'a [&'a Contribution],
-    trace: &'a Trace,
+    trace: &'a Trace<'a>,
     /// (index in `trace.takes`, index in `trace.elements`) by pointer, `NONE` for neither.
     at: foldhash::HashMap<&'a str, (u32, u32)>,
     /// The rule (index into `rules_used`) of each take, once known.
     take_rules: Vec<u32>,
-    /// (start of the rule-path span resolved last, its rule): consecutive takes mostly
-    /// share one span.
-    last_rule_path: (usize, u32),
-    /// The rule of each rule path resolved, by path.
-    rule_paths: foldhash::HashMap<&'a str, u32>,
+    /// The rule each entry of `rules_used` names (`None`: the default).
+    found_rules: Vec<Option<&'a FieldRule>>,
     rules_used: Vec<RuleUsed>,
     /// The walk position of each element (`NONE` until found).
     element_nodes: Vec<u32>,
@@ -566,7 +556,7 @@ impl Walk<'_> {
             }
             Value::Array(a) if !a.is_empty() => {
                 for (i, v) in a.iter().enumerate() {
-                    push_index(&mut self.pointer, i);
+                    push_index_token(&mut self.pointer, i);
                     if self.depth == 1 && self.top == Top::Crosswalk {
                         self.crosswalk_entry(v);
                     }
@@ -649,34 +639,19 @@ impl Walk<'_> {
         if self.take_rules[take] != NONE {
             return self.take_rules[take];
         }
-        let trace = self.trace;
-        let span = &trace.takes[take].rule_path;
-        let rule = if span.start == self.last_rule_path.0 {
-            self.last_rule_path.1
-        } else {
-            let path = trace.text(span);
-            let rule = match self.rule_paths.get(path) {
-                Some(&rule) => rule,
-                None => {
-                    let found = nearest_rule(self.rules, path);
-                    let wanted = found.map(|r| r.path.as_str());
-                    let rule = match self
-                        .rules_used
-                        .iter()
-                        .position(|r| r.path.as_deref() == wanted)
-                    {
-                        Some(i) => i as u32,
-                        None => {
-                            self.rules_used.push(rule_used(self.rules, found));
-                            (self.rules_used.len() - 1) as u32
-                        }
-                    };
-                    self.rule_paths.insert(path, rule);
-                    rule
-                }
-            };
-            self.last_rule_path = (span.start, rule);
-            rule
+        let found = self.trace.takes[take].rule;
+        let same = |r: &Option<&FieldRule>| match (r, found) {
+            (Some(a), Some(b)) => std::ptr::eq(*a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let rule = match self.found_rules.iter().position(same) {
+            Some(i) => i as u32,
+            None => {
+                self.found_rules.push(found);
+                self.rules_used.push(rule_used(self.rules, found));
+                (self.rules_used.len() - 1) as u32
+            }
         };
         self.take_rules[take] = rule;
         rule
@@ -705,33 +680,11 @@ impl Walk<'_> {
     }
 }
 
-/// Appends the pointer token `/{index}` to `out`.
-fn push_index(out: &mut String, index: usize) {
-    out.push('/');
-    if index < 10 {
-        out.push(char::from(b'0' + index as u8));
-    } else {
-        let _ = write!(out, "{index}");
-    }
-}
-
 fn from(c: &Contribution) -> From {
     From {
         source: c.source.clone(),
         event_id: c.event_id.clone(),
         time: c.time,
-    }
-}
-
-/// The rule in force at `rule_path`: the nearest rule at or above it (a rule above a
-/// taken value can only be a `union` whose elements were merged); `None` for the default.
-fn nearest_rule<'r>(rules: &'r Rules, rule_path: &str) -> Option<&'r FieldRule> {
-    let mut path = rule_path;
-    loop {
-        if let Some(rule) = rules.field(path) {
-            return Some(rule);
-        }
-        path = path.rsplit_once('.')?.0;
     }
 }
 
