@@ -81,35 +81,70 @@ pub(crate) struct Traced<'c> {
 
 /// The merge's record of its choices, kept only when explaining (see [`Traced`]).
 ///
-/// The current pointer is built in place as the merge descends, and each recorded one is
-/// a span of `text`: no allocation per take. The rule in force is tracked alongside, as
-/// the merge's own rule tree finds it (no rule paths are built or looked up).
-#[derive(Default)]
+/// A tree of the output nodes the merge entered (object keys and array elements), each
+/// with the rule in force there and, when the merge took the value there whole, the
+/// contribution it came from. No pointer or rule path is built: an explanation finds a
+/// document node's trace node from its parent's and its key.
 pub(crate) struct Trace<'r> {
-    /// JSON pointer of the output path being built.
-    pointer: String,
-    /// The nearest rule at or above it (`None`: the default).
-    rule: Option<&'r FieldRule>,
-    /// Per level: the length of `pointer` and the rule in force before it.
-    levels: Vec<(usize, Option<&'r FieldRule>)>,
-    /// The text of every recorded pointer.
+    /// Every node entered, in the merge's order; node 0 is the document itself.
+    pub nodes: Vec<TraceNode<'r>>,
+    /// The node being built.
+    current: u32,
+    /// The object keys of the nodes, back to back.
     pub text: String,
-    /// Every value taken whole: the subtrees are disjoint and cover every leaf the merge
-    /// chose.
-    pub takes: Vec<Take<'r>>,
     /// Every element of every `union` array, in the merge's order.
     pub elements: Vec<TracedElement<'r>>,
     /// The contributors of the elements (see [`TracedElement::whos`]), back to back.
     pub whos: Vec<usize>,
 }
 
-/// A range of [`Trace::text`].
-pub(crate) type Span = std::ops::Range<usize>;
+impl Default for Trace<'_> {
+    fn default() -> Self {
+        Self {
+            nodes: vec![TraceNode {
+                parent: Trace::NONE,
+                token: Token::Index(0),
+                rule: None,
+                take: Trace::NONE,
+                element: Trace::NONE,
+            }],
+            current: 0,
+            text: String::new(),
+            elements: Vec::new(),
+            whos: Vec::new(),
+        }
+    }
+}
+
+/// How a trace node hangs below its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// An object key: a span of [`Trace::text`].
+    Key(u32, u32),
+    /// An array index.
+    Index(u32),
+}
+
+/// One output node the merge entered.
+pub(crate) struct TraceNode<'r> {
+    /// Its parent (`Trace::NONE` for the document).
+    pub parent: u32,
+    pub token: Token,
+    /// The rule in force there: the nearest at or above it (a rule above a taken value
+    /// can only be a `union` whose elements were merged); `None` for the default.
+    pub rule: Option<&'r FieldRule>,
+    /// When the merge took the value here whole: the ranked contribution it came from
+    /// (else `Trace::NONE`). Taken values are disjoint and cover every leaf the merge
+    /// chose.
+    pub take: u32,
+    /// When it is an element of a `union` array: its index in [`Trace::elements`].
+    pub element: u32,
+}
 
 /// One element of a `union` array.
 pub(crate) struct TracedElement<'r> {
-    /// JSON pointer of the element in the merged document.
-    pub pointer: Span,
+    /// Its trace node.
+    pub node: u32,
     /// The `union` rule of its array.
     pub rule: Option<&'r FieldRule>,
     /// Every ranked contribution that sent a matching element, in order: a range of
@@ -117,60 +152,49 @@ pub(crate) struct TracedElement<'r> {
     pub whos: std::ops::Range<usize>,
 }
 
-/// One value the merge took whole.
-pub(crate) struct Take<'r> {
-    /// JSON pointer in the merged document.
-    pub pointer: Span,
-    /// The rule in force there: the nearest at or above it (a rule above a taken value
-    /// can only be a `union` whose elements were merged); `None` for the default.
-    pub rule: Option<&'r FieldRule>,
-    /// The ranked contribution it came from.
-    pub who: usize,
-}
-
 impl<'r> Trace<'r> {
-    /// The recorded text at `span`.
-    pub fn text(&self, span: &Span) -> &str {
-        &self.text[span.clone()]
+    /// "None" in the `u32` fields.
+    pub const NONE: u32 = u32::MAX;
+
+    /// The text of `token`'s key (`None` for an index).
+    pub fn key(&self, token: Token) -> Option<&str> {
+        match token {
+            Token::Key(start, end) => Some(&self.text[start as usize..end as usize]),
+            Token::Index(_) => None,
+        }
+    }
+
+    fn enter(&mut self, token: Token, rule: Option<&'r FieldRule>) {
+        let parent = self.current;
+        let rule = rule.or(self.nodes[parent as usize].rule);
+        self.current = self.nodes.len() as u32;
+        self.nodes.push(TraceNode {
+            parent,
+            token,
+            rule,
+            take: Self::NONE,
+            element: Self::NONE,
+        });
     }
 
     /// Descends into object key `key`, whose rule (if any) is `rule`.
     fn enter_key(&mut self, key: &str, rule: Option<&'r FieldRule>) {
-        self.levels.push((self.pointer.len(), self.rule));
-        self.pointer.push('/');
-        crate::core::push_pointer_token(&mut self.pointer, key);
-        if rule.is_some() {
-            self.rule = rule;
-        }
+        let start = self.text.len() as u32;
+        self.text.push_str(key);
+        self.enter(Token::Key(start, self.text.len() as u32), rule);
     }
 
     /// Descends into array element `index` (arrays are transparent to rules).
     fn enter_index(&mut self, index: usize) {
-        self.levels.push((self.pointer.len(), self.rule));
-        crate::core::push_index_token(&mut self.pointer, index);
+        self.enter(Token::Index(index as u32), None);
     }
 
     fn leave(&mut self) {
-        if let Some((pointer, rule)) = self.levels.pop() {
-            self.pointer.truncate(pointer);
-            self.rule = rule;
-        }
-    }
-
-    /// Records the current pointer.
-    fn record(&mut self) -> Span {
-        let start = self.text.len();
-        self.text.push_str(&self.pointer);
-        start..self.text.len()
+        self.current = self.nodes[self.current as usize].parent;
     }
 
     fn take(&mut self, who: usize) {
-        let pointer = self.record();
-        self.takes.push(Take {
-            pointer,
-            rule: self.rule,
-            who,
-        });
+        self.nodes[self.current as usize].take = who as u32;
     }
 }
 
@@ -771,10 +795,11 @@ impl<'a> Merger<'_, 'a, '_> {
                     t.whos.push(groups.elements[i].who);
                     i = groups.next[i];
                 }
-                let pointer = t.record();
+                let node = t.current as usize;
+                t.nodes[node].element = t.elements.len() as u32;
                 t.elements.push(TracedElement {
-                    pointer,
-                    rule: t.rule,
+                    node: node as u32,
+                    rule: t.nodes[node].rule,
                     whos: start..t.whos.len(),
                 });
             }

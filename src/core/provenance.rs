@@ -5,39 +5,43 @@
 //! value it takes and where it lands), so it is exactly the merge's own choice, never a
 //! guess from comparing values afterwards. The write paths never pay for it.
 //!
-//! An [`Explanation`] is compact: per leaf a few indices into tables (each contribution's
-//! [`From`] and each rule's [`RuleUsed`] once, not once per leaf) and a span of one pointer
-//! buffer; leaf values stay in the document. [`Explanation::leaves`] and
-//! [`Explanation::elements`] lend them out as [`Leaf`] and [`Element`] views, which
-//! serialise to the provenance route's JSON.
+//! An [`Explanation`] is compact: per value the merge took, a few indices into tables
+//! (each contribution's [`From`] and each rule's [`RuleUsed`] once, not once per leaf) and
+//! how many leaves it holds; leaf values stay in the document, and leaf pointers are
+//! written when first asked for. [`Explanation::leaves`] and [`Explanation::elements`]
+//! lend them out as [`Leaf`] and [`Element`] views, which serialise to the provenance
+//! route's JSON.
+
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::core::merge::{merge_traced, Trace, Traced};
+use crate::core::merge::{merge_traced, Token, Trace, Traced};
 use crate::core::package::Links;
 use crate::core::record::{Contribution, HistoryEntry, ProductRecord};
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
 use crate::core::{push_index_token, push_pointer_token, EventId, PinvId, Source};
 
-/// "None" in the index fields of [`LeafEntry`] and [`ElementEntry`].
+/// "None" in the index fields of [`LeafRun`] and [`ElementEntry`].
 const NONE: u32 = u32::MAX;
 
 /// Where every leaf of a merged document came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Explanation {
     /// The merged document explained (the same as the merge makes).
     document: Value,
-    /// One entry per leaf of `document` (scalar, empty array or empty object), in document
-    /// order: entry `i` is the `i`-th leaf of a depth-first walk.
-    leaves: Vec<LeafEntry>,
-    /// The pointers of the leaves, back to back.
-    leaf_text: String,
+    /// The leaves of `document` (scalars, empty arrays and empty objects) in runs that share
+    /// one provenance, in document order: the leaves of a depth-first walk, `count` by
+    /// `count`.
+    leaves: Vec<LeafRun>,
+    /// How many leaves the runs hold.
+    leaf_count: usize,
+    /// The pointers of the leaves and elements: written when first asked for.
+    pointers: OnceLock<Written>,
     /// One entry per element of every `union` array, in the merge's order.
     elements: Vec<ElementEntry>,
-    /// The merge's trace text: the element pointers are spans of it.
-    element_text: String,
     /// The contributors of each element (indices into `froms`), back to back.
     element_whos: Vec<usize>,
     /// The [`From`] of each contribution, in the merge's order.
@@ -50,12 +54,13 @@ pub struct Explanation {
     reasons: Vec<String>,
 }
 
-/// A leaf as [`explain`] records it: indices into the [`Explanation`]'s tables.
+/// Leaves in a row that share one provenance (those of one value the merge took, or a
+/// single leaf), as [`explain`] records them: indices into the [`Explanation`]'s tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LeafEntry {
-    /// Its pointer: `leaf_text[pointer.0..pointer.1]`.
-    pointer: (u32, u32),
-    /// `None` for a leaf no take covers (not listed; the merge covers every leaf).
+struct LeafRun {
+    /// How many leaves.
+    count: u32,
+    /// `None` for leaves no take covers (not listed; the merge covers every leaf).
     set_by: Option<SetBy>,
     /// Index into `froms`.
     from: u32,
@@ -68,10 +73,10 @@ struct LeafEntry {
 /// An element as [`explain`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ElementEntry {
-    /// Its pointer: a span of `element_text`.
-    pointer: (u32, u32),
-    /// Its position in a depth-first, pre-order walk of the document (`NONE`: not found).
+    /// Its position in a depth-first, pre-order walk of the document (`NONE`: not found
+    /// there, which the merge never leaves; then `pointer` says where the merge put it).
     node: u32,
+    pointer: Option<String>,
     /// Index into `keys` of its rule's key fields (`NONE`: no rule at the array's path).
     key: u32,
     /// Its contributors: `element_whos[whos.0..whos.1]`.
@@ -171,9 +176,39 @@ impl Explanation {
 
     /// One entry per leaf (scalar, empty array or empty object), in document order.
     pub fn leaves(&self) -> Vec<Leaf<'_>> {
-        let mut nodes = Nodes::new(&[], self.leaves.len());
+        let Written {
+            text,
+            leaf_ends: ends,
+            ..
+        } = self.written();
+        let mut nodes = Nodes::new(&[], self.leaf_count);
         nodes.visit(&self.document);
-        self.leaves_of(&nodes.leaves)
+        debug_assert_eq!(nodes.leaves.len(), self.leaf_count);
+        debug_assert_eq!(ends.len(), self.leaf_count);
+        let at = |i: u32| (i != NONE).then_some(i as usize);
+        let mut out = Vec::with_capacity(self.leaf_count);
+        let mut i = 0;
+        for run in &self.leaves {
+            let end = i + run.count as usize;
+            if let Some(set_by) = run.set_by {
+                let from = at(run.from).map(|i| &self.froms[i]);
+                let rule = at(run.rule).map(|i| &self.rules[i]);
+                let reason = at(run.reason).map(|i| self.reasons[i].as_str());
+                for leaf in i..end {
+                    let start = if leaf == 0 { 0 } else { ends[leaf - 1] };
+                    out.push(Leaf {
+                        pointer: &text[start as usize..ends[leaf] as usize],
+                        value: nodes.leaves[leaf],
+                        set_by,
+                        from,
+                        rule,
+                        reason,
+                    });
+                }
+            }
+            i = end;
+        }
+        out
     }
 
     /// One entry per element of every `union` array.
@@ -190,10 +225,12 @@ impl Explanation {
         let mut nodes = Nodes::new(&wanted, 0);
         nodes.found = &mut found;
         nodes.visit(&self.document);
+        let written = self.written();
         self.elements
             .iter()
             .zip(found)
-            .map(|(e, value)| {
+            .zip(&written.elements)
+            .map(|((e, value), &(start, end))| {
                 let mut sources: Vec<&Source> = Vec::with_capacity((e.whos.1 - e.whos.0) as usize);
                 for &who in &self.element_whos[e.whos.0 as usize..e.whos.1 as usize] {
                     let source = &self.froms[who].source;
@@ -209,7 +246,10 @@ impl Explanation {
                     _ => None,
                 };
                 Element {
-                    pointer: &self.element_text[e.pointer.0 as usize..e.pointer.1 as usize],
+                    pointer: match &e.pointer {
+                        Some(pointer) => pointer,
+                        None => &written.element_text[start as usize..end as usize],
+                    },
                     key,
                     sources,
                 }
@@ -217,24 +257,53 @@ impl Explanation {
             .collect()
     }
 
-    /// The leaves, given the leaf values of a depth-first walk of the document.
-    fn leaves_of<'e>(&'e self, values: &[&'e Value]) -> Vec<Leaf<'e>> {
-        debug_assert_eq!(values.len(), self.leaves.len());
-        let at = |i: u32| (i != NONE).then_some(i as usize);
-        self.leaves
-            .iter()
-            .zip(values)
-            .filter_map(|(l, &value)| {
-                Some(Leaf {
-                    pointer: &self.leaf_text[l.pointer.0 as usize..l.pointer.1 as usize],
-                    value,
-                    set_by: l.set_by?,
-                    from: at(l.from).map(|i| &self.froms[i]),
-                    rule: at(l.rule).map(|i| &self.rules[i]),
-                    reason: at(l.reason).map(|i| self.reasons[i].as_str()),
-                })
-            })
-            .collect()
+    /// The pointers of the leaves and elements, written on the first call.
+    fn written(&self) -> &Written {
+        self.pointers.get_or_init(|| {
+            let mut wanted: Vec<(u32, usize)> = self
+                .elements
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.node != NONE)
+                .map(|(i, e)| (e.node, i))
+                .collect();
+            wanted.sort_unstable();
+            let mut pointers = Pointers {
+                next: 0,
+                wanted: &wanted,
+                pointer: String::with_capacity(128),
+                written: Written {
+                    text: String::with_capacity(self.leaf_count * 32),
+                    leaf_ends: Vec::with_capacity(self.leaf_count),
+                    element_text: String::new(),
+                    elements: vec![(0, 0); self.elements.len()],
+                },
+            };
+            pointers.visit(&self.document);
+            pointers.written
+        })
+    }
+}
+
+/// The pointers of an [`Explanation`]'s leaves and elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    /// The leaves' pointers, back to back.
+    text: String,
+    /// Where the pointer of each leaf ends (each starts where the one before ends).
+    leaf_ends: Vec<u32>,
+    /// The elements' pointers.
+    element_text: String,
+    /// The span of each element's pointer in `element_text`.
+    elements: Vec<(u32, u32)>,
+}
+
+/// Explanations are equal when they explain the same document the same way.
+impl PartialEq for Explanation {
+    fn eq(&self, other: &Self) -> bool {
+        self.document == other.document
+            && self.leaves() == other.leaves()
+            && self.elements() == other.elements()
     }
 }
 
@@ -288,6 +357,55 @@ impl<'v, 'w> Nodes<'v, 'w> {
     }
 }
 
+/// The same walk as [`Nodes`], writing the pointer of every leaf and of the nodes at the
+/// positions `wanted` names.
+struct Pointers<'w> {
+    /// Position of the next node.
+    next: u32,
+    /// (position, index into `written.elements`), by position.
+    wanted: &'w [(u32, usize)],
+    pointer: String,
+    written: Written,
+}
+
+impl Pointers<'_> {
+    fn visit(&mut self, value: &Value) {
+        let here = self.next;
+        self.next += 1;
+        while let Some(&(node, i)) = self.wanted.first() {
+            if node != here {
+                break;
+            }
+            let start = self.written.element_text.len() as u32;
+            self.written.element_text.push_str(&self.pointer);
+            self.written.elements[i] = (start, self.written.element_text.len() as u32);
+            self.wanted = &self.wanted[1..];
+        }
+        let len = self.pointer.len();
+        match value {
+            Value::Object(o) if !o.is_empty() => {
+                for (k, v) in o {
+                    self.pointer.push('/');
+                    push_pointer_token(&mut self.pointer, k);
+                    self.visit(v);
+                    self.pointer.truncate(len);
+                }
+            }
+            Value::Array(a) if !a.is_empty() => {
+                for (i, v) in a.iter().enumerate() {
+                    push_index_token(&mut self.pointer, i);
+                    self.visit(v);
+                    self.pointer.truncate(len);
+                }
+            }
+            _ => {
+                self.written.text.push_str(&self.pointer);
+                self.written.leaf_ends.push(self.written.text.len() as u32);
+            }
+        }
+    }
+}
+
 /// Merges the contributions of product `id` as [`crate::core::merge::merge_document`]
 /// does and explains every leaf of the result.
 pub fn explain(
@@ -301,24 +419,22 @@ pub fn explain(
         ranked,
         trace,
     } = merge_traced(id, contributions, links, rules);
-    // Takes and elements by pointer: (take, element) with `NONE` for neither.
-    let mut at: foldhash::HashMap<&str, (u32, u32)> = foldhash::HashMap::default();
-    at.reserve(trace.takes.len() + trace.elements.len());
-    for (i, take) in trace.takes.iter().enumerate() {
-        at.insert(trace.text(&take.pointer), (i as u32, NONE));
-    }
-    for (i, element) in trace.elements.iter().enumerate() {
-        at.entry(trace.text(&element.pointer))
-            .or_insert((NONE, NONE))
-            .1 = i as u32;
+    // Trace nodes by parent and key.
+    let mut children: foldhash::HashMap<(u32, Key<'_>), u32> = foldhash::HashMap::default();
+    children.reserve(trace.nodes.len());
+    for (i, node) in trace.nodes.iter().enumerate().skip(1) {
+        let key = match node.token {
+            Token::Index(index) => Key::Index(index),
+            token => Key::Name(trace.key(token).unwrap_or_default()),
+        };
+        children.insert((node.parent, key), i as u32);
     }
     let mut walk = Walk {
         rules,
         links,
         ranked: &ranked,
         trace: &trace,
-        at,
-        take_rules: vec![NONE; trace.takes.len()],
+        children,
         found_rules: Vec::new(),
         rules_used: Vec::new(),
         element_nodes: vec![NONE; trace.elements.len()],
@@ -326,16 +442,16 @@ pub fn explain(
         top: Top::Merged,
         id_reason: NONE,
         entry: (NONE, NONE),
-        pointer: String::with_capacity(128),
+        pointer: String::new(),
         depth: 0,
         next: 0,
-        leaf_text: String::with_capacity(trace.takes.len() * 32),
-        leaves: Vec::with_capacity(trace.takes.len() + 8),
+        leaf_count: 0,
+        leaves: Vec::with_capacity(trace.nodes.len() + 16),
     };
-    walk.visit(&document, None);
+    walk.visit(&document, 0);
     let Walk {
         leaves,
-        leaf_text,
+        leaf_count,
         rules_used,
         element_nodes,
         reasons,
@@ -362,27 +478,47 @@ pub fn explain(
                 None => NONE,
             };
             ElementEntry {
-                pointer: (e.pointer.start as u32, e.pointer.end as u32),
                 node,
+                pointer: (node == NONE).then(|| trace_pointer(&trace, e.node)),
                 key,
                 whos: (e.whos.start as u32, e.whos.end as u32),
             }
         })
         .collect();
     let froms = ranked.iter().map(|c| from(c)).collect();
-    let Trace { text, whos, .. } = trace;
     Explanation {
         document,
         leaves,
-        leaf_text,
+        leaf_count,
+        pointers: OnceLock::new(),
         elements,
-        element_text: text,
-        element_whos: whos,
+        element_whos: trace.whos,
         froms,
         rules: rules_used,
         keys,
         reasons,
     }
+}
+
+/// The JSON pointer of trace node `node`.
+fn trace_pointer(trace: &Trace<'_>, node: u32) -> String {
+    let mut tokens = Vec::new();
+    let mut at = node;
+    while at != 0 && at != Trace::NONE {
+        tokens.push(trace.nodes[at as usize].token);
+        at = trace.nodes[at as usize].parent;
+    }
+    let mut pointer = String::new();
+    for token in tokens.into_iter().rev() {
+        match token {
+            Token::Index(index) => push_index_token(&mut pointer, index as usize),
+            token => {
+                pointer.push('/');
+                push_pointer_token(&mut pointer, trace.key(token).unwrap_or_default());
+            }
+        }
+    }
+    pointer
 }
 
 /// Why an earlier revision cannot be explained exactly (said to the client as is).
@@ -486,16 +622,25 @@ enum Top {
     Merged,
 }
 
-/// The walk of the merged document that gives each leaf its [`LeafEntry`].
+/// How a node hangs below its parent, as the walk looks trace nodes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Name(&'a str),
+    Index(u32),
+}
+
+/// The walk of the merged document that gives each leaf its provenance ([`LeafRun`]).
+///
+/// It follows the merge's trace down from the document, key by key, only as far as the
+/// values the merge took: a taken value's leaves share its provenance, so below it they
+/// are only counted.
 struct Walk<'a> {
     rules: &'a Rules,
     links: &'a Links,
     ranked: &'a [&'a Contribution],
     trace: &'a Trace<'a>,
-    /// (index in `trace.takes`, index in `trace.elements`) by pointer, `NONE` for neither.
-    at: foldhash::HashMap<&'a str, (u32, u32)>,
-    /// The rule (index into `rules_used`) of each take, once known.
-    take_rules: Vec<u32>,
+    /// Trace nodes by (parent, key).
+    children: foldhash::HashMap<(u32, Key<'a>), u32>,
     /// The rule each entry of `rules_used` names (`None`: the default).
     found_rules: Vec<Option<&'a FieldRule>>,
     rules_used: Vec<RuleUsed>,
@@ -507,38 +652,36 @@ struct Walk<'a> {
     top: Top,
     /// The crosswalk entry being walked: (from, reason).
     entry: (u32, u32),
-    /// The pointer of the node being walked.
+    /// The pointer of the node being walked, kept in `productRelationship` only (where a
+    /// leaf's pointer says whether PINV resolved it).
     pointer: String,
     depth: usize,
     /// The walk position of the next node.
     next: u32,
-    leaf_text: String,
-    leaves: Vec<LeafEntry>,
+    leaf_count: usize,
+    leaves: Vec<LeafRun>,
 }
 
-impl Walk<'_> {
-    /// Walks `value` at `self.pointer`; `taken` is the take it lies in, once found. The
+impl<'a> Walk<'a> {
+    /// Walks `value`, whose trace node is `node` (`NONE`: the merge did not make it). The
     /// order is that of [`Nodes::visit`], which finds the values again by position.
-    fn visit(&mut self, value: &Value, taken: Option<u32>) {
+    fn visit(&mut self, value: &'a Value, node: u32) {
         let here = self.next;
         self.next += 1;
-        let mut taken = taken;
-        if taken.is_none() && matches!(self.top, Top::Merged | Top::Relationships) {
-            if let Some(&(take, element)) = self.at.get(self.pointer.as_str()) {
-                if element != NONE {
-                    self.element_nodes[element as usize] = here;
-                }
-                if take != NONE {
-                    taken = Some(take);
-                }
+        if node != NONE {
+            let traced = &self.trace.nodes[node as usize];
+            if traced.element != NONE {
+                self.element_nodes[traced.element as usize] = here;
+            }
+            if traced.take != NONE {
+                self.taken(value, node);
+                return;
             }
         }
         let len = self.pointer.len();
         match value {
             Value::Object(o) if !o.is_empty() => {
                 for (k, v) in o {
-                    self.pointer.push('/');
-                    push_pointer_token(&mut self.pointer, k);
                     if self.depth == 0 {
                         self.top = match k.as_str() {
                             "id" | "href" => Top::Id,
@@ -548,73 +691,145 @@ impl Walk<'_> {
                         };
                         self.entry = (NONE, NONE);
                     }
+                    let child = self.child(node, Key::Name(k));
+                    if self.top == Top::Relationships {
+                        self.pointer.push('/');
+                        push_pointer_token(&mut self.pointer, k);
+                    }
                     self.depth += 1;
-                    self.visit(v, taken);
+                    self.visit(v, child);
                     self.depth -= 1;
                     self.pointer.truncate(len);
                 }
             }
             Value::Array(a) if !a.is_empty() => {
                 for (i, v) in a.iter().enumerate() {
-                    push_index_token(&mut self.pointer, i);
                     if self.depth == 1 && self.top == Top::Crosswalk {
                         self.crosswalk_entry(v);
                     }
+                    let child = self.child(node, Key::Index(i as u32));
+                    if self.top == Top::Relationships {
+                        push_index_token(&mut self.pointer, i);
+                    }
                     self.depth += 1;
-                    self.visit(v, taken);
+                    self.visit(v, child);
                     self.depth -= 1;
                     self.pointer.truncate(len);
                 }
             }
-            _ => self.leaf(value, taken),
+            _ => {
+                let mut run = LeafRun {
+                    count: 1,
+                    set_by: Some(SetBy::Pinv),
+                    from: NONE,
+                    rule: NONE,
+                    reason: NONE,
+                };
+                match self.top {
+                    Top::Id => {
+                        if self.id_reason == NONE {
+                            self.id_reason = self.reason("the PINV id of the product".to_owned());
+                        }
+                        run.reason = self.id_reason;
+                    }
+                    Top::Crosswalk => (run.from, run.reason) = self.entry,
+                    // No take covers it: not listed.
+                    Top::Relationships | Top::Merged => run.set_by = None,
+                }
+                self.push(run);
+            }
         }
     }
 
-    fn leaf(&mut self, value: &Value, taken: Option<u32>) {
-        let start = self.leaf_text.len() as u32;
-        self.leaf_text.push_str(&self.pointer);
-        let mut entry = LeafEntry {
-            pointer: (start, self.leaf_text.len() as u32),
-            set_by: Some(SetBy::Pinv),
-            from: NONE,
-            rule: NONE,
+    /// The trace node below `node` at `key` (`NONE` when there is none; PINV's own fields
+    /// are not looked up).
+    fn child(&self, node: u32, key: Key<'a>) -> u32 {
+        if node == NONE || matches!(self.top, Top::Id | Top::Crosswalk) {
+            return NONE;
+        }
+        self.children.get(&(node, key)).copied().unwrap_or(NONE)
+    }
+
+    /// The leaves of `value`, the value the merge took whole at trace node `node`.
+    fn taken(&mut self, value: &Value, node: u32) {
+        let traced = &self.trace.nodes[node as usize];
+        let (who, found) = (traced.take, traced.rule);
+        let run = LeafRun {
+            count: 0,
+            set_by: Some(SetBy::Source),
+            from: who,
+            rule: self.rule_of(found),
             reason: NONE,
         };
-        match self.top {
-            Top::Id => {
-                if self.id_reason == NONE {
-                    self.id_reason = self.reason("the PINV id of the product".to_owned());
-                }
-                entry.reason = self.id_reason;
-            }
-            Top::Crosswalk => (entry.from, entry.reason) = self.entry,
-            Top::Relationships | Top::Merged => match taken {
-                None => entry.set_by = None,
-                Some(take) => {
-                    let who = self.trace.takes[take as usize].who;
-                    entry.from = who as u32;
-                    let raw = match self.top {
-                        Top::Relationships => {
-                            self.resolved_relationship(value, &self.ranked[who].source)
-                        }
-                        _ => None,
-                    };
-                    match raw {
-                        Some(raw) => {
-                            entry.reason = self.reason(format!(
-                                "relationship id '{raw}' sent by {} resolved to this PINV product",
-                                self.ranked[who].source
-                            ));
-                        }
-                        None => {
-                            entry.set_by = Some(SetBy::Source);
-                            entry.rule = self.rule_of(take as usize);
-                        }
-                    }
-                }
-            },
+        if self.top == Top::Relationships {
+            // Leaf by leaf: PINV may have put a resolved id in place of the source's.
+            self.relationship(value, run);
+        } else {
+            let (nodes, leaves) = count(value);
+            self.next += nodes - 1;
+            self.push(LeafRun {
+                count: leaves,
+                ..run
+            });
         }
-        self.leaves.push(entry);
+    }
+
+    /// The leaves of `value` (at `self.pointer`) in `productRelationship`, covered by a
+    /// take whose provenance is `run`.
+    fn relationship(&mut self, value: &Value, run: LeafRun) {
+        let len = self.pointer.len();
+        match value {
+            Value::Object(o) if !o.is_empty() => {
+                for (k, v) in o {
+                    self.next += 1;
+                    self.pointer.push('/');
+                    push_pointer_token(&mut self.pointer, k);
+                    self.relationship(v, run);
+                    self.pointer.truncate(len);
+                }
+            }
+            Value::Array(a) if !a.is_empty() => {
+                for (i, v) in a.iter().enumerate() {
+                    self.next += 1;
+                    push_index_token(&mut self.pointer, i);
+                    self.relationship(v, run);
+                    self.pointer.truncate(len);
+                }
+            }
+            _ => {
+                let who = run.from as usize;
+                let source = &self.ranked[who].source;
+                match self.resolved_relationship(value, source) {
+                    Some(raw) => {
+                        let reason = self.reason(format!(
+                            "relationship id '{raw}' sent by {source} resolved to this PINV product"
+                        ));
+                        self.push(LeafRun {
+                            count: 1,
+                            set_by: Some(SetBy::Pinv),
+                            rule: NONE,
+                            reason,
+                            ..run
+                        });
+                    }
+                    None => self.push(LeafRun { count: 1, ..run }),
+                }
+            }
+        }
+    }
+
+    /// Appends `run`, joining it to the last run when their provenance is the same.
+    fn push(&mut self, run: LeafRun) {
+        self.leaf_count += run.count as usize;
+        if let Some(last) = self.leaves.last_mut() {
+            let same = (last.set_by, last.from, last.rule, last.reason)
+                == (run.set_by, run.from, run.rule, run.reason);
+            if same {
+                last.count += run.count;
+                return;
+            }
+        }
+        self.leaves.push(run);
     }
 
     fn reason(&mut self, reason: String) -> u32 {
@@ -634,27 +849,21 @@ impl Walk<'_> {
         self.entry = (about, reason);
     }
 
-    /// The rule (index into `rules_used`) that chose take `take`.
-    fn rule_of(&mut self, take: usize) -> u32 {
-        if self.take_rules[take] != NONE {
-            return self.take_rules[take];
-        }
-        let found = self.trace.takes[take].rule;
+    /// The index into `rules_used` of `found` (`None`: the default).
+    fn rule_of(&mut self, found: Option<&'a FieldRule>) -> u32 {
         let same = |r: &Option<&FieldRule>| match (r, found) {
             (Some(a), Some(b)) => std::ptr::eq(*a, b),
             (None, None) => true,
             _ => false,
         };
-        let rule = match self.found_rules.iter().position(same) {
+        match self.found_rules.iter().position(same) {
             Some(i) => i as u32,
             None => {
                 self.found_rules.push(found);
                 self.rules_used.push(rule_used(self.rules, found));
                 (self.rules_used.len() - 1) as u32
             }
-        };
-        self.take_rules[take] = rule;
-        rule
+        }
     }
 
     /// The raw id a source sent, when `value` at `self.pointer` is the PINV id (or href)
@@ -677,6 +886,21 @@ impl Walk<'_> {
                 }
             })
             .map(|(raw, _)| raw.clone())
+    }
+}
+
+/// (nodes, leaves) of `value`.
+fn count(value: &Value) -> (u32, u32) {
+    match value {
+        Value::Object(o) if !o.is_empty() => o.values().fold((1, 0), |(n, l), v| {
+            let (vn, vl) = count(v);
+            (n + vn, l + vl)
+        }),
+        Value::Array(a) if !a.is_empty() => a.iter().fold((1, 0), |(n, l), v| {
+            let (vn, vl) = count(v);
+            (n + vn, l + vl)
+        }),
+        _ => (1, 1),
     }
 }
 
