@@ -12,7 +12,7 @@
 //! lend them out as [`Leaf`] and [`Element`] views, which serialise to the provenance
 //! route's JSON.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
@@ -140,8 +140,9 @@ pub struct RuleUsed {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub element_strategy: Option<ElementStrategy>,
     /// The source order that applied: the rule's own precedence, its owners (`owner`),
-    /// or the default precedence.
-    pub precedence: Vec<Source>,
+    /// or the default precedence (one list shared by every rule that follows it).
+    #[serde(serialize_with = "slice")]
+    pub precedence: Arc<[Source]>,
 }
 
 /// One element of a `union` array (borrowed from an [`Explanation`]).
@@ -159,6 +160,12 @@ pub struct Element<'e> {
     pub key: Option<Vec<(&'e str, &'e Value)>>,
     /// Every source that sent a matching element, in the merge's order.
     pub sources: Vec<&'e Source>,
+}
+
+/// Serialises an `Arc<[T]>` as its slice (serde's `rc` feature would do it for every
+/// crate that links serde, and rebuild them all).
+fn slice<S: Serializer, T: Serialize>(items: &Arc<[T]>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter())
 }
 
 fn key_as_object<S: Serializer>(
@@ -437,6 +444,7 @@ pub fn explain(
         children,
         found_rules: Vec::new(),
         rules_used: Vec::new(),
+        default_precedence: None,
         element_nodes: vec![NONE; trace.elements.len()],
         reasons: Vec::new(),
         top: Top::Merged,
@@ -644,6 +652,8 @@ struct Walk<'a> {
     /// The rule each entry of `rules_used` names (`None`: the default).
     found_rules: Vec<Option<&'a FieldRule>>,
     rules_used: Vec<RuleUsed>,
+    /// The default precedence, once a rule needs it.
+    default_precedence: Option<Arc<[Source]>>,
     /// The walk position of each element (`NONE` until found).
     element_nodes: Vec<u32>,
     reasons: Vec<String>,
@@ -860,7 +870,8 @@ impl<'a> Walk<'a> {
             Some(i) => i as u32,
             None => {
                 self.found_rules.push(found);
-                self.rules_used.push(rule_used(self.rules, found));
+                let rule = rule_used(self.rules, found, &mut self.default_precedence);
+                self.rules_used.push(rule);
                 (self.rules_used.len() - 1) as u32
             }
         }
@@ -912,16 +923,24 @@ fn from(c: &Contribution) -> From {
     }
 }
 
-/// How `rule` (`None`: the default) is named in an explanation.
-fn rule_used(rules: &Rules, rule: Option<&FieldRule>) -> RuleUsed {
+/// How `rule` (`None`: the default) is named in an explanation; `default` is the default
+/// precedence, shared.
+fn rule_used(
+    rules: &Rules,
+    rule: Option<&FieldRule>,
+    default: &mut Option<Arc<[Source]>>,
+) -> RuleUsed {
+    let mut default = || {
+        default
+            .get_or_insert_with(|| rules.precedence.as_slice().into())
+            .clone()
+    };
     match rule {
         Some(rule) => {
-            let precedence = match rule.strategy {
-                Strategy::Owner => rule.owners.clone(),
-                _ => rule
-                    .precedence
-                    .clone()
-                    .unwrap_or_else(|| rules.precedence.clone()),
+            let precedence = match (rule.strategy, &rule.precedence) {
+                (Strategy::Owner, _) => rule.owners.as_slice().into(),
+                (_, Some(own)) => own.as_slice().into(),
+                (_, None) => default(),
             };
             RuleUsed {
                 path: Some(rule.path.clone()),
@@ -935,7 +954,7 @@ fn rule_used(rules: &Rules, rule: Option<&FieldRule>) -> RuleUsed {
             path: None,
             strategy: Strategy::Priority,
             element_strategy: None,
-            precedence: rules.precedence.clone(),
+            precedence: default(),
         },
     }
 }
@@ -1029,16 +1048,16 @@ mod tests {
             (s("b"), Some(s("owned")), Strategy::Owner)
         );
         assert_eq!(
-            leaf(&e, "/owned").rule.as_ref().unwrap().precedence,
-            vec![src("b")]
+            *leaf(&e, "/owned").rule.as_ref().unwrap().precedence,
+            [src("b")]
         );
         assert_eq!(
             who(&e, "/reversed"),
             (s("b"), Some(s("reversed")), Strategy::Priority)
         );
         assert_eq!(
-            leaf(&e, "/reversed").rule.as_ref().unwrap().precedence,
-            vec![src("b"), src("a")]
+            *leaf(&e, "/reversed").rule.as_ref().unwrap().precedence,
+            [src("b"), src("a")]
         );
         // An empty value only one source sent still stands, and says whose it is.
         assert_eq!(who(&e, "/only"), (s("b"), None, Strategy::Priority));
