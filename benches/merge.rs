@@ -80,6 +80,29 @@ fn merge_vs_parse(c: &mut Criterion) {
             )
         })
     });
+    // The provenance route's work past the store read: the explanation, then its answer
+    // serialised as `api::provenance` does (straight to bytes; through a `json!` value
+    // before).
+    group.bench_function("explain_three_seed_contributions_to_json", |b| {
+        b.iter(|| {
+            let e = pinv::core::provenance::explain(
+                black_box(&id),
+                black_box(&contributions),
+                &links,
+                &rules,
+            );
+            #[derive(serde::Serialize)]
+            struct Answer<'e> {
+                leaves: Vec<pinv::core::provenance::Leaf<'e>>,
+                elements: Vec<pinv::core::provenance::Element<'e>>,
+            }
+            let answer = Answer {
+                leaves: e.leaves(),
+                elements: e.elements(),
+            };
+            serde_json::to_vec(&answer).expect("serialize")
+        })
+    });
     group.bench_function("merge_three_seed_contributions_document_only", |b| {
         b.iter(|| {
             pinv::core::merge::merge_document(

@@ -1,8 +1,12 @@
 //! Golden test: the seed billing document merged with a provisioning document under the
 //! shipped `merge-rules/`, compared with `tests/golden/expected-merged.json`.
 //!
-//! `PINV_BLESS=1 cargo test --test golden_merge` rewrites the expected file; read the
-//! diff before committing it.
+//! Also the provenance of the three seed contributions (`core::provenance::explain`),
+//! serialised as `GET /products/{id}/provenance` serialises it, compared byte for byte with
+//! `tests/golden/expected-explanation.json`.
+//!
+//! `PINV_BLESS=1 cargo test --test golden_merge` rewrites the expected files; read the
+//! diff before committing them.
 
 use std::path::{Path, PathBuf};
 
@@ -82,7 +86,7 @@ fn billing_and_provisioning_merge_to_the_expected_document() {
     let actual = serde_json::to_string_pretty(&merged.document).unwrap() + "\n";
 
     let path = golden("expected-merged.json");
-    if std::env::var_os("PINV_BLESS").is_some_and(|v| v == "1") {
+    if bless() {
         std::fs::write(&path, &actual).unwrap();
         return;
     }
@@ -98,6 +102,83 @@ fn billing_and_provisioning_merge_to_the_expected_document() {
     assert!(
         diff.is_empty() && expected_text == actual,
         "merged document differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
+        path.display(),
+        if diff.is_empty() {
+            "formatting only".to_owned()
+        } else {
+            diff.join("\n  ")
+        }
+    );
+}
+
+/// Whether `PINV_BLESS=1` asks for the expected files to be rewritten.
+fn bless() -> bool {
+    std::env::var_os("PINV_BLESS").is_some_and(|v| v == "1")
+}
+
+/// The explanation of the three seed contributions, serialised exactly as the provenance
+/// route does (`leaves` and `elements` through `serde_json::json!`), pins the JSON shape of
+/// every `Leaf` and `Element`: a change to those types must leave these bytes alone.
+#[test]
+fn the_seed_explanation_serialises_to_the_expected_json() {
+    let rules = pinv::app::rules_loader::load_rules_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
+    )
+    .expect("the shipped merge rules load");
+    let contributions = [
+        contribution("billing-adi.json"),
+        contribution("provisioning-adi.json"),
+        contribution("inventory-adi.json"),
+    ];
+    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").unwrap();
+    let access = PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").unwrap();
+    let mut links = Links::default();
+    links.insert(&contributions[1].source, "prov-access-77", access);
+
+    let e = pinv::core::provenance::explain(&id, &contributions, &links, &rules);
+    // Straight to text, as `api::provenance` serialises its answer.
+    #[derive(serde::Serialize)]
+    struct Answer<'e> {
+        leaves: Vec<pinv::core::provenance::Leaf<'e>>,
+        elements: Vec<pinv::core::provenance::Element<'e>>,
+    }
+    let direct = Answer {
+        leaves: e.leaves(),
+        elements: e.elements(),
+    };
+    let actual = serde_json::to_string_pretty(&direct).unwrap() + "\n";
+    // Through a `Value` (as the route did before), the same bytes.
+    let answer = serde_json::json!({
+        "leaves": e.leaves(),
+        "elements": e.elements(),
+    });
+    assert_eq!(
+        serde_json::to_string_pretty(&answer).unwrap() + "\n",
+        actual
+    );
+    // The explanation's own serialisation says the same.
+    let whole: Value = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+    assert_eq!(whole["leaves"], answer["leaves"]);
+    assert_eq!(whole["elements"], answer["elements"]);
+    assert_eq!(&whole["document"], e.document());
+
+    let path = golden("expected-explanation.json");
+    if bless() {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected_text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with PINV_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    let expected: Value = serde_json::from_str(&expected_text).unwrap();
+    let mut diff = Vec::new();
+    differences("", &expected, &answer, &mut diff);
+    assert!(
+        diff.is_empty() && expected_text == actual,
+        "explanation differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
         path.display(),
         if diff.is_empty() {
             "formatting only".to_owned()

@@ -457,13 +457,13 @@ proptest! {
         use pinv::core::provenance::{explain, SetBy};
         let r = rules(with_owner);
         let e = explain(&pid(1), &cs, &links, &r);
-        prop_assert_eq!(&e.document, &pinv::core::merge::merge_document(&pid(1), &cs, &links, &r));
+        prop_assert_eq!(e.document(), &pinv::core::merge::merge_document(&pid(1), &cs, &links, &r));
         let mut all = Vec::new();
-        leaves(&e.document, String::new(), &mut all);
+        leaves(e.document(), String::new(), &mut all);
         let explained: Vec<(String, Value)> =
-            e.leaves.iter().map(|l| (l.pointer.clone(), l.value.clone())).collect();
+            e.leaves().iter().map(|l| (l.pointer.to_owned(), l.value.clone())).collect();
         prop_assert_eq!(&explained, &all);
-        for leaf in &e.leaves {
+        for leaf in &e.leaves() {
             let top = leaf.pointer.split('/').nth(1).unwrap();
             match leaf.set_by {
                 SetBy::Pinv => {
@@ -487,9 +487,9 @@ proptest! {
                     values_at(&c.value, &path, &mut found);
                     // The merge may empty an object or array by dropping empty elements
                     // or keys it may not take; the contribution then held a non-empty one.
-                    let holds = found.contains(&&leaf.value)
-                        || (leaf.value == json!([]) && found.iter().any(|v| v.is_array()))
-                        || (leaf.value == json!({}) && found.iter().any(|v| v.is_object()));
+                    let holds = found.contains(&leaf.value)
+                        || (*leaf.value == json!([]) && found.iter().any(|v| v.is_array()))
+                        || (*leaf.value == json!({}) && found.iter().any(|v| v.is_object()));
                     prop_assert!(holds, "{:?} not in {}", leaf, c.value);
                 }
             }

@@ -5,13 +5,14 @@
 //! mounted under another base path with a thin handler.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::reads::load;
 use crate::app::service::Service;
-use crate::core::provenance::{explain_at, Explanation};
+use crate::core::provenance::{explain_at, Element, Explanation, Leaf};
 
 /// The explained revision of a product, with the revision and rules hash it belongs to.
 pub struct Explained {
@@ -75,6 +76,19 @@ pub async fn explained(
     })
 }
 
+/// The JSON answer of the provenance route, serialised straight from the explanation
+/// (through a `serde_json::Value` it cost several times the explanation itself).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'e> {
+    id: &'e Value,
+    revision: u64,
+    current_revision: u64,
+    rules_hash: &'e str,
+    leaves: Vec<Leaf<'e>>,
+    elements: Vec<Element<'e>>,
+}
+
 /// The JSON answer of the provenance route.
 pub async fn provenance(
     service: &Service,
@@ -82,20 +96,15 @@ pub async fn provenance(
     query_string: &str,
 ) -> Result<HttpResponse, ApiError> {
     let e = explained(service, raw_id, query_string).await?;
-    let id: Value = e
-        .explanation
-        .document
-        .get("id")
-        .cloned()
-        .unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(json!({
-        "id": id,
-        "revision": e.revision,
-        "currentRevision": e.current,
-        "rulesHash": e.rules_hash,
-        "leaves": e.explanation.leaves,
-        "elements": e.explanation.elements,
-    })))
+    let document = e.explanation.document();
+    Ok(HttpResponse::Ok().json(Answer {
+        id: document.get("id").unwrap_or(&Value::Null),
+        revision: e.revision,
+        current_revision: e.current,
+        rules_hash: &e.rules_hash,
+        leaves: e.explanation.leaves(),
+        elements: e.explanation.elements(),
+    }))
 }
 
 /// `GET /products/{id}/provenance`.

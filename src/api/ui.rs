@@ -308,17 +308,15 @@ async fn product_page(
         .enumerate()
         .map(|(i, c)| (c.source.to_string(), i % PALETTE))
         .collect();
-    let (leaves, explain_problem): (HashMap<String, Leaf>, Option<String>) = match explained {
-        Ok(e) => (
-            e.explanation
-                .leaves
-                .into_iter()
-                .map(|l| (l.pointer.clone(), l))
-                .collect(),
-            None,
-        ),
-        Err(e) => (HashMap::new(), Some(e.message)),
+    let (explanation, explain_problem) = match explained {
+        Ok(e) => (Some(e.explanation), None),
+        Err(e) => (None, Some(e.message)),
     };
+    let leaves: HashMap<&str, Leaf<'_>> = explanation
+        .iter()
+        .flat_map(|e| e.leaves())
+        .map(|l| (l.pointer, l))
+        .collect();
     let name = text(record.merged.get("name"));
     let title = if name.is_empty() {
         raw_id.to_owned()
@@ -387,7 +385,7 @@ fn short(hash: &str) -> &str {
 fn tree(
     value: &Value,
     pointer: &str,
-    leaves: &HashMap<String, Leaf>,
+    leaves: &HashMap<&str, Leaf<'_>>,
     colours: &BTreeMap<String, usize>,
 ) -> Markup {
     let token = |k: &str| crate::core::pointer_token(k);
@@ -427,7 +425,7 @@ fn tree(
 }
 
 /// A leaf's provenance in words (the tooltip).
-fn describe(l: &Leaf) -> String {
+fn describe(l: &Leaf<'_>) -> String {
     let mut out = String::new();
     if let Some(f) = &l.from {
         out.push_str(&format!(

@@ -76,97 +76,129 @@ pub(crate) struct Traced<'c> {
     /// The contributions in the default precedence order.
     pub ranked: Vec<&'c Contribution>,
     /// What the merge took, and where.
-    pub trace: Trace,
+    pub trace: Trace<'c>,
 }
 
 /// The merge's record of its choices, kept only when explaining (see [`Traced`]).
 ///
-/// The current pointer and rule path are built in place as the merge descends, and each
-/// recorded one is a span of `text`: no allocation per take.
-#[derive(Default)]
-pub(crate) struct Trace {
-    /// JSON pointer of the output path being built.
-    pointer: String,
-    /// Dotted rule path of it (arrays are transparent).
-    rule_path: String,
-    /// Per level: the lengths of `pointer` and `rule_path` before it, and whether it is
-    /// an object key.
-    levels: Vec<(usize, usize, bool)>,
-    /// The text of every recorded pointer and rule path.
-    text: String,
-    /// Every value taken whole: the subtrees are disjoint and cover every leaf the merge
-    /// chose.
-    pub takes: Vec<Take>,
-    /// (JSON pointer of a `union` element, every ranked contribution that sent a
-    /// matching element, in order).
-    pub elements: Vec<(Span, Vec<usize>)>,
+/// A tree of the output nodes the merge entered (object keys and array elements), each
+/// with the rule in force there and, when the merge took the value there whole, the
+/// contribution it came from. No pointer or rule path is built: an explanation finds a
+/// document node's trace node from its parent's and its key.
+pub(crate) struct Trace<'r> {
+    /// Every node entered, in the merge's order; node 0 is the document itself.
+    pub nodes: Vec<TraceNode<'r>>,
+    /// The node being built.
+    current: u32,
+    /// The object keys of the nodes, back to back.
+    pub text: String,
+    /// Every element of every `union` array, in the merge's order.
+    pub elements: Vec<TracedElement<'r>>,
+    /// The contributors of the elements (see [`TracedElement::whos`]), back to back.
+    pub whos: Vec<usize>,
 }
 
-/// A range of [`Trace::text`].
-pub(crate) type Span = std::ops::Range<usize>;
-
-/// One value the merge took whole.
-pub(crate) struct Take {
-    /// JSON pointer in the merged document.
-    pub pointer: Span,
-    /// Dotted rule path of it.
-    pub rule_path: Span,
-    /// The ranked contribution it came from.
-    pub who: usize,
-}
-
-impl Trace {
-    /// The recorded text at `span`.
-    pub fn text(&self, span: &Span) -> &str {
-        &self.text[span.clone()]
-    }
-
-    fn enter_key(&mut self, key: &str) {
-        let keyed = self.levels.iter().any(|l| l.2);
-        self.levels
-            .push((self.pointer.len(), self.rule_path.len(), true));
-        self.pointer.push('/');
-        crate::core::push_pointer_token(&mut self.pointer, key);
-        if keyed {
-            self.rule_path.push('.');
+impl Default for Trace<'_> {
+    /// An empty trace, sized for a seed-sized product (about 80 nodes, 30 union elements,
+    /// 600 bytes of keys): growing each buffer from empty cost a few dozen reallocations.
+    fn default() -> Self {
+        let mut nodes = Vec::with_capacity(128);
+        nodes.push(TraceNode {
+            parent: Trace::NONE,
+            token: Token::Index(0),
+            rule: None,
+            take: Trace::NONE,
+            element: Trace::NONE,
+        });
+        Self {
+            nodes,
+            current: 0,
+            text: String::with_capacity(1024),
+            elements: Vec::with_capacity(32),
+            whos: Vec::with_capacity(64),
         }
-        self.rule_path.push_str(key);
+    }
+}
+
+/// How a trace node hangs below its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// An object key: a span of [`Trace::text`].
+    Key(u32, u32),
+    /// An array index.
+    Index(u32),
+}
+
+/// One output node the merge entered.
+pub(crate) struct TraceNode<'r> {
+    /// Its parent (`Trace::NONE` for the document).
+    pub parent: u32,
+    pub token: Token,
+    /// The rule in force there: the nearest at or above it (a rule above a taken value
+    /// can only be a `union` whose elements were merged); `None` for the default.
+    pub rule: Option<&'r FieldRule>,
+    /// When the merge took the value here whole: the ranked contribution it came from
+    /// (else `Trace::NONE`). Taken values are disjoint and cover every leaf the merge
+    /// chose.
+    pub take: u32,
+    /// When it is an element of a `union` array: its index in [`Trace::elements`].
+    pub element: u32,
+}
+
+/// One element of a `union` array.
+pub(crate) struct TracedElement<'r> {
+    /// Its trace node.
+    pub node: u32,
+    /// The `union` rule of its array.
+    pub rule: Option<&'r FieldRule>,
+    /// Every ranked contribution that sent a matching element, in order: a range of
+    /// [`Trace::whos`].
+    pub whos: std::ops::Range<usize>,
+}
+
+impl<'r> Trace<'r> {
+    /// "None" in the `u32` fields.
+    pub const NONE: u32 = u32::MAX;
+
+    /// The text of `token`'s key (`None` for an index).
+    pub fn key(&self, token: Token) -> Option<&str> {
+        match token {
+            Token::Key(start, end) => Some(&self.text[start as usize..end as usize]),
+            Token::Index(_) => None,
+        }
     }
 
+    fn enter(&mut self, token: Token, rule: Option<&'r FieldRule>) {
+        let parent = self.current;
+        let rule = rule.or(self.nodes[parent as usize].rule);
+        self.current = self.nodes.len() as u32;
+        self.nodes.push(TraceNode {
+            parent,
+            token,
+            rule,
+            take: Self::NONE,
+            element: Self::NONE,
+        });
+    }
+
+    /// Descends into object key `key`, whose rule (if any) is `rule`.
+    fn enter_key(&mut self, key: &str, rule: Option<&'r FieldRule>) {
+        let start = self.text.len() as u32;
+        self.text.push_str(key);
+        self.enter(Token::Key(start, self.text.len() as u32), rule);
+    }
+
+    /// Descends into array element `index` (arrays are transparent to rules).
     fn enter_index(&mut self, index: usize) {
-        use std::fmt::Write;
-        self.levels
-            .push((self.pointer.len(), self.rule_path.len(), false));
-        let _ = write!(self.pointer, "/{index}");
+        self.enter(Token::Index(index as u32), None);
     }
 
     fn leave(&mut self) {
-        if let Some((pointer, rule_path, _)) = self.levels.pop() {
-            self.pointer.truncate(pointer);
-            self.rule_path.truncate(rule_path);
-        }
-    }
-
-    /// Records the current pointer (or, with `pointer` false, the rule path).
-    fn record(&mut self, pointer: bool) -> Span {
-        let start = self.text.len();
-        let current = if pointer {
-            &self.pointer
-        } else {
-            &self.rule_path
-        };
-        self.text.push_str(current);
-        start..self.text.len()
+        self.current = self.nodes[self.current as usize].parent;
     }
 
     fn take(&mut self, who: usize) {
-        let pointer = self.record(true);
-        let rule_path = self.record(false);
-        self.takes.push(Take {
-            pointer,
-            rule_path,
-            who,
-        });
+        self.nodes[self.current as usize].take = who as u32;
     }
 }
 
@@ -175,7 +207,7 @@ pub(crate) fn merge_traced<'c>(
     id: &PinvId,
     contributions: &'c [Contribution],
     links: &Links,
-    rules: &Rules,
+    rules: &'c Rules,
 ) -> Traced<'c> {
     let mut trace = Trace::default();
     let (merged, ranked) = merge_inner(id, contributions, links, rules, false, Some(&mut trace));
@@ -196,13 +228,13 @@ fn merge_with(
     merge_inner(id, contributions, links, rules, with_provenance, None).0
 }
 
-fn merge_inner<'c>(
+fn merge_inner<'c, 'r>(
     id: &PinvId,
     contributions: &'c [Contribution],
     links: &Links,
-    rules: &Rules,
+    rules: &'r Rules,
     with_provenance: bool,
-    trace: Option<&mut Trace>,
+    trace: Option<&mut Trace<'r>>,
 ) -> (Merged, Vec<&'c Contribution>) {
     // Rank once by the default precedence; everything below refers to a contribution by
     // its index in this order, so "in order" is simply "by index". Two contributions of
@@ -268,7 +300,7 @@ fn merge_inner<'c>(
         let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
-        merger.enter(key);
+        merger.enter(key, node);
         let merged = merger.merge_field(node, &mut flat[start..end]);
         merger.leave();
         if let Some(value) = merged {
@@ -583,19 +615,19 @@ impl<'r> RuleTree<'r> {
 
 /// State of one merge: the rules, the ranked inputs, and the inputs whose values made
 /// the current top-level field.
-struct Merger<'r, 'a> {
-    tree: &'r RuleTree<'r>,
-    inputs: &'r [Input<'a>],
+struct Merger<'m, 'a, 'r> {
+    tree: &'m RuleTree<'r>,
+    inputs: &'m [Input<'a>],
     used: Vec<usize>,
     /// Only when explaining; `None` on the write paths.
-    trace: Option<&'r mut Trace>,
+    trace: Option<&'m mut Trace<'r>>,
 }
 
-impl<'a> Merger<'_, 'a> {
-    /// The output descends into `token` (traced merges only).
-    fn enter(&mut self, token: &str) {
+impl<'a> Merger<'_, 'a, '_> {
+    /// The output descends into `token`, at rule-tree `node` (traced merges only).
+    fn enter(&mut self, token: &str, node: Option<usize>) {
         if let Some(t) = self.trace.as_deref_mut() {
-            t.enter_key(token);
+            t.enter_key(token, self.tree.rule(node));
         }
     }
 
@@ -685,8 +717,9 @@ impl<'a> Merger<'_, 'a> {
             let key = entries[start].0;
             let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
             let same_key = &mut flat[start..end];
-            self.enter(key);
-            let merged = match self.tree.child(node, key) {
+            let child = self.tree.child(node, key);
+            self.enter(key, child);
+            let merged = match child {
                 // No rule at or below: plain priority.
                 None => {
                     let first = same_key.iter().find(|c| !is_empty(c.value));
@@ -718,8 +751,9 @@ impl<'a> Merger<'_, 'a> {
                 who: only.who,
                 value,
             };
-            self.enter(key);
-            let merged = match self.tree.child(node, key) {
+            let child = self.tree.child(node, key);
+            self.enter(key, child);
+            let merged = match child {
                 None => Some(self.take(cand)),
                 child => self.merge_field(child, &mut [cand]),
             };
@@ -759,9 +793,19 @@ impl<'a> Merger<'_, 'a> {
             let merge = rule.element_strategy == ElementStrategy::Merge && group.keyed;
             if let Some(t) = self.trace.as_deref_mut() {
                 t.enter_index(out.len());
-                let whos = groups.members(group).iter().map(|m| m.who).collect();
-                let pointer = t.record(true);
-                t.elements.push((pointer, whos));
+                let start = t.whos.len();
+                let mut i = group.first;
+                while i != usize::MAX {
+                    t.whos.push(groups.elements[i].who);
+                    i = groups.next[i];
+                }
+                let node = t.current as usize;
+                t.nodes[node].element = t.elements.len() as u32;
+                t.elements.push(TracedElement {
+                    node: node as u32,
+                    rule: t.nodes[node].rule,
+                    whos: start..t.whos.len(),
+                });
             }
             let value = if group.len == 1 {
                 // Walking one element still applies the rules below the path (an owner

@@ -172,7 +172,8 @@ pub fn pointer_token(token: &str) -> String {
 /// Appends [`pointer_token`] of `token` to `out`, without allocating when nothing needs
 /// escaping.
 pub fn push_pointer_token(out: &mut String, token: &str) {
-    if token.contains(['~', '/']) {
+    // Bytes, not chars: a `[char]` pattern decodes every char of every key.
+    if token.bytes().any(|b| b == b'~' || b == b'/') {
         for c in token.chars() {
             match c {
                 '~' => out.push_str("~0"),
@@ -182,6 +183,17 @@ pub fn push_pointer_token(out: &mut String, token: &str) {
         }
     } else {
         out.push_str(token);
+    }
+}
+
+/// Appends the pointer token of array index `index` (`/3`) to `out`.
+pub fn push_index_token(out: &mut String, index: usize) {
+    out.push('/');
+    if index < 10 {
+        out.push(char::from(b'0' + index as u8));
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{index}");
     }
 }
 
