@@ -85,9 +85,20 @@ fn billing_and_provisioning_merge_to_the_expected_document() {
     let merged = merge(&id, &[billing, provisioning], &links, &rules);
     let actual = serde_json::to_string_pretty(&merged.document).unwrap() + "\n";
 
-    let path = golden("expected-merged.json");
-    if bless() {
-        std::fs::write(&path, &actual).unwrap();
+    assert_golden(
+        "expected-merged.json",
+        "merged document",
+        &actual,
+        &merged.document,
+    );
+}
+
+/// Compares `actual` (the pretty text of `value`) with the expected file `name`, naming
+/// each differing pointer; `PINV_BLESS=1` rewrites the file instead.
+fn assert_golden(name: &str, what: &str, actual: &str, value: &Value) {
+    let path = golden(name);
+    if std::env::var_os("PINV_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected_text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -98,10 +109,10 @@ fn billing_and_provisioning_merge_to_the_expected_document() {
     });
     let expected: Value = serde_json::from_str(&expected_text).unwrap();
     let mut diff = Vec::new();
-    differences("", &expected, &merged.document, &mut diff);
+    differences("", &expected, value, &mut diff);
     assert!(
         diff.is_empty() && expected_text == actual,
-        "merged document differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
+        "{what} differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
         path.display(),
         if diff.is_empty() {
             "formatting only".to_owned()
@@ -109,11 +120,6 @@ fn billing_and_provisioning_merge_to_the_expected_document() {
             diff.join("\n  ")
         }
     );
-}
-
-/// Whether `PINV_BLESS=1` asks for the expected files to be rewritten.
-fn bless() -> bool {
-    std::env::var_os("PINV_BLESS").is_some_and(|v| v == "1")
 }
 
 /// The explanation of the three seed contributions, serialised exactly as the provenance
@@ -162,28 +168,5 @@ fn the_seed_explanation_serialises_to_the_expected_json() {
     assert_eq!(whole["elements"], answer["elements"]);
     assert_eq!(&whole["document"], e.document());
 
-    let path = golden("expected-explanation.json");
-    if bless() {
-        std::fs::write(&path, &actual).unwrap();
-        return;
-    }
-    let expected_text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with PINV_BLESS=1 to create it)",
-            path.display()
-        )
-    });
-    let expected: Value = serde_json::from_str(&expected_text).unwrap();
-    let mut diff = Vec::new();
-    differences("", &expected, &answer, &mut diff);
-    assert!(
-        diff.is_empty() && expected_text == actual,
-        "explanation differs from {} (PINV_BLESS=1 rewrites it):\n  {}",
-        path.display(),
-        if diff.is_empty() {
-            "formatting only".to_owned()
-        } else {
-            diff.join("\n  ")
-        }
-    );
+    assert_golden("expected-explanation.json", "explanation", &actual, &answer);
 }

@@ -220,14 +220,7 @@ impl Explanation {
 
     /// One entry per element of every `union` array.
     pub fn elements(&self) -> Vec<Element<'_>> {
-        let mut wanted: Vec<(u32, usize)> = self
-            .elements
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.node != NONE)
-            .map(|(i, e)| (e.node, i))
-            .collect();
-        wanted.sort_unstable();
+        let wanted = self.element_nodes();
         let mut found: Vec<Option<&Value>> = vec![None; self.elements.len()];
         let mut nodes = Nodes::new(&wanted, 0);
         nodes.found = &mut found;
@@ -264,17 +257,23 @@ impl Explanation {
             .collect()
     }
 
+    /// (trace node, element index) of every element found in the document, by node.
+    fn element_nodes(&self) -> Vec<(u32, usize)> {
+        let mut wanted: Vec<(u32, usize)> = self
+            .elements
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.node != NONE)
+            .map(|(i, e)| (e.node, i))
+            .collect();
+        wanted.sort_unstable();
+        wanted
+    }
+
     /// The pointers of the leaves and elements, written on the first call.
     fn written(&self) -> &Written {
         self.pointers.get_or_init(|| {
-            let mut wanted: Vec<(u32, usize)> = self
-                .elements
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.node != NONE)
-                .map(|(i, e)| (e.node, i))
-                .collect();
-            wanted.sort_unstable();
+            let wanted = self.element_nodes();
             let mut pointers = Pointers {
                 next: 0,
                 wanted: &wanted,

@@ -741,7 +741,9 @@ async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest()
     for n in 1..=5 {
         ids.push(post(&app, &format!("HUB-O{n}"), &format!("o{n}"), n, "active").await);
     }
-    let status = hub_status_once(&app, &hub, "deadCount", 3).await;
+    // The overflow count is recorded right after the dead entries are settled: waiting for
+    // it (not for `deadCount`, which a poll may see between the two) sees both.
+    let status = hub_status_once(&app, &hub, "overflowCount", 3).await;
     let ds = &status["deliveryStatus"];
     assert_eq!(ds["deadCount"], 3, "{status}");
     assert_eq!(ds["pendingCount"], 2, "{status}");
