@@ -527,12 +527,7 @@ fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
 
 /// The JSON part of stored product bytes, decoded.
 fn decode_product<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    match bytes.get(HEADER_LEN..) {
-        Some(json) => decode(json, "product"),
-        None => Err(StoreError::corrupt(
-            "product: record shorter than its header",
-        )),
-    }
+    decode_product_borrowed(bytes)
 }
 
 /// The merged document of a stored record as the text it was stored as (the record's
@@ -548,8 +543,7 @@ fn decode_product_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> StoreResu
     let json = bytes
         .get(HEADER_LEN..)
         .ok_or_else(|| StoreError::corrupt("product: record shorter than its header"))?;
-    serde_json::from_slice(json)
-        .map_err(|e| StoreError::corrupt_from("cannot decode the stored product", e))
+    decode(json, "product")
 }
 
 /// The part of a stored record that `list` needs.
@@ -996,7 +990,7 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::other_from("cannot encode", e))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> StoreResult<T> {
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> StoreResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::corrupt_from(format!("cannot decode the stored {what}"), e))
 }
