@@ -252,7 +252,8 @@ impl EmbeddedStore {
     /// the writer flushes a commit, starting a read transaction waits for it, and a read
     /// run on the worker then stalls every connection of that worker: always reading here
     /// cut POST throughput by a third. A commit that starts just after the check can still
-    /// delay one read by one flush.
+    /// delay one read by one flush, and so can the hub's own commits (settling deliveries,
+    /// subscriptions), which do not set the flag: they are rare next to the writer's.
     async fn read_point<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
