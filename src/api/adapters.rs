@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::limits::{BodyBudget, BUDGET_WAIT};
-use crate::api::products::{declared_length, parse_json, read_body, require_json, too_large};
+use crate::api::limits::BodyBudget;
+use crate::api::products::{read_json, require_json};
 use crate::app::adapters::{AdaptError, Adapted};
 use crate::app::service::{PostStatus, Service};
 use crate::app::tmf_write::WriteError;
@@ -40,20 +40,7 @@ pub async fn post_adapter(
         return Err(adapt_error(AdaptError::UnknownSystem(system)));
     }
     require_json(&req)?;
-    let max = settings.server.max_body_bytes;
-    let declared = declared_length(&req);
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
-    let _reservation = budget
-        .reserve(
-            declared.unwrap_or(max),
-            BUDGET_WAIT.min(settings.server.body_timeout),
-        )
-        .await?;
-    let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
-    let body = parse_json(&bytes)?;
-    drop(bytes);
+    let (body, _, _reservation) = read_json(&req, payload, &settings, &budget).await?;
     // Header names are case-insensitive: the adapter names them in lowercase.
     let headers: BTreeMap<String, String> = req
         .headers()

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::api::auth::Claims;
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::limits::{BodyBudget, BUDGET_WAIT};
+use crate::api::limits::{BodyBudget, BodyReservation, BUDGET_WAIT};
 use crate::api::middleware::RequestContext;
 use crate::api::{ResponseEnvelope, ResponsePart};
 use crate::app::service::{PostOptions, PostStatus, Service};
@@ -38,22 +38,9 @@ pub async fn post_products(
         body_bytes: 0,
     };
     require_json(&req)?;
-    let max = settings.server.max_body_bytes;
-    let declared = declared_length(&req);
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
     // Held until the answer is built: parsing and merging cost a multiple of the body.
-    let _reservation = budget
-        .reserve(
-            declared.unwrap_or(max),
-            BUDGET_WAIT.min(settings.server.body_timeout),
-        )
-        .await?;
-    let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
-    let body = parse_json(&bytes)?;
-    options.body_bytes = bytes.len();
-    drop(bytes);
+    let (body, body_bytes, _reservation) = read_json(&req, payload, &settings, &budget).await?;
+    options.body_bytes = body_bytes;
     context_of(&body).attach(&req);
 
     let outcome = service
@@ -86,6 +73,31 @@ pub async fn post_products(
         res.insert_header((header::HeaderName::from_static("traceparent"), t));
     }
     Ok(res.json(ResponseEnvelope::new(status.as_u16(), data)))
+}
+
+/// Reads a JSON body under the write routes' limits: the declared size (`413`), a share of
+/// the body budget (`503 SERVER_BUSY` after waiting), the body within its time (`408`),
+/// JSON syntax (`400`). Returns the body, its length in bytes, and the budget share, to hold
+/// until the answer is built (a write costs a multiple of its body).
+pub(crate) async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    settings: &Settings,
+    budget: &BodyBudget,
+) -> Result<(Value, usize, BodyReservation), ApiError> {
+    let max = settings.server.max_body_bytes;
+    let declared = declared_length(req);
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let reservation = budget
+        .reserve(
+            declared.unwrap_or(max),
+            BUDGET_WAIT.min(settings.server.body_timeout),
+        )
+        .await?;
+    let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
+    Ok((parse_json(&bytes)?, bytes.len(), reservation))
 }
 
 /// Reads `as-adi-package` from a query string: absent is `false`; given without a value

@@ -4,11 +4,8 @@
 //! and `%FF` becomes U+FFFD, so a client's encoding mistake would silently filter on the
 //! wrong text. Every route reads its parameters through [`pairs`] instead.
 
-use std::borrow::Cow;
-
-use percent_encoding::percent_decode_str;
-
 use crate::api::error::ApiError;
+use crate::core::query::decode;
 
 /// The `name=value` pairs of a query string, in order; a name without `=` has the value
 /// `""`. A malformed `%` escape or a name or value that is not UTF-8 once decoded is a
@@ -43,24 +40,6 @@ pub fn flag(pairs: &[(String, String)], name: &str) -> Result<Option<bool>, ApiE
         });
     }
     Ok(value)
-}
-
-fn decode(raw: &str) -> Result<String, String> {
-    let bytes = raw.as_bytes();
-    for (i, _) in raw.match_indices('%') {
-        let escape = bytes.get(i + 1..i + 3);
-        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
-            let shown: String = raw[i..].chars().take(3).collect();
-            return Err(format!(
-                "'{shown}' is not a percent-encoded byte (% and two hex digits)"
-            ));
-        }
-    }
-    let spaced = raw.replace('+', " ");
-    percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(Cow::into_owned)
-        .map_err(|_| "is not UTF-8 once percent-decoded".to_owned())
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::api::auth::{Claims, ANY_SOURCE};
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::limits::{BodyBudget, BodyReservation, BUDGET_WAIT};
-use crate::api::products::{declared_length, parse_json, read_body, require_json, too_large};
+use crate::api::limits::BodyBudget;
+use crate::api::products::{read_json, require_json};
 use crate::app::service::{PostStatus, Service};
 use crate::app::tmf_write::{ProductPatch, Retraction, WriteError};
 use crate::config::Settings;
@@ -265,30 +265,6 @@ fn patch_media_type(req: &HttpRequest) -> Result<bool, ApiError> {
             ),
         )),
     }
-}
-
-/// Reads a JSON body under the same limits as `POST /products`; also its length, and the
-/// share of the body budget, to hold until the answer is built (the write costs a multiple of
-/// the body).
-async fn read_json(
-    req: &HttpRequest,
-    payload: web::Payload,
-    settings: &Settings,
-    budget: &BodyBudget,
-) -> Result<(Value, usize, BodyReservation), ApiError> {
-    let max = settings.server.max_body_bytes;
-    let declared = declared_length(req);
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
-    let reservation = budget
-        .reserve(
-            declared.unwrap_or(max),
-            BUDGET_WAIT.min(settings.server.body_timeout),
-        )
-        .await?;
-    let bytes = read_body(payload, declared, max, settings.server.body_timeout).await?;
-    Ok((parse_json(&bytes)?, bytes.len(), reservation))
 }
 
 /// The answer of a refused TMF write.
