@@ -9,22 +9,18 @@ cd "$(dirname "$0")/../.."
 store="${1:-}"
 duration="${2:-20s}"
 connections="${3:-64}"
+source scripts/load/common.sh
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
 [[ -n "$store" ]] || store="$work/data"
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet
+# PINV_BIN: measure that binary (e.g. an older build, to compare) instead of building one.
 bin="$work/pinv"
-cp "${CARGO_TARGET_DIR:-target}/release/pinv" "$bin"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
+cp "$(pinv_bin)" "$bin"
+port="$(free_port)"
 export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve >"$work/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
-  sleep 0.1
-done
+wait_ready "$port"
 export PINV_TOKEN="$("$bin" token --source billing --source activation --ttl 1h)"
 export PINV_TEMPLATE="$work/seed-template.json" PINV_ACTIVATION="$work/activation.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
@@ -40,4 +36,4 @@ echo "== POST /products (seed document, $connections connections, $duration)"
 wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
 echo "== POST /adapters/activation (one subscriber per request, $connections connections, $duration)"
 wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/adapters.lua "http://127.0.0.1:$port"
-echo "stored products: $(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+echo "stored products: $(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"

@@ -9,7 +9,7 @@ duration="${1:-20s}"
 connections="${2:-64}"
 counts=("${@:3}")
 [[ ${#counts[@]} -gt 0 ]] || counts=(0 1 10)
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+source scripts/load/common.sh
 # PROFILE=debug measures a debug build (only to compare the cases when a release build is
 # out of reach; its numbers are not the targets').
 profile="${PROFILE:-release}"
@@ -20,10 +20,8 @@ else
 fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-hub-load.XXXXXX")"
 target="${CARGO_TARGET_DIR:-target}/$profile"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
 export PINV_TEMPLATE="$work/seed-template.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 for n in "${counts[@]}"; do
@@ -31,10 +29,7 @@ for n in "${counts[@]}"; do
   "$target/examples/hub_listener" "$lport" & lpid=$!; pids+=("$lpid")
   PINV_STORE="$work/data-$n" PINV_BIND="127.0.0.1:$port" RUST_LOG=warn "$target/pinv" serve \
     >"$work/server-$n.log" 2>&1 & pid=$!; pids+=("$pid")
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
-    sleep 0.1
-  done
+  wait_ready "$port"
   export PINV_TOKEN="$("$target/pinv" token --source billing --ttl 1h)"
   hubs=()
   for _ in $(seq 1 "$n"); do

@@ -12,24 +12,17 @@ data="${1:?usage: scripts/load/list.sh DATA_DIR [COUNT] [DURATION] [CONNECTIONS]
 count="${2:-1000000}"
 duration="${3:-20s}"
 connections="${4:-64}"
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-# PINV_BIN: measure that binary instead of building one (as run.sh).
-[[ -n "${PINV_BIN:-}" ]] || cargo build --release --quiet --bin pinv
-bin="${PINV_BIN:-${CARGO_TARGET_DIR:-target}/release/pinv}"
-export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
+source scripts/load/common.sh
+# PINV_BIN: measure that binary instead of building one.
+bin="$(pinv_bin)"
 export PINV_STORE="$data"
-if [[ ! -e "$data/pinv.redb" ]]; then
-  /usr/bin/time -f "generate: %e s, peak RSS %M KiB" "$bin" generate --count "$count" --batch 5000
-fi
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+ensure_generated "$bin" "$data" "$count"
+port="$(free_port)"
 export PINV_BIND="127.0.0.1:$port"
 RUST_LOG=warn "$bin" serve >"$data/../list-bench-server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
-  sleep 0.5
-done
+wait_ready "$port" 300
 token="$("$bin" token --source '*' --ttl 1h)"
 base="http://127.0.0.1:$port"
 auth="Authorization: Bearer $token"

@@ -12,24 +12,19 @@ cd "$(dirname "$0")/../.."
 store="${1:-}"
 duration="${2:-20s}"
 connections="${3:-64}"
+source scripts/load/common.sh
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-load.XXXXXX")"
 [[ -n "$store" ]] || store="$work/data"
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-# PINV_BIN: measure that binary instead of building one (e.g. an older build, to compare).
-[[ -n "${PINV_BIN:-}" ]] || cargo build --release --quiet
-cargo build --release --quiet --bin json-round-trip
+# PINV_BIN: measure that binary (e.g. an older build, to compare) instead of building one.
 bin="$work/pinv"
-cp "${PINV_BIN:-${CARGO_TARGET_DIR:-target}/release/pinv}" "$bin"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-export PINV_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
+cp "$(pinv_bin)" "$bin"
+cargo build --release --quiet --bin json-round-trip
+port="$(free_port)"
 export PINV_STORE="$store" PINV_BIND="127.0.0.1:$port" PINV_MONGODB_DATABASE="pinv_load_$$"
 RUST_LOG="${RUST_LOG:-info}" "$bin" serve >"$work/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
-  sleep 0.1
-done
+wait_ready "$port"
 export PINV_TOKEN="$("$bin" token --source billing --ttl 1h)"
 # The request template: the example request with __ID__ where every request needs its own
 # value (event id, local id, CircuitID), which post.lua fills in.
@@ -37,7 +32,7 @@ export PINV_TEMPLATE="$work/seed-template.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 # utime + stime of every thread of the server, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-before_products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+before_products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
 before_ticks="$(cpu_ticks)"
 # Bytes the server asked the kernel to write (rchar/wchar: every write(2), pwrite(2), send(2) included);
 # write_bytes: what reached the block layer (the store's pages, after the page cache).
@@ -67,7 +62,7 @@ if [[ -n "${stat_pid:-}" ]]; then
   grep -E "fdatasync|pwrite64" "$work/perf-stat" || true
 fi
 echo "server peak RSS (VmHWM): $(( $(cat "$work/hwm") / 1024 )) MiB"
-products="$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" "http://127.0.0.1:$port/products?limit=1" -D - -o /dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}')"
+products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
 echo "stored products: $products"
 hz="$(getconf CLK_TCK)"
 stored=$(( products - before_products ))
