@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use pinv::config::Settings;
 use serde_json::{json, Value};
 
 use crate::helpers::{
@@ -135,10 +136,17 @@ impl Listener {
     }
 }
 
-async fn hub_app() -> TestApp {
+/// Test settings with a dispatcher that polls every 20 ms and retries within 50-100 ms.
+fn quick_hub_settings() -> Settings {
     let mut settings = test_settings();
     settings.hub.hub_poll = Duration::from_millis(20);
     settings.hub.hub_retry_base = Duration::from_millis(50);
+    settings.hub.hub_retry_max = Duration::from_millis(100);
+    settings
+}
+
+async fn hub_app() -> TestApp {
+    let mut settings = quick_hub_settings();
     settings.hub.hub_retry_max = Duration::from_millis(200);
     spawn_app_with(settings, store_under_test().await).await
 }
@@ -371,10 +379,7 @@ async fn a_failing_listener_gets_the_event_later_with_the_same_id() {
 
 #[tokio::test]
 async fn an_event_that_keeps_failing_is_kept_as_dead() {
-    let mut settings = test_settings();
-    settings.hub.hub_poll = Duration::from_millis(20);
-    settings.hub.hub_retry_base = Duration::from_millis(50);
-    settings.hub.hub_retry_max = Duration::from_millis(100);
+    let mut settings = quick_hub_settings();
     settings.hub.hub_retry_window = Duration::from_secs(1);
     let app = spawn_app_with(settings, store_under_test().await).await;
     let listener = Listener::start();
@@ -725,10 +730,7 @@ async fn a_delete_event_carries_the_product_as_it_was_last() {
 
 #[tokio::test]
 async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest() {
-    let mut settings = test_settings();
-    settings.hub.hub_poll = Duration::from_millis(20);
-    settings.hub.hub_retry_base = Duration::from_millis(50);
-    settings.hub.hub_retry_max = Duration::from_millis(100);
+    let mut settings = quick_hub_settings();
     settings.hub.hub_outbox_max = 2;
     let app = spawn_app_with(settings, store_under_test().await).await;
     let listener = Listener::start();
