@@ -7,13 +7,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 fn pinv() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pinv"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PINV_") {
-            c.env_remove(name);
-        }
-    }
-    c
+    pinv_command()
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -92,8 +86,8 @@ fn token_command_without_a_secret_fails_with_a_message() {
         .env("PINV_STORE", dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PINV_JWT_SECRET"));
+    let err = refused(&out);
+    assert!(err.contains("PINV_JWT_SECRET"), "{err}");
 }
 
 #[test]
@@ -103,8 +97,8 @@ fn token_command_refuses_a_bad_ttl() {
         .env("PINV_JWT_SECRET", SECRET)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
+    let err = refused(&out);
+    assert!(err.contains("--ttl"), "{err}");
 }
 
 #[test]
@@ -114,8 +108,8 @@ fn bad_environment_names_the_variable() {
         .env("PINV_BIND", "not-an-address")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PINV_BIND"));
+    let err = refused(&out);
+    assert!(err.contains("PINV_BIND"), "{err}");
 }
 
 #[test]
@@ -132,8 +126,7 @@ fn unreachable_mongodb_stops_the_start_with_a_store_error() {
         .env("PINV_RULES_DIR", rules_dir())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&out);
     assert!(err.contains("cannot open the store"), "{err}");
     // The error comes with its causes, one per line after "Caused by:".
     assert!(err.contains("\n\nCaused by:\n"), "{err}");
@@ -168,8 +161,7 @@ fn serve_without_any_key_and_without_dev_refuses_to_start() {
         .env("PINV_RULES_DIR", rules_dir())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&out);
     assert!(err.contains("PINV_JWT_SECRET"), "{err}");
 }
 
@@ -230,8 +222,8 @@ fn check_rules_reports_every_problem_and_fails() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+    let err = refused(&out);
+    assert!(err.contains("bad.toml"), "{err}");
 }
 
 #[test]
@@ -251,8 +243,8 @@ fn serve_with_invalid_rules_stops_with_the_rules_message() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+    let err = refused(&out);
+    assert!(err.contains("bad.toml"), "{err}");
 }
 
 #[test]
@@ -262,8 +254,7 @@ fn invalid_variable_stops_the_start_naming_the_variable_and_its_flag() {
         .env("PINV_MONGODB_TIMEOUT_MS", "soon")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&out);
     assert!(
         err.contains("PINV_MONGODB_TIMEOUT_MS (--mongodb-timeout-ms): 'soon' is not a positive number of milliseconds"),
         "{err}"
@@ -291,8 +282,7 @@ fn flag_wins_over_its_variable() {
         .env("PINV_RULES_DIR", rules_dir())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&out);
     assert!(err.contains("no JWT key configured"), "{err}");
     assert!(
         !err.contains("PINV_MAX_BODY_BYTES") && !err.contains("PINV_BIND"),
@@ -306,8 +296,7 @@ fn secret_is_refused_on_the_command_line() {
         .args(["token", "--source", "billing", SECRET])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&out);
     assert!(err.contains("PINV_JWT_SECRET only"), "{err}");
     assert!(!err.contains(SECRET), "{err}");
 }

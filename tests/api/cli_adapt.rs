@@ -4,13 +4,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::helpers::{pinv_command, refused};
+
 fn pinv() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pinv"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PINV_") {
-            c.env_remove(name);
-        }
-    }
+    let mut c = pinv_command();
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }
@@ -75,8 +72,7 @@ fn adapt_names_what_does_not_fit_and_unknown_systems() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&out);
     assert!(
         err.contains("/ActivateSubscriberResellerRequest/SubscriberReseller/0/subscriberNumber: 'string' is not a phone number"),
         "{err}"
@@ -90,8 +86,8 @@ fn adapt_names_what_does_not_fit_and_unknown_systems() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no adapter for system 'nope'"));
+    let err = refused(&out);
+    assert!(err.contains("no adapter for system 'nope'"), "{err}");
 }
 
 #[test]

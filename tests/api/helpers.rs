@@ -454,3 +454,24 @@ pub async fn assert_tmf_error(res: reqwest::Response, status: u16, code: &str) -
     assert!(body["details"].is_array(), "{body}");
     body
 }
+
+/// The `pinv` binary with none of the environment's `PINV_*` settings (a test sets its own).
+pub fn pinv_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pinv"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PINV_") {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
+/// Asserts that a command failed and returns what it said on stderr.
+pub fn refused(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the command succeeded; stderr: {err}"
+    );
+    err
+}
