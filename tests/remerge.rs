@@ -223,6 +223,7 @@ impl Store for RacingStore {
                     products: vec![pinv::core::record::ProductWrite {
                         record,
                         expected_revision: Some(expected),
+                        contributions_unchanged: false,
                     }],
                     ..Default::default()
                 })

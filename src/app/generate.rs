@@ -71,6 +71,7 @@ pub fn add_new_product(set: &mut WriteSet, record: ProductRecord) {
     set.products.push(ProductWrite {
         record,
         expected_revision: None,
+        contributions_unchanged: false,
     });
 }
 

@@ -658,6 +658,7 @@ fn finish(
             }
             write.products.push(ProductWrite {
                 expected_revision: original.map(|o| o.revision),
+                contributions_unchanged: false,
                 record,
             });
         } else if posted.contains(&id) {

@@ -98,6 +98,10 @@ pub struct ProductWrite {
     pub record: ProductRecord,
     /// The revision that must be stored now; `None` means the product must not exist yet.
     pub expected_revision: Option<u64>,
+    /// True when `record.contributions` are exactly those stored at `expected_revision`
+    /// (a re-merge changes only the merged document): a store may leave them where they
+    /// are instead of writing them again. False whenever in doubt.
+    pub contributions_unchanged: bool,
 }
 
 /// One product to remove, guarded like a [`ProductWrite`].

@@ -59,6 +59,7 @@ pub fn remerge(
         write: ProductWrite {
             record,
             expected_revision: Some(expected_revision),
+            contributions_unchanged: true,
         },
         changed_fields,
     })

@@ -75,6 +75,7 @@ pub fn retract(
     write.products.push(ProductWrite {
         record,
         expected_revision: Some(expected),
+        contributions_unchanged: false,
     });
     Some(Retracted::Remerged { write, merged })
 }

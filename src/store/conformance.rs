@@ -27,7 +27,8 @@ use crate::core::package::Links;
 use crate::core::read_plan::ReadPlan;
 use crate::core::record::WriteSet;
 use crate::core::record::{
-    EventRef, HistoryEntry, ProcessedEvent, ProductDelete, ProductRecord, ProductWrite,
+    Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductDelete, ProductRecord,
+    ProductWrite,
 };
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::{ListQuery, Store, StoreError};
@@ -78,6 +79,7 @@ macro_rules! store_conformance_tests {
     (@all $attrs:tt $make:expr) => {
         $crate::store_conformance_tests!(@single $attrs $make;
             create_and_read_product,
+            a_write_that_keeps_its_contributions_reads_back_whole,
             stale_revision_conflicts_and_writes_nothing,
             creating_an_existing_product_conflicts,
             key_owned_by_another_product_conflicts_and_writes_nothing,
@@ -174,6 +176,7 @@ pub fn create(record: ProductRecord) -> WriteSet {
         products: vec![ProductWrite {
             record,
             expected_revision: None,
+            contributions_unchanged: false,
         }],
         ..WriteSet::default()
     }
@@ -185,6 +188,7 @@ pub fn update(record: ProductRecord, expected: u64) -> WriteSet {
         products: vec![ProductWrite {
             record,
             expected_revision: Some(expected),
+            contributions_unchanged: false,
         }],
         ..WriteSet::default()
     }
@@ -277,6 +281,62 @@ pub async fn create_and_read_product(store: &dyn Store) {
         "the stored record must read back unchanged"
     );
     assert!(get_one(store, id(2)).await.is_none());
+}
+
+/// A contribution as a source might have sent it.
+pub fn contribution(from: &str, value: Value) -> Contribution {
+    let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    Contribution {
+        source: source(from),
+        event_id: event_id(&format!("{from}-event")),
+        time: at,
+        received_at: at,
+        value,
+    }
+}
+
+/// A write that says its contributions are unchanged (a re-merge) keeps them, in reads and
+/// scans, whatever the store does with them; a later write that changes them is read back
+/// with the new ones, and a product deleted and made again starts from its own.
+pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn Store) {
+    let mut rec = record(id(1), 1, json!({"name": "from a"}));
+    rec.contributions = vec![
+        contribution("a", json!({"name": "from a", "n": 12345678901234567890u64})),
+        contribution("b", json!({"name": "from b"})),
+    ];
+    commit_ok(store, create(rec.clone()), "creating").await;
+
+    let mut remerged = rec.clone();
+    remerged.revision = 2;
+    remerged.merged = record(id(1), 2, json!({"name": "from b"})).merged;
+    let mut set = update(remerged.clone(), 1);
+    set.products[0].contributions_unchanged = true;
+    commit_ok(store, set, "re-merging").await;
+    assert_eq!(get_one(store, id(1)).await, Some(remerged.clone()));
+    assert_eq!(
+        store.scan(None, 10).await.expect("scan"),
+        vec![remerged.clone()]
+    );
+
+    let mut posted = remerged;
+    posted.revision = 3;
+    posted.contributions[1] = contribution("b", json!({"name": "b again"}));
+    commit_ok(store, update(posted.clone(), 2), "changing a contribution").await;
+    assert_eq!(get_one(store, id(1)).await, Some(posted.clone()));
+
+    let set = WriteSet {
+        delete_products: vec![ProductDelete {
+            id: id(1),
+            expected_revision: 3,
+            last: posted.merged.clone(),
+        }],
+        ..WriteSet::default()
+    };
+    commit_ok(store, set, "deleting").await;
+    let mut again = record(id(1), 1, json!({"name": "new"}));
+    again.contributions = vec![contribution("c", json!({"name": "new"}))];
+    commit_ok(store, create(again.clone()), "making it again").await;
+    assert_eq!(get_one(store, id(1)).await, Some(again));
 }
 
 /// A write at a stale revision is a conflict, and nothing of its set is written.
@@ -502,6 +562,7 @@ pub async fn package_members_follow_the_package_root(store: &dyn Store) {
         .map(|record| ProductWrite {
             record,
             expected_revision: None,
+            contributions_unchanged: false,
         })
         .collect(),
         ..WriteSet::default()

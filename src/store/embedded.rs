@@ -4,7 +4,8 @@
 //!
 //! | table           | key                                   | value                          |
 //! |-----------------|---------------------------------------|--------------------------------|
-//! | `products`      | PINV id (16 uuid bytes)               | `ProductRecord` as JSON        |
+//! | `products`      | PINV id (16 uuid bytes)               | header, then the record's JSON |
+//! | `contributions` | PINV id (16 bytes)                    | the record's contributions     |
 //! | `keys`          | match key (str)                       | owner's PINV id (16 bytes)     |
 //! | `waiters`       | match key (str)                       | JSON array of PINV ids, sorted |
 //! | `package_roots` | (root id, member id), 16 bytes each   | `()`                           |
@@ -14,6 +15,11 @@
 //! The hub's `subscriptions` and `outbox` tables are described in `embedded_outbox.rs`; a
 //! set's outbox entries are written by the writer thread right after the set, in the same
 //! transaction.
+//!
+//! A product's contributions live apart from the rest of its record, so a re-merge, which
+//! changes only the merged document, rewrites neither them nor their pages. Rows written
+//! before that split still hold their contributions inline (the header says which); they
+//! are moved apart when a re-merge first rewrites them, and read as they are until then.
 //!
 //! Ids are keyed by their 16 bytes, whose order is [`PinvId`]'s `Ord` (and the order of
 //! the lowercase hyphenated strings), so `products` iterates in PINV id order.
@@ -59,8 +65,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::index::IndexedPaths;
+use crate::core::package::Links;
 use crate::core::read_plan::{ReadPlan, ReadResult};
-use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
+use crate::core::record::{Contribution, HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
 use crate::store::embedded_outbox::{self, HubCache};
@@ -84,6 +91,7 @@ const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 type IdBytes = [u8; 16];
 
 const PRODUCTS: TableDefinition<&IdBytes, &[u8]> = TableDefinition::new("products");
+const CONTRIBUTIONS: TableDefinition<&IdBytes, &[u8]> = TableDefinition::new("contributions");
 const KEYS: TableDefinition<&str, &IdBytes> = TableDefinition::new("keys");
 const WAITERS: TableDefinition<&str, &[u8]> = TableDefinition::new("waiters");
 const PACKAGE_ROOTS: TableDefinition<(&IdBytes, &IdBytes), ()> =
@@ -107,7 +115,7 @@ struct Job {
 #[derive(Default)]
 struct Encoded {
     /// One per `set.products`, in order.
-    products: Vec<Vec<u8>>,
+    products: Vec<EncodedProduct>,
     /// One per `set.history`, in order.
     history: Vec<Vec<u8>>,
     /// `set.processed`, if any.
@@ -124,10 +132,15 @@ impl Encoded {
     /// Guards only need ids, revisions, keys and package roots, which stay.
     fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
         let products = encode_all(&mut set.products, |write| {
-            let bytes = product_bytes(&write.record)?;
+            let row = product_bytes(&write.record)?;
+            // A new product has nothing stored to keep.
+            let keep = write.contributions_unchanged && write.expected_revision.is_some();
+            let contributions = (!keep)
+                .then(|| encode(&write.record.contributions))
+                .transpose()?;
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
-            Ok(bytes)
+            Ok(EncodedProduct { row, contributions })
         })?;
         let history = encode_all(&mut set.history, |entry| {
             let bytes = encode(entry)?;
@@ -145,12 +158,20 @@ impl Encoded {
     }
 }
 
+/// A product's stored bytes.
+struct EncodedProduct {
+    /// The `products` row (header, then JSON).
+    row: Vec<u8>,
+    /// The `contributions` row; `None` keeps the stored one.
+    contributions: Option<Vec<u8>>,
+}
+
 /// Applies `encode` to every item, in order; a large set (a batch re-merge writes
 /// thousands of products at once) is split over every core.
-fn encode_all<T: Send>(
+fn encode_all<T: Send, E: Send>(
     items: &mut [T],
-    encode: impl Fn(&mut T) -> StoreResult<Vec<u8>> + Sync,
-) -> StoreResult<Vec<Vec<u8>>> {
+    encode: impl Fn(&mut T) -> StoreResult<E> + Sync,
+) -> StoreResult<Vec<E>> {
     if items.len() < PARALLEL_DECODE_MIN || cores() == 1 {
         return items.iter_mut().map(&encode).collect();
     }
@@ -382,6 +403,7 @@ fn apply_batch(
 /// The tables of one write transaction.
 struct WriteTables<'txn> {
     products: Table<'txn, &'static IdBytes, &'static [u8]>,
+    contributions: Table<'txn, &'static IdBytes, &'static [u8]>,
     keys: Table<'txn, &'static str, &'static IdBytes>,
     waiters: Table<'txn, &'static str, &'static [u8]>,
     roots: Table<'txn, (&'static IdBytes, &'static IdBytes), ()>,
@@ -393,6 +415,7 @@ impl<'txn> WriteTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> StoreResult<Self> {
         Ok(Self {
             products: txn.open_table(PRODUCTS).map_err(db_err)?,
+            contributions: txn.open_table(CONTRIBUTIONS).map_err(db_err)?,
             keys: txn.open_table(KEYS).map_err(db_err)?,
             waiters: txn.open_table(WAITERS).map_err(db_err)?,
             roots: txn.open_table(PACKAGE_ROOTS).map_err(db_err)?,
@@ -402,11 +425,22 @@ impl<'txn> WriteTables<'txn> {
     }
 
     fn apply(&mut self, plan: EncodedPlan) -> StoreResult<()> {
-        for (id, bytes) in &plan.products {
-            self.products.insert(id, bytes.as_slice()).map_err(db_err)?;
+        for (id, product) in &plan.products {
+            match &product.contributions {
+                Some(bytes) => self
+                    .contributions
+                    .insert(id, bytes.as_slice())
+                    .map(drop)
+                    .map_err(db_err)?,
+                None => self.keep_contributions(id)?,
+            }
+            self.products
+                .insert(id, product.row.as_slice())
+                .map_err(db_err)?;
         }
         for id in &plan.deleted {
             self.products.remove(id).map_err(db_err)?;
+            self.contributions.remove(id).map_err(db_err)?;
         }
         for key in &plan.released {
             self.keys.remove(key.as_str()).map_err(db_err)?;
@@ -448,6 +482,29 @@ impl<'txn> WriteTables<'txn> {
     }
 }
 
+impl WriteTables<'_> {
+    /// Before a row that keeps its stored contributions replaces `id`'s row: moves them
+    /// out of that row when it still holds them inline (written before the split).
+    fn keep_contributions(&mut self, id: &IdBytes) -> StoreResult<()> {
+        let inline = {
+            let Some(old) = self.products.get(id).map_err(db_err)? else {
+                return Err(StoreError::corrupt(format!(
+                    "product {}: no stored contributions to keep",
+                    id_from_bytes(id)
+                )));
+            };
+            if is_apart(old.value()) {
+                return Ok(());
+            }
+            inline_contributions(old.value())?
+        };
+        self.contributions
+            .insert(id, inline.as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
 impl PlanView for WriteTables<'_> {
     fn product_state(&self, id: &PinvId) -> StoreResult<Option<ProductState>> {
         let Some(guard) = self.products.get(&id_bytes(id)).map_err(db_err)? else {
@@ -483,22 +540,125 @@ impl PlanView for WriteTables<'_> {
 /// A stored product is a fixed header, then the record's JSON. The header holds what
 /// the writer's guards need (revision, package root), so checking a write never parses
 /// the documents: the guard check runs on the single writer thread, in every POST.
+/// Header: revision (8 bytes, little-endian), flags (1), package root (16, zero if none).
 const HEADER_LEN: usize = 8 + 1 + 16;
 
-/// The stored bytes of a product: header, then JSON.
+/// Flag: the product belongs to a package; the root's id follows.
+const FLAG_ROOT: u8 = 1;
+/// Flag: the contributions are in the `contributions` table, not in the row's JSON.
+const FLAG_APART: u8 = 2;
+
+/// A product's row as written: the record without its contributions.
+#[derive(Serialize)]
+struct RowOut<'a> {
+    id: &'a PinvId,
+    revision: u64,
+    links: &'a Links,
+    merged: &'a Value,
+    match_keys: &'a [MatchKey],
+    package_root: &'a Option<PinvId>,
+    rules_hash: &'a str,
+}
+
+/// A product's row as read, in either layout.
+#[derive(Deserialize)]
+struct RowIn {
+    id: PinvId,
+    revision: u64,
+    /// Present in rows written before contributions moved apart.
+    #[serde(default)]
+    contributions: Option<Vec<Contribution>>,
+    links: Links,
+    merged: Value,
+    match_keys: Vec<MatchKey>,
+    package_root: Option<PinvId>,
+    rules_hash: String,
+}
+
+/// The stored row of a product: header, then JSON (contributions apart).
 fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(2048);
     out.extend_from_slice(&record.revision.to_le_bytes());
     match &record.package_root {
         Some(root) => {
-            out.push(1);
+            out.push(FLAG_APART | FLAG_ROOT);
             out.extend_from_slice(root.as_bytes());
         }
-        None => out.extend_from_slice(&[0; 17]),
+        None => {
+            out.push(FLAG_APART);
+            out.extend_from_slice(&[0; 16]);
+        }
     }
-    serde_json::to_writer(&mut out, record)
+    let row = RowOut {
+        id: &record.id,
+        revision: record.revision,
+        links: &record.links,
+        merged: &record.merged,
+        match_keys: &record.match_keys,
+        package_root: &record.package_root,
+        rules_hash: &record.rules_hash,
+    };
+    serde_json::to_writer(&mut out, &row)
         .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
     Ok(out)
+}
+
+/// Whether a row keeps its contributions in the `contributions` table.
+fn is_apart(row: &[u8]) -> bool {
+    row.get(8).is_some_and(|flags| flags & FLAG_APART != 0)
+}
+
+/// The contributions' JSON of a row that holds them inline.
+fn inline_contributions(row: &[u8]) -> StoreResult<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Inline<'a> {
+        #[serde(borrow)]
+        contributions: &'a RawValue,
+    }
+    let inline: Inline = decode_product_borrowed(row)?;
+    Ok(inline.contributions.get().as_bytes().to_vec())
+}
+
+/// A product from its row and, when they are apart, its contributions' bytes.
+fn decode_record(row: &[u8], contributions: Option<&[u8]>) -> StoreResult<ProductRecord> {
+    let row: RowIn = decode_product(row)?;
+    let contributions = match (row.contributions, contributions) {
+        (Some(inline), _) => inline,
+        (None, Some(bytes)) => decode(bytes, "contributions")?,
+        (None, None) => {
+            return Err(StoreError::corrupt(format!(
+                "product {}: its contributions are missing",
+                row.id
+            )))
+        }
+    };
+    Ok(ProductRecord {
+        id: row.id,
+        revision: row.revision,
+        contributions,
+        links: row.links,
+        merged: row.merged,
+        match_keys: row.match_keys,
+        package_root: row.package_root,
+        rules_hash: row.rules_hash,
+    })
+}
+
+/// Reads a product's row and, when they are apart, its contributions.
+fn read_record(
+    products: &impl ReadableTable<&'static IdBytes, &'static [u8]>,
+    contributions: &impl ReadableTable<&'static IdBytes, &'static [u8]>,
+    id: &IdBytes,
+) -> StoreResult<Option<ProductRecord>> {
+    let Some(row) = products.get(id).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let row = row.value();
+    if !is_apart(row) {
+        return decode_record(row, None).map(Some);
+    }
+    let apart = contributions.get(id).map_err(db_err)?;
+    decode_record(row, apart.as_ref().map(|g| g.value())).map(Some)
 }
 
 /// The guard's view of stored product bytes, from the header alone.
@@ -509,17 +669,14 @@ fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
         ));
     }
     let revision = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let package_root = match bytes[8] {
-        0 => None,
-        1 => Some(id_from_bytes(
-            bytes[9..HEADER_LEN].try_into().expect("16 bytes"),
-        )),
-        other => {
-            return Err(StoreError::corrupt(format!(
-                "product: bad root flag {other}"
-            )))
-        }
-    };
+    let flags = bytes[8];
+    if flags & !(FLAG_ROOT | FLAG_APART) != 0 {
+        return Err(StoreError::corrupt(format!(
+            "product: bad header flags {flags}"
+        )));
+    }
+    let package_root = (flags & FLAG_ROOT != 0)
+        .then(|| id_from_bytes(bytes[9..HEADER_LEN].try_into().expect("16 bytes")));
     Ok(ProductState {
         revision,
         package_root,
@@ -556,7 +713,7 @@ struct MergedOnly {
 /// A [`Plan`] with every value already serialised, so that applying it can only fail in
 /// redb (which sinks the batch), never half-way through a set for an encoding reason.
 struct EncodedPlan {
-    products: Vec<(IdBytes, Vec<u8>)>,
+    products: Vec<(IdBytes, EncodedProduct)>,
     deleted: Vec<IdBytes>,
     released: Vec<MatchKey>,
     keys: Vec<(MatchKey, IdBytes)>,
@@ -649,11 +806,12 @@ impl ViewReads for ReadTransaction {
     }
 
     fn products(&self, ids: &[PinvId]) -> StoreResult<Vec<ProductRecord>> {
-        let table = self.open_table(PRODUCTS).map_err(db_err)?;
+        let products = self.open_table(PRODUCTS).map_err(db_err)?;
+        let contributions = self.open_table(CONTRIBUTIONS).map_err(db_err)?;
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(guard) = table.get(&id_bytes(id)).map_err(db_err)? {
-                records.push(decode_product(guard.value())?);
+            if let Some(record) = read_record(&products, &contributions, &id_bytes(id))? {
+                records.push(record);
             }
         }
         Ok(records)
@@ -848,6 +1006,7 @@ impl Store for EmbeddedStore {
         let after = after.as_ref().map(id_bytes);
         self.read(move |txn| {
             let table = txn.open_table(PRODUCTS).map_err(db_err)?;
+            let contributions = txn.open_table(CONTRIBUTIONS).map_err(db_err)?;
             let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
             let mut raw = Vec::new();
             for entry in table
@@ -855,8 +1014,15 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?
                 .take(limit)
             {
-                let (_, value) = entry.map_err(db_err)?;
-                raw.push(value.value().to_vec());
+                let (key, value) = entry.map_err(db_err)?;
+                let row = value.value();
+                let apart = if is_apart(row) {
+                    let guard = contributions.get(key.value()).map_err(db_err)?;
+                    guard.map(|g| g.value().to_vec())
+                } else {
+                    None
+                };
+                raw.push((row.to_vec(), apart));
             }
             decode_products(&raw)
         })
@@ -953,9 +1119,10 @@ fn cores() -> usize {
 
 /// Decodes stored records, in order, on every core: decoding dominates a large scan (a
 /// batch re-merge reads every product), and the table itself is read in microseconds.
-fn decode_products(raw: &[Vec<u8>]) -> StoreResult<Vec<ProductRecord>> {
+fn decode_products(raw: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<Vec<ProductRecord>> {
+    let decode = |(row, apart): &(Vec<u8>, Option<Vec<u8>>)| decode_record(row, apart.as_deref());
     if raw.len() < PARALLEL_DECODE_MIN || cores() == 1 {
-        return raw.iter().map(|b| decode_product(b)).collect();
+        return raw.iter().map(decode).collect();
     }
     let threads = cores();
     let chunk = raw.len().div_ceil(threads);
@@ -965,7 +1132,7 @@ fn decode_products(raw: &[Vec<u8>]) -> StoreResult<Vec<ProductRecord>> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|b| decode_product(b))
+                        .map(decode)
                         .collect::<StoreResult<Vec<ProductRecord>>>()
                 })
             })
@@ -1115,6 +1282,79 @@ mod tests {
         assert!(!is_in_use(&StoreError::unavailable(IN_USE)));
     }
 
+    /// A row as written before contributions moved apart: their JSON inline.
+    fn inline_row(record: &ProductRecord) -> Vec<u8> {
+        let mut out = record.revision.to_le_bytes().to_vec();
+        out.push(0);
+        out.extend_from_slice(&[0; 16]);
+        serde_json::to_writer(&mut out, record).unwrap();
+        out
+    }
+
+    fn contributions_rows(store: &EmbeddedStore) -> u64 {
+        let txn = store.db.begin_read().unwrap();
+        txn.open_table(CONTRIBUTIONS).unwrap().len().unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_with_inline_contributions_are_read_and_moved_apart_when_kept() {
+        use crate::store::conformance::{contribution, id, record, update};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut old = record(id(1), 1, serde_json::json!({"name": "a"}));
+        old.contributions = vec![contribution("a", serde_json::json!({"name": "a"}))];
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(PRODUCTS)
+                .unwrap()
+                .insert(&id_bytes(&old.id), inline_row(&old).as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(
+            store.get_products(&[id(1)]).await.unwrap(),
+            vec![old.clone()]
+        );
+        assert_eq!(store.scan(None, 5).await.unwrap(), vec![old.clone()]);
+        assert_eq!(contributions_rows(&store), 0);
+
+        let mut remerged = old.clone();
+        remerged.revision = 2;
+        remerged.merged["name"] = "b".into();
+        let mut set = update(remerged.clone(), 1);
+        set.products[0].contributions_unchanged = true;
+        // What a re-merge hands over; the store must not rely on it when it keeps them.
+        set.products[0].record.contributions = Vec::new();
+        store.commit(set).await.unwrap();
+        assert_eq!(contributions_rows(&store), 1, "moved out of the old row");
+        assert_eq!(
+            store.get_products(&[id(1)]).await.unwrap(),
+            vec![remerged.clone()]
+        );
+        assert_eq!(store.scan(None, 5).await.unwrap(), vec![remerged]);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_product_deletes_its_contributions() {
+        use crate::store::conformance::{contribution, create, id, record};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut rec = record(id(1), 1, serde_json::json!({}));
+        rec.contributions = vec![contribution("a", serde_json::json!({}))];
+        store.commit(create(rec)).await.unwrap();
+        assert_eq!(contributions_rows(&store), 1);
+        let set = WriteSet {
+            delete_products: vec![crate::core::record::ProductDelete {
+                id: id(1),
+                expected_revision: 1,
+                last: serde_json::json!({}),
+            }],
+            ..WriteSet::default()
+        };
+        store.commit(set).await.unwrap();
+        assert_eq!(contributions_rows(&store), 0);
+    }
+
     #[test]
     fn the_header_carries_revision_and_root() {
         let id = crate::store::conformance::id;
@@ -1128,7 +1368,12 @@ mod tests {
                 package_root: Some(id(9))
             }
         );
-        assert_eq!(decode_product::<ProductRecord>(&bytes).unwrap(), r);
+        let contributions = encode(&r.contributions).unwrap();
+        assert_eq!(decode_record(&bytes, Some(&contributions)).unwrap(), r);
+        assert!(
+            matches!(decode_record(&bytes, None), Err(StoreError::Corrupt(_))),
+            "a row whose contributions are apart needs them"
+        );
         r.package_root = None;
         assert_eq!(
             product_state(&product_bytes(&r).unwrap())

@@ -350,6 +350,7 @@ mod tests {
         ProductWrite {
             record: record(id(n), revision, json!({})),
             expected_revision: expected,
+            contributions_unchanged: false,
         }
     }
 
@@ -397,6 +398,7 @@ mod tests {
             products: vec![ProductWrite {
                 record: moved,
                 expected_revision: Some(1),
+                contributions_unchanged: false,
             }],
             ..WriteSet::default()
         };

@@ -213,6 +213,7 @@ mod tests {
             products: vec![ProductWrite {
                 record: record(id(n), 1, json!({"status": "active"})),
                 expected_revision: None,
+                contributions_unchanged: false,
             }],
             history: vec![HistoryEntry {
                 product: id(n),
