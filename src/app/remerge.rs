@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::core::query::Query;
@@ -198,7 +199,8 @@ async fn join_write(
         .map_err(|e| StoreError::other_from("the write task failed", e))?
 }
 
-/// Merges a batch on every core; products that do not match `filters` are left out of
+/// Merges a batch on every core (rayon's pool, whose threads live across batches);
+/// products that do not match `filters` are left out of
 /// the result.
 async fn remerge_all(
     records: Vec<ProductRecord>,
@@ -210,36 +212,14 @@ async fn remerge_all(
     let run = run.clone();
     tokio::task::spawn_blocking(move || {
         let now = Utc::now();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = records.len().div_ceil(threads).max(1);
-        // Owned chunks: each record moves into its re-merge and is dropped on that thread.
-        let mut parts = Vec::with_capacity(threads);
-        let mut rest = records;
-        while rest.len() > chunk {
-            let tail = rest.split_off(chunk);
-            parts.push(std::mem::replace(&mut rest, tail));
-        }
-        parts.push(rest);
         // The equality filters of `GET /products`, typed the same way.
         let query = Query::equalities(filters.iter().map(|(p, v)| (p.as_str(), v.as_str())));
-        std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    let (rules, run, query) = (&rules, &run, &query);
-                    s.spawn(move || {
-                        part.into_iter()
-                            .filter(|r| query.matches(&r.merged))
-                            .map(|r| remerge(r, rules, run, now))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a merge never panics"))
-                .collect()
-        })
+        // Each record moves into its re-merge and is dropped on the pool thread that took it.
+        records
+            .into_par_iter()
+            .filter(|r| query.matches(&r.merged))
+            .map(|r| remerge(r, &rules, &run, now))
+            .collect()
     })
     .await
     .expect("the merge task never panics")

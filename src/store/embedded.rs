@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use rayon::prelude::*;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     Table, TableDefinition, WriteTransaction,
@@ -170,28 +171,12 @@ struct EncodedProduct {
 /// thousands of products at once) is split over every core.
 fn encode_all<T: Send, E: Send>(
     items: &mut [T],
-    encode: impl Fn(&mut T) -> StoreResult<E> + Sync,
+    encode: impl Fn(&mut T) -> StoreResult<E> + Sync + Send,
 ) -> StoreResult<Vec<E>> {
-    if items.len() < PARALLEL_DECODE_MIN || cores() == 1 {
+    if items.len() < PARALLEL_DECODE_MIN {
         return items.iter_mut().map(&encode).collect();
     }
-    let threads = cores();
-    let total = items.len();
-    let chunk = total.div_ceil(threads);
-    let encode = &encode;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks_mut(chunk)
-            .map(|part| {
-                s.spawn(move || part.iter_mut().map(encode).collect::<StoreResult<Vec<_>>>())
-            })
-            .collect();
-        let mut out = Vec::with_capacity(total);
-        for part in parts {
-            out.extend(part.join().expect("encoding never panics")?);
-        }
-        Ok(out)
-    })
+    items.par_iter_mut().map(encode).collect()
 }
 
 /// A store in `<dir>/pinv.redb`.
@@ -1106,43 +1091,17 @@ impl Store for EmbeddedStore {
 }
 
 /// Below this many records a scan decodes (and a commit encodes) on its own thread:
-/// spawning costs more.
+/// handing them to the pool costs more.
 const PARALLEL_DECODE_MIN: usize = 64;
-
-/// How many cores to split large encodes and decodes over. Asked once:
-/// `available_parallelism` reads the cgroup files on every call, which was 6% of a POST's
-/// CPU when every commit asked (perf).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
 
 /// Decodes stored records, in order, on every core: decoding dominates a large scan (a
 /// batch re-merge reads every product), and the table itself is read in microseconds.
 fn decode_products(raw: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<Vec<ProductRecord>> {
     let decode = |(row, apart): &(Vec<u8>, Option<Vec<u8>>)| decode_record(row, apart.as_deref());
-    if raw.len() < PARALLEL_DECODE_MIN || cores() == 1 {
+    if raw.len() < PARALLEL_DECODE_MIN {
         return raw.iter().map(decode).collect();
     }
-    let threads = cores();
-    let chunk = raw.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = raw
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(decode)
-                        .collect::<StoreResult<Vec<ProductRecord>>>()
-                })
-            })
-            .collect();
-        let mut records = Vec::with_capacity(raw.len());
-        for part in parts {
-            records.extend(part.join().expect("decoding never panics")?);
-        }
-        Ok(records)
-    })
+    raw.par_iter().map(decode).collect()
 }
 
 /// The 16 bytes of a PINV id, whose order is the id's order.
