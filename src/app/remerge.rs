@@ -9,7 +9,7 @@
 //! leaves every product either old or new; running it again finishes the job, because
 //! products already re-merged no longer change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ use crate::store::{Store, StoreError};
 /// How often a single product is re-read and merged again when live writes keep
 /// moving it, before it is counted as failed.
 const MAX_PRODUCT_ATTEMPTS: u32 = 8;
+
+/// Batches whose write sets may be committing at once. Batches hold disjoint products, so
+/// they never conflict with one another.
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// What to re-merge and how.
 #[derive(Debug, Clone)]
@@ -115,8 +119,10 @@ pub async fn run(
 /// Runs a re-merge whose history entries carry `run_id`, telling `observer` how it goes.
 ///
 /// Three stages overlap: while a batch is merged, the next one is already being read, and
-/// the previous one's write set is still being committed (at most one of each in flight,
-/// so memory stays bounded by three batches).
+/// the previous ones' write sets are still being committed: up to
+/// [`WRITES_IN_FLIGHT`], so that the store's single writer can start on one batch as soon
+/// as it has flushed the one before, instead of waiting for that batch to be encoded.
+/// Memory stays bounded by `2 + WRITES_IN_FLIGHT` batches.
 pub async fn run_observed(
     store: Arc<dyn Store>,
     rules: Arc<Rules>,
@@ -137,7 +143,8 @@ pub async fn run_observed(
     progress.started(total);
     let batch = options.batch.max(1);
     let mut next_scan = Some(spawn_scan(&store, None, batch));
-    let mut writing: Option<tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>> = None;
+    let mut writing: VecDeque<tokio::task::JoinHandle<Result<RemergeSummary, StoreError>>> =
+        VecDeque::with_capacity(WRITES_IN_FLIGHT);
     while let Some(scan) = next_scan.take() {
         let records = scan
             .await
@@ -164,17 +171,18 @@ pub async fn run_observed(
                 summary.count_change(&c.changed_fields);
             }
         } else {
-            if let Some(previous) = writing.take() {
-                summary.absorb(join_write(previous).await?);
+            if writing.len() == WRITES_IN_FLIGHT {
+                let oldest = writing.pop_front().expect("a write in flight");
+                summary.absorb(join_write(oldest).await?);
             }
             let (store, rules, run) = (Arc::clone(&store), Arc::clone(&rules), run.clone());
-            writing = Some(tokio::spawn(async move {
+            writing.push_back(tokio::spawn(async move {
                 write_batch(&*store, &rules, &run, changes).await
             }));
         }
         progress.advanced(read, &summary);
     }
-    if let Some(previous) = writing.take() {
+    for previous in writing {
         summary.absorb(join_write(previous).await?);
     }
     progress.finished(&summary);
