@@ -993,6 +993,12 @@ impl Store for EmbeddedStore {
             let table = txn.open_table(PRODUCTS).map_err(db_err)?;
             let contributions = txn.open_table(CONTRIBUTIONS).map_err(db_err)?;
             let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+            // Both tables are keyed by id: walk them side by side (a merge join), which
+            // reads each contributions page once instead of descending the tree per product.
+            let mut apart_rows = contributions
+                .range::<&IdBytes>((lower, Bound::Unbounded))
+                .map_err(db_err)?;
+            let mut next_apart = apart_rows.next().transpose().map_err(db_err)?;
             let mut raw = Vec::new();
             for entry in table
                 .range::<&IdBytes>((lower, Bound::Unbounded))
@@ -1000,13 +1006,18 @@ impl Store for EmbeddedStore {
                 .take(limit)
             {
                 let (key, value) = entry.map_err(db_err)?;
-                let row = value.value();
-                let apart = if is_apart(row) {
-                    let guard = contributions.get(key.value()).map_err(db_err)?;
-                    guard.map(|g| g.value().to_vec())
-                } else {
-                    None
-                };
+                let (id, row) = (key.value(), value.value());
+                let mut apart = None;
+                if is_apart(row) {
+                    while matches!(&next_apart, Some((k, _)) if k.value() < id) {
+                        next_apart = apart_rows.next().transpose().map_err(db_err)?;
+                    }
+                    if let Some((k, bytes)) = &next_apart {
+                        if k.value() == id {
+                            apart = Some(bytes.value().to_vec());
+                        }
+                    }
+                }
                 raw.push((row.to_vec(), apart));
             }
             decode_products(&raw)
@@ -1257,25 +1268,35 @@ mod tests {
 
     #[tokio::test]
     async fn rows_with_inline_contributions_are_read_and_moved_apart_when_kept() {
-        use crate::store::conformance::{contribution, id, record, update};
+        use crate::store::conformance::{contribution, create, id, record, update};
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let mut old = record(id(1), 1, serde_json::json!({"name": "a"}));
-        old.contributions = vec![contribution("a", serde_json::json!({"name": "a"}))];
+        let product = |n: u128| {
+            let mut r = record(id(n), 1, serde_json::json!({"name": "a"}));
+            r.contributions = vec![contribution("a", serde_json::json!({"name": n as u64}))];
+            r
+        };
+        // Old rows 1 and 3 on either side of a new row 2 (a scan walks both tables).
+        let (old, new, old3) = (product(1), product(2), product(3));
         {
             let txn = store.db.begin_write().unwrap();
-            txn.open_table(PRODUCTS)
-                .unwrap()
-                .insert(&id_bytes(&old.id), inline_row(&old).as_slice())
-                .unwrap();
+            let mut products = txn.open_table(PRODUCTS).unwrap();
+            for r in [&old, &old3] {
+                products
+                    .insert(&id_bytes(&r.id), inline_row(r).as_slice())
+                    .unwrap();
+            }
+            drop(products);
             txn.commit().unwrap();
         }
+        store.commit(create(new.clone())).await.unwrap();
         assert_eq!(
             store.get_products(&[id(1)]).await.unwrap(),
             vec![old.clone()]
         );
-        assert_eq!(store.scan(None, 5).await.unwrap(), vec![old.clone()]);
-        assert_eq!(contributions_rows(&store), 0);
+        let all = vec![old.clone(), new.clone(), old3.clone()];
+        assert_eq!(store.scan(None, 5).await.unwrap(), all);
+        assert_eq!(contributions_rows(&store), 1);
 
         let mut remerged = old.clone();
         remerged.revision = 2;
@@ -1285,12 +1306,14 @@ mod tests {
         // What a re-merge hands over; the store must not rely on it when it keeps them.
         set.products[0].record.contributions = Vec::new();
         store.commit(set).await.unwrap();
-        assert_eq!(contributions_rows(&store), 1, "moved out of the old row");
+        assert_eq!(contributions_rows(&store), 2, "moved out of the old row");
         assert_eq!(
             store.get_products(&[id(1)]).await.unwrap(),
             vec![remerged.clone()]
         );
-        assert_eq!(store.scan(None, 5).await.unwrap(), vec![remerged]);
+        let all = vec![remerged, new, old3.clone()];
+        assert_eq!(store.scan(None, 5).await.unwrap(), all);
+        assert_eq!(store.scan(Some(id(2)), 5).await.unwrap(), vec![old3]);
     }
 
     #[tokio::test]
