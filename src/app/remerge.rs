@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::core::query::Query;
-use crate::core::record::{EventRef, ProductRecord, WriteSet};
-use crate::core::remerge::{remerge, Remerged, REMERGE_SOURCE};
+use crate::core::record::{EventRef, ScannedProduct, WriteSet};
+use crate::core::remerge::{remerge, remerge_scanned, Remerged, REMERGE_SOURCE};
 use crate::core::rules::Rules;
 use crate::core::PinvId;
 use crate::store::{Store, StoreError};
@@ -151,10 +151,10 @@ pub async fn run_observed(
             .map_err(|e| StoreError::other_from("the scan task failed", e))??;
         let Some(last) = records.last() else { break };
         // Read ahead until a scan comes back empty (a store may return short batches).
-        next_scan = Some(spawn_scan(&store, Some(last.id), batch));
+        next_scan = Some(spawn_scan(&store, Some(last.record.id), batch));
         let read = records.len() as u64;
         let filters = options.filters.clone();
-        let changes = remerge_all(records, filters, &rules, &run).await;
+        let changes = remerge_all(records, filters, &rules, &run).await?;
         summary.scanned += changes.len() as u64;
         summary.unchanged += changes.iter().filter(|c| c.is_none()).count() as u64;
         let changes: Vec<Remerged> = changes.into_iter().flatten().collect();
@@ -194,9 +194,9 @@ fn spawn_scan(
     store: &Arc<dyn Store>,
     after: Option<PinvId>,
     batch: usize,
-) -> tokio::task::JoinHandle<Result<Vec<ProductRecord>, StoreError>> {
+) -> tokio::task::JoinHandle<Result<Vec<ScannedProduct>, StoreError>> {
     let store = Arc::clone(store);
-    tokio::spawn(async move { store.scan(after, batch).await })
+    tokio::spawn(async move { store.scan_for_remerge(after, batch).await })
 }
 
 /// Waits for a batch's commit and returns its tally.
@@ -208,26 +208,36 @@ async fn join_write(
 }
 
 /// Merges a batch on every core (rayon's pool, whose threads live across batches);
-/// products that do not match `filters` are left out of
-/// the result.
+/// products that do not match `filters` are left out of the result.
 async fn remerge_all(
-    records: Vec<ProductRecord>,
+    records: Vec<ScannedProduct>,
     filters: Vec<(String, String)>,
     rules: &Arc<Rules>,
     run: &EventRef,
-) -> Vec<Option<Remerged>> {
+) -> Result<Vec<Option<Remerged>>, StoreError> {
     let rules = Arc::clone(rules);
     let run = run.clone();
     tokio::task::spawn_blocking(move || {
         let now = Utc::now();
         // The equality filters of `GET /products`, typed the same way.
         let query = Query::equalities(filters.iter().map(|(p, v)| (p.as_str(), v.as_str())));
+        let unfiltered = filters.is_empty();
         // Each record moves into its re-merge and is dropped on the pool thread that took it.
         records
             .into_par_iter()
-            .filter(|r| query.matches(&r.merged))
-            .map(|r| remerge(r, &rules, &run, now))
-            .collect()
+            .map(|scanned| {
+                if unfiltered {
+                    return remerge_scanned(scanned, &rules, &run, now).map(Some);
+                }
+                // A filter reads the document: parse it once, for the filter and the merge.
+                let record = scanned.into_record()?;
+                Ok(query
+                    .matches(&record.merged)
+                    .then(|| remerge(record, &rules, &run, now)))
+            })
+            .filter_map(|outcome| outcome.transpose())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::corrupt_from("cannot parse a stored merged document", e))
     })
     .await
     .expect("the merge task never panics")

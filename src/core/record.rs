@@ -47,6 +47,29 @@ pub struct ProductRecord {
     pub rules_hash: String,
 }
 
+/// A stored product as a batch re-merge reads it: a store may hand the merged document
+/// over as the text it stored, because a re-merge that changes nothing never needs its tree
+/// (parsing it was a third of the cost of reading a product).
+#[derive(Debug)]
+pub struct ScannedProduct {
+    /// The record. When `merged_text` is set, `record.merged` is `Null` and the text is
+    /// the merged document.
+    pub record: ProductRecord,
+    /// The merged document as stored, if the store kept it as text.
+    pub merged_text: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl ScannedProduct {
+    /// The record with its merged document parsed (a no-op when it already was).
+    pub fn into_record(self) -> Result<ProductRecord, serde_json::Error> {
+        let mut record = self.record;
+        if let Some(text) = self.merged_text {
+            record.merged = serde_json::from_str(text.get())?;
+        }
+        Ok(record)
+    }
+}
+
 /// Which event changed a merged document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRef {

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::core::merge::merge_document;
-use crate::core::record::{patch_between, EventRef, HistoryEntry, ProductRecord, ProductWrite};
+use crate::core::record::{
+    patch_between, EventRef, HistoryEntry, ProductRecord, ProductWrite, ScannedProduct,
+};
 use crate::core::rules::Rules;
 
 /// The source recorded in history entries written by a batch re-merge.
@@ -30,12 +32,71 @@ pub struct Remerged {
 /// rewritten because the record's links are re-applied. Takes the record by value: a
 /// batch re-merge reads every product once and need not copy any.
 pub fn remerge(
-    mut record: ProductRecord,
+    record: ProductRecord,
     rules: &Rules,
     run: &EventRef,
     now: DateTime<Utc>,
 ) -> Option<Remerged> {
     let merged = merge_document(&record.id, &record.contributions, &record.links, rules);
+    changed(record, merged, rules, run, now)
+}
+
+/// [`remerge`] of a product as a scan read it. When the store gave the merged document as
+/// text, the new document is compared with that text as it is serialised, and the text is
+/// parsed only when they differ: an unchanged product costs no parse of its document.
+/// Fails only if stored text does not parse.
+pub fn remerge_scanned(
+    scanned: ScannedProduct,
+    rules: &Rules,
+    run: &EventRef,
+    now: DateTime<Utc>,
+) -> Result<Option<Remerged>, serde_json::Error> {
+    let ScannedProduct {
+        mut record,
+        merged_text,
+    } = scanned;
+    let merged = merge_document(&record.id, &record.contributions, &record.links, rules);
+    if let Some(text) = merged_text {
+        if serialises_as(&merged, text.get().as_bytes()) {
+            return Ok(None);
+        }
+        // Text can differ for equal documents (written by another version): compare trees.
+        record.merged = serde_json::from_str(text.get())?;
+    }
+    Ok(changed(record, merged, rules, run, now))
+}
+
+/// Whether `value` serialises (compactly, as stores write it) to exactly `text`. Stops at
+/// the first byte that differs, so a changed document costs little to rule out.
+fn serialises_as(value: &Value, text: &[u8]) -> bool {
+    /// A writer that checks what it is given against the rest of the expected text.
+    struct SameAs<'a>(&'a [u8]);
+    impl std::io::Write for SameAs<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.0.strip_prefix(buf) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(buf.len())
+                }
+                None => Err(std::io::ErrorKind::InvalidData.into()),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut same = SameAs(text);
+    serde_json::to_writer(&mut same, value).is_ok() && same.0.is_empty()
+}
+
+/// The write and history of `record` taking `merged`, or `None` when it is what is stored.
+fn changed(
+    mut record: ProductRecord,
+    merged: Value,
+    rules: &Rules,
+    run: &EventRef,
+    now: DateTime<Utc>,
+) -> Option<Remerged> {
     if merged == record.merged {
         return None;
     }
@@ -160,5 +221,55 @@ DD = ["PR-DD-*"]
         let a = json!({"x": 1, "y": 2, "z": 3});
         let b = json!({"x": 1, "y": 5, "w": 0});
         assert_eq!(changed_fields(&a, &b), vec!["w", "y", "z"]);
+    }
+
+    /// `record` as a scan that keeps merged documents as text hands it over.
+    fn scanned(mut record: ProductRecord, text: &str) -> ScannedProduct {
+        record.merged = Value::Null;
+        ScannedProduct {
+            record,
+            merged_text: Some(serde_json::value::RawValue::from_string(text.to_owned()).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_scanned_product_is_judged_like_a_parsed_one() {
+        let (old, new) = (rules(r#"["a", "b"]"#), rules(r#"["b", "a"]"#));
+        let rec = record(&old);
+        let text = serde_json::to_string(&rec.merged).unwrap();
+        let now = Utc::now();
+        let same = |p| remerge_scanned(p, &old, &run(), now).unwrap();
+        assert_eq!(same(scanned(rec.clone(), &text)), None);
+        // Equal documents in other text (key order, spacing): still unchanged.
+        let mut reordered: Vec<(String, Value)> = rec
+            .merged
+            .as_object()
+            .unwrap()
+            .clone()
+            .into_iter()
+            .collect();
+        reordered.reverse();
+        let reordered = serde_json::to_string_pretty(&serde_json::Map::from_iter(reordered));
+        assert_ne!(reordered.as_ref().unwrap(), &text);
+        assert_eq!(same(scanned(rec.clone(), &reordered.unwrap())), None);
+        // A change: exactly what the parsed record gives.
+        let out = remerge_scanned(scanned(rec.clone(), &text), &new, &run(), now).unwrap();
+        assert_eq!(out, remerge(rec.clone(), &new, &run(), now));
+        assert_eq!(out.unwrap().history.patch.as_array().unwrap().len(), 1);
+        // No text: the record's own document.
+        let plain = ScannedProduct {
+            record: rec.clone(),
+            merged_text: None,
+        };
+        assert_eq!(remerge_scanned(plain, &old, &run(), now).unwrap(), None);
+    }
+
+    #[test]
+    fn serialises_as_wants_the_whole_text() {
+        let v = json!({"a": [1, "x"]});
+        assert!(serialises_as(&v, br#"{"a":[1,"x"]}"#));
+        assert!(!serialises_as(&v, br#"{"a":[1,"x"]}  "#));
+        assert!(!serialises_as(&v, br#"{"a":[1,"#));
+        assert!(!serialises_as(&v, br#"{"a":[1,"y"]}"#));
     }
 }

@@ -68,7 +68,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::index::IndexedPaths;
 use crate::core::package::Links;
 use crate::core::read_plan::{ReadPlan, ReadResult};
-use crate::core::record::{Contribution, HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
+use crate::core::record::{
+    Contribution, HistoryEntry, ProcessedEvent, ProductRecord, ScannedProduct, WriteSet,
+};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
 use crate::store::embedded_outbox::{self, HubCache};
@@ -545,16 +547,17 @@ struct RowOut<'a> {
     rules_hash: &'a str,
 }
 
-/// A product's row as read, in either layout.
+/// A product's row as read, in either layout, with the merged document as `M` (a tree, or
+/// the stored text).
 #[derive(Deserialize)]
-struct RowIn {
+struct RowIn<M> {
     id: PinvId,
     revision: u64,
     /// Present in rows written before contributions moved apart.
     #[serde(default)]
     contributions: Option<Vec<Contribution>>,
     links: Links,
-    merged: Value,
+    merged: M,
     match_keys: Vec<MatchKey>,
     package_root: Option<PinvId>,
     rules_hash: String,
@@ -606,7 +609,26 @@ fn inline_contributions(row: &[u8]) -> StoreResult<Vec<u8>> {
 
 /// A product from its row and, when they are apart, its contributions' bytes.
 fn decode_record(row: &[u8], contributions: Option<&[u8]>) -> StoreResult<ProductRecord> {
-    let row: RowIn = decode_product(row)?;
+    let (mut record, merged) = decode_row::<Value>(row, contributions)?;
+    record.merged = merged;
+    Ok(record)
+}
+
+/// [`decode_record`] leaving the merged document as its stored text.
+fn decode_scanned(row: &[u8], contributions: Option<&[u8]>) -> StoreResult<ScannedProduct> {
+    let (record, merged) = decode_row::<Box<RawValue>>(row, contributions)?;
+    Ok(ScannedProduct {
+        record,
+        merged_text: Some(merged),
+    })
+}
+
+/// A product's record (its `merged` left `Null`) and its merged document as `M`.
+fn decode_row<M: DeserializeOwned>(
+    row: &[u8],
+    contributions: Option<&[u8]>,
+) -> StoreResult<(ProductRecord, M)> {
+    let row: RowIn<M> = decode_product(row)?;
     let contributions = match (row.contributions, contributions) {
         (Some(inline), _) => inline,
         (None, Some(bytes)) => decode(bytes, "contributions")?,
@@ -617,16 +639,17 @@ fn decode_record(row: &[u8], contributions: Option<&[u8]>) -> StoreResult<Produc
             )))
         }
     };
-    Ok(ProductRecord {
+    let record = ProductRecord {
         id: row.id,
         revision: row.revision,
         contributions,
         links: row.links,
-        merged: row.merged,
+        merged: Value::Null,
         match_keys: row.match_keys,
         package_root: row.package_root,
         rules_hash: row.rules_hash,
-    })
+    };
+    Ok((record, row.merged))
 }
 
 /// Reads a product's row and, when they are apart, its contributions.
@@ -988,41 +1011,23 @@ impl Store for EmbeddedStore {
         fields(store = "embedded", limit)
     )]
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>> {
-        let after = after.as_ref().map(id_bytes);
-        self.read(move |txn| {
-            let table = txn.open_table(PRODUCTS).map_err(db_err)?;
-            let contributions = txn.open_table(CONTRIBUTIONS).map_err(db_err)?;
-            let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
-            // Both tables are keyed by id: walk them side by side (a merge join), which
-            // reads each contributions page once instead of descending the tree per product.
-            let mut apart_rows = contributions
-                .range::<&IdBytes>((lower, Bound::Unbounded))
-                .map_err(db_err)?;
-            let mut next_apart = apart_rows.next().transpose().map_err(db_err)?;
-            let mut raw = Vec::new();
-            for entry in table
-                .range::<&IdBytes>((lower, Bound::Unbounded))
-                .map_err(db_err)?
-                .take(limit)
-            {
-                let (key, value) = entry.map_err(db_err)?;
-                let (id, row) = (key.value(), value.value());
-                let mut apart = None;
-                if is_apart(row) {
-                    while matches!(&next_apart, Some((k, _)) if k.value() < id) {
-                        next_apart = apart_rows.next().transpose().map_err(db_err)?;
-                    }
-                    if let Some((k, bytes)) = &next_apart {
-                        if k.value() == id {
-                            apart = Some(bytes.value().to_vec());
-                        }
-                    }
-                }
-                raw.push((row.to_vec(), apart));
-            }
-            decode_products(&raw)
-        })
-        .await
+        self.read(move |txn| decode_all(&scan_rows(txn, after, limit)?, decode_record))
+            .await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "store.scan_for_remerge",
+        skip_all,
+        fields(store = "embedded", limit)
+    )]
+    async fn scan_for_remerge(
+        &self,
+        after: Option<PinvId>,
+        limit: usize,
+    ) -> StoreResult<Vec<ScannedProduct>> {
+        self.read(move |txn| decode_all(&scan_rows(txn, after, limit)?, decode_scanned))
+            .await
     }
 
     /// The products table's length, which redb keeps: no scan (the default counts through
@@ -1105,10 +1110,57 @@ impl Store for EmbeddedStore {
 /// handing them to the pool costs more.
 const PARALLEL_DECODE_MIN: usize = 64;
 
-/// Decodes stored records, in order, on every core: decoding dominates a large scan (a
-/// batch re-merge reads every product), and the table itself is read in microseconds.
-fn decode_products(raw: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<Vec<ProductRecord>> {
-    let decode = |(row, apart): &(Vec<u8>, Option<Vec<u8>>)| decode_record(row, apart.as_deref());
+/// A product's stored bytes as a scan copies them: its row, and its contributions when
+/// they are apart.
+type RawProduct = (Vec<u8>, Option<Vec<u8>>);
+
+/// The stored bytes of up to `limit` products after `after`, in id order.
+fn scan_rows(
+    txn: &ReadTransaction,
+    after: Option<PinvId>,
+    limit: usize,
+) -> StoreResult<Vec<RawProduct>> {
+    let after = after.as_ref().map(id_bytes);
+    let table = txn.open_table(PRODUCTS).map_err(db_err)?;
+    let contributions = txn.open_table(CONTRIBUTIONS).map_err(db_err)?;
+    let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+    // Both tables are keyed by id: walk them side by side (a merge join), which reads each
+    // contributions page once instead of descending the tree per product.
+    let mut apart_rows = contributions
+        .range::<&IdBytes>((lower, Bound::Unbounded))
+        .map_err(db_err)?;
+    let mut next_apart = apart_rows.next().transpose().map_err(db_err)?;
+    let mut raw = Vec::new();
+    for entry in table
+        .range::<&IdBytes>((lower, Bound::Unbounded))
+        .map_err(db_err)?
+        .take(limit)
+    {
+        let (key, value) = entry.map_err(db_err)?;
+        let (id, row) = (key.value(), value.value());
+        let mut apart = None;
+        if is_apart(row) {
+            while matches!(&next_apart, Some((k, _)) if k.value() < id) {
+                next_apart = apart_rows.next().transpose().map_err(db_err)?;
+            }
+            if let Some((k, bytes)) = &next_apart {
+                if k.value() == id {
+                    apart = Some(bytes.value().to_vec());
+                }
+            }
+        }
+        raw.push((row.to_vec(), apart));
+    }
+    Ok(raw)
+}
+
+/// Decodes scanned products, in order, on every core: decoding dominates a large scan (a
+/// batch re-merge reads every product), and the tables themselves are read in microseconds.
+fn decode_all<T: Send>(
+    raw: &[RawProduct],
+    decode: fn(&[u8], Option<&[u8]>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let decode = |(row, apart): &RawProduct| decode(row, apart.as_deref());
     if raw.len() < PARALLEL_DECODE_MIN {
         return raw.iter().map(decode).collect();
     }

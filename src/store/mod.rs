@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::core::read_plan::{ReadPlan, ReadResult};
-use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, WriteSet};
+use crate::core::record::{HistoryEntry, ProcessedEvent, ProductRecord, ScannedProduct, WriteSet};
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::outbox::{DeliveryStatus, OutboxCounts, OutboxEntry, Settlement, Subscription};
 
@@ -289,6 +289,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` products with ids greater than `after`, in id order (for batch re-merge).
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>>;
+
+    /// [`Store::scan`] for a batch re-merge: a store that keeps merged documents as text may
+    /// hand them over unparsed (see [`ScannedProduct`]). By default, the parsed records.
+    async fn scan_for_remerge(
+        &self,
+        after: Option<PinvId>,
+        limit: usize,
+    ) -> StoreResult<Vec<ScannedProduct>> {
+        Ok(self
+            .scan(after, limit)
+            .await?
+            .into_iter()
+            .map(|record| ScannedProduct {
+                record,
+                merged_text: None,
+            })
+            .collect())
+    }
 
     /// How many products are stored.
     async fn count(&self) -> StoreResult<u64> {
