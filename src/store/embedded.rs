@@ -603,7 +603,7 @@ fn inline_contributions(row: &[u8]) -> StoreResult<Vec<u8>> {
         #[serde(borrow)]
         contributions: &'a RawValue,
     }
-    let inline: Inline = decode_product_borrowed(row)?;
+    let inline: Inline = decode_product(row)?;
     Ok(inline.contributions.get().as_bytes().to_vec())
 }
 
@@ -691,11 +691,6 @@ fn product_state(bytes: &[u8]) -> StoreResult<ProductState> {
     })
 }
 
-/// The JSON part of stored product bytes, decoded.
-fn decode_product<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    decode_product_borrowed(bytes)
-}
-
 /// The merged document of a stored record as the text it was stored as (the record's
 /// other fields are skipped, not decoded).
 #[derive(Deserialize)]
@@ -704,8 +699,8 @@ struct MergedText<'a> {
     merged: &'a RawValue,
 }
 
-/// The JSON part of stored product bytes, decoded into a type that borrows from them.
-fn decode_product_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> StoreResult<T> {
+/// The JSON part of stored product bytes, decoded (into a type that may borrow from them).
+fn decode_product<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> StoreResult<T> {
     let json = bytes
         .get(HEADER_LEN..)
         .ok_or_else(|| StoreError::corrupt("product: record shorter than its header"))?;
@@ -858,7 +853,7 @@ impl Store for EmbeddedStore {
             let Some(bytes) = table.get(&id).map_err(db_err)? else {
                 return Ok(None);
             };
-            let merged: MergedText = decode_product_borrowed(bytes.value())?;
+            let merged: MergedText = decode_product(bytes.value())?;
             Ok(Some(merged.merged.to_owned()))
         })
         .await
