@@ -296,7 +296,7 @@ pub fn contribution(from: &str, value: Value) -> Contribution {
 }
 
 /// A write that says its contributions are unchanged (a re-merge) keeps them, in reads and
-/// scans, whatever the store does with them; a later write that changes them is read back
+/// scans (the re-merge's scan too), whatever the store does with them; a later write that changes them is read back
 /// with the new ones, and a product deleted and made again starts from its own.
 pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn Store) {
     let mut rec = record(id(1), 1, json!({"name": "from a"}));
@@ -317,6 +317,29 @@ pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn S
         store.scan(None, 10).await.expect("scan"),
         vec![remerged.clone()]
     );
+    // The re-merge's own scan reads the same product, its document as text or parsed.
+    let scanned = store
+        .scan_for_remerge(None, 10)
+        .await
+        .expect("scan_for_remerge");
+    assert_eq!(scanned.len(), 1);
+    if let Some(text) = &scanned[0].merged_text {
+        assert_eq!(
+            scanned[0].record.merged,
+            Value::Null,
+            "text or tree, not both"
+        );
+        assert_eq!(text.get(), serde_json::to_string(&remerged.merged).unwrap());
+    }
+    let parsed = scanned
+        .into_iter()
+        .map(|s| s.into_record().expect("parses"));
+    assert_eq!(parsed.collect::<Vec<_>>(), vec![remerged.clone()]);
+    assert!(store
+        .scan_for_remerge(Some(id(1)), 10)
+        .await
+        .expect("scan_for_remerge past the end")
+        .is_empty());
 
     let mut posted = remerged;
     posted.revision = 3;
