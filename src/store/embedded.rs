@@ -413,17 +413,30 @@ impl<'txn> WriteTables<'txn> {
 
     fn apply(&mut self, plan: EncodedPlan) -> StoreResult<()> {
         for (id, product) in &plan.products {
-            match &product.contributions {
-                Some(bytes) => self
-                    .contributions
-                    .insert(id, bytes.as_slice())
-                    .map(drop)
-                    .map_err(db_err)?,
-                None => self.keep_contributions(id)?,
-            }
-            self.products
+            let old = self
+                .products
                 .insert(id, product.row.as_slice())
                 .map_err(db_err)?;
+            let moved;
+            let contributions = match (&product.contributions, old) {
+                (Some(bytes), _) => Some(bytes.as_slice()),
+                // Kept where they are, unless the row replaced held them inline (written
+                // before the split): then they move apart now.
+                (None, Some(old)) if is_apart(old.value()) => None,
+                (None, Some(old)) => {
+                    moved = inline_contributions(old.value())?;
+                    Some(moved.as_slice())
+                }
+                (None, None) => {
+                    return Err(StoreError::corrupt(format!(
+                        "product {}: no stored contributions to keep",
+                        id_from_bytes(id)
+                    )))
+                }
+            };
+            if let Some(bytes) = contributions {
+                self.contributions.insert(id, bytes).map_err(db_err)?;
+            }
         }
         for id in &plan.deleted {
             self.products.remove(id).map_err(db_err)?;
@@ -465,29 +478,6 @@ impl<'txn> WriteTables<'txn> {
                 .insert((source.as_str(), event_id.as_str()), bytes.as_slice())
                 .map_err(db_err)?;
         }
-        Ok(())
-    }
-}
-
-impl WriteTables<'_> {
-    /// Before a row that keeps its stored contributions replaces `id`'s row: moves them
-    /// out of that row when it still holds them inline (written before the split).
-    fn keep_contributions(&mut self, id: &IdBytes) -> StoreResult<()> {
-        let inline = {
-            let Some(old) = self.products.get(id).map_err(db_err)? else {
-                return Err(StoreError::corrupt(format!(
-                    "product {}: no stored contributions to keep",
-                    id_from_bytes(id)
-                )));
-            };
-            if is_apart(old.value()) {
-                return Ok(());
-            }
-            inline_contributions(old.value())?
-        };
-        self.contributions
-            .insert(id, inline.as_slice())
-            .map_err(db_err)?;
         Ok(())
     }
 }
