@@ -8,59 +8,27 @@
 //! the numbers are those of the service.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::Value;
 
-use pinv::core::envelope::EventTime;
 use pinv::core::merge::merge;
 use pinv::core::package::Links;
 use pinv::core::record::Contribution;
-use pinv::core::{EventId, PinvId, Source};
+use pinv::core::{EventId, Source};
+use pinv::testing::rules::shipped_rules;
+use pinv::testing::seed::{golden, seed_product, SeedProduct};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
-}
-
-fn contribution(file: &str) -> Contribution {
-    let text = std::fs::read_to_string(golden(file)).expect("fixture");
-    let envelope: Value = serde_json::from_str(&text).expect("fixture is JSON");
-    let headers = &envelope["headers"];
-    let time = EventTime::parse(headers["time"].as_str().expect("time"))
-        .expect("valid time")
-        .instant;
-    Contribution {
-        source: Source::parse(headers["source"].as_str().expect("source")).expect("source"),
-        event_id: EventId::parse(headers["id"].as_str().expect("id")).expect("id"),
-        time,
-        received_at: time,
-        value: envelope["value"].clone(),
-    }
-}
-
 fn merge_vs_parse(c: &mut Criterion) {
-    let rules = pinv::app::rules_loader::load_rules_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
-    )
-    .expect("the shipped merge rules load");
-    let contributions = [
-        contribution("billing-adi.json"),
-        contribution("provisioning-adi.json"),
-        contribution("inventory-adi.json"),
-    ];
-    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").expect("uuid");
-    let mut links = Links::default();
-    links.insert(
-        &contributions[1].source,
-        "prov-access-77",
-        PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").expect("uuid"),
-    );
+    let rules = shipped_rules();
+    let SeedProduct {
+        id,
+        contributions,
+        links,
+    } = seed_product();
     // The seed document as a source would send it (compact JSON).
     let seed = serde_json::to_vec(&contributions[0].value).expect("serialize");
 
@@ -209,11 +177,8 @@ fn large_documents(c: &mut Criterion) {
     use criterion::{BenchmarkId, Throughput};
     use pinv::core::ingest::{self, Snapshot};
 
-    let rules = pinv::app::rules_loader::load_rules_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
-    )
-    .expect("the shipped merge rules load");
-    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").expect("uuid");
+    let rules = shipped_rules();
+    let id = seed_product().id;
     let mut group = c.benchmark_group("large_document");
     group.sample_size(10);
     for n in [2_500, 5_000, 10_000, 20_000] {

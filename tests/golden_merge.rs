@@ -8,38 +8,11 @@
 //! `PINV_BLESS=1 cargo test --test golden_merge` rewrites the expected files; read the
 //! diff before committing them.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 
-use pinv::core::envelope::EventTime;
 use pinv::core::merge::merge;
-use pinv::core::package::Links;
-use pinv::core::record::Contribution;
-use pinv::core::{EventId, PinvId, Source};
-
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
-}
-
-/// Reads an envelope fixture as the contribution its source would have stored.
-fn contribution(file: &str) -> Contribution {
-    let text = std::fs::read_to_string(golden(file)).unwrap();
-    let envelope: Value = serde_json::from_str(&text).unwrap();
-    let headers = &envelope["headers"];
-    let time = EventTime::parse(headers["time"].as_str().unwrap())
-        .unwrap()
-        .instant;
-    Contribution {
-        source: Source::parse(headers["source"].as_str().unwrap()).unwrap(),
-        event_id: EventId::parse(headers["id"].as_str().unwrap()).unwrap(),
-        time,
-        received_at: time,
-        value: envelope["value"].clone(),
-    }
-}
+use pinv::testing::rules::shipped_rules;
+use pinv::testing::seed::{golden, seed_product};
 
 /// Every JSON Pointer where `expected` and `actual` differ, with both values.
 fn differences(pointer: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
@@ -70,19 +43,10 @@ fn differences(pointer: &str, expected: &Value, actual: &Value, out: &mut Vec<St
 
 #[test]
 fn billing_and_provisioning_merge_to_the_expected_document() {
-    let rules = pinv::app::rules_loader::load_rules_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
-    )
-    .expect("the shipped merge rules load");
-    let billing = contribution("billing-adi.json");
-    let provisioning = contribution("provisioning-adi.json");
-    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").unwrap();
-    // One of provisioning's relationships names a product PINV already knows.
-    let access = PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").unwrap();
-    let mut links = Links::default();
-    links.insert(&provisioning.source, "prov-access-77", access);
-
-    let merged = merge(&id, &[billing, provisioning], &links, &rules);
+    let rules = shipped_rules();
+    // Billing and provisioning; one of provisioning's relationships names a known product.
+    let seed = seed_product();
+    let merged = merge(&seed.id, &seed.contributions[..2], &seed.links, &rules);
     let actual = serde_json::to_string_pretty(&merged.document).unwrap() + "\n";
 
     assert_golden(
@@ -127,21 +91,9 @@ fn assert_golden(name: &str, what: &str, actual: &str, value: &Value) {
 /// every `Leaf` and `Element`: a change to those types must leave these bytes alone.
 #[test]
 fn the_seed_explanation_serialises_to_the_expected_json() {
-    let rules = pinv::app::rules_loader::load_rules_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("merge-rules"),
-    )
-    .expect("the shipped merge rules load");
-    let contributions = [
-        contribution("billing-adi.json"),
-        contribution("provisioning-adi.json"),
-        contribution("inventory-adi.json"),
-    ];
-    let id = PinvId::parse("9ffb3182-409d-48cb-a266-1379117bff58").unwrap();
-    let access = PinvId::parse("5b0c1e2a-7d4f-4c3b-9a61-2f8e0d9c4b17").unwrap();
-    let mut links = Links::default();
-    links.insert(&contributions[1].source, "prov-access-77", access);
-
-    let e = pinv::core::provenance::explain(&id, &contributions, &links, &rules);
+    let rules = shipped_rules();
+    let seed = seed_product();
+    let e = pinv::core::provenance::explain(&seed.id, &seed.contributions, &seed.links, &rules);
     // Straight to text, as `api::provenance` serialises its answer.
     #[derive(serde::Serialize)]
     struct Answer<'e> {
