@@ -67,6 +67,12 @@ pub struct Application {
     dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Threads of each request worker's blocking pool (actix-web's default is 512 shared among
+/// the workers). The pool runs the store's reads that meet a commit being flushed, which all
+/// wake together when it ends, and large bodies' validation: on a machine with a couple of
+/// cores, more threads than this only add allocator heaps (memory) and context switches.
+const BLOCKING_THREADS_PER_WORKER: usize = 4;
+
 impl Application {
     /// Loads rules and schemas, opens the configured store, binds the listener. Rules come
     /// first: a bad rules file should fail the start at once, not after a store timeout.
@@ -156,6 +162,7 @@ impl Application {
                 .configure(crate::api::ui::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
         .listen(listener)
         .map_err(bind_error)?
         .run();
