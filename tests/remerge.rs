@@ -224,6 +224,7 @@ impl Store for RacingStore {
                         record,
                         expected_revision: Some(expected),
                         contributions_unchanged: false,
+                        changed_attributes: None,
                     }],
                     ..Default::default()
                 })

@@ -72,6 +72,7 @@ pub fn add_new_product(set: &mut WriteSet, record: ProductRecord) {
         record,
         expected_revision: None,
         contributions_unchanged: false,
+        changed_attributes: None,
     });
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::core::query::{collect_leaves, Filter, Op, Query, Typed};
+use crate::core::record::ProductWrite;
 use crate::core::PinvId;
 
 /// The paths indexed unless configured otherwise: those most used to find products.
@@ -81,6 +82,19 @@ impl IndexedPaths {
             }
         }
         out
+    }
+
+    /// Whether `write` can change its product's [`Self::entries`]: unless it names the
+    /// top-level attributes it changes ([`ProductWrite::changed_attributes`]) and no indexed
+    /// path starts with one of them.
+    pub fn may_change(&self, write: &ProductWrite) -> bool {
+        let Some(changed) = &write.changed_attributes else {
+            return true;
+        };
+        self.0.iter().any(|path| {
+            let first = path.split('.').next().unwrap_or(path);
+            changed.iter().any(|a| a == first)
+        })
     }
 
     /// Per filter the index can answer, the `[from, to)` entry ranges that hold every
@@ -173,6 +187,27 @@ mod tests {
 
     fn id(n: u8) -> PinvId {
         PinvId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+    }
+
+    #[test]
+    fn only_writes_that_may_touch_an_indexed_path_may_change_entries() {
+        let paths = IndexedPaths::parse(["status", "relatedParty.id"]).unwrap();
+        let write = |changed: Option<&[&str]>| ProductWrite {
+            record: crate::store::conformance::record(id(1), 1, json!({})),
+            expected_revision: None,
+            contributions_unchanged: false,
+            changed_attributes: changed.map(|c| c.iter().map(|a| a.to_string()).collect()),
+        };
+        assert!(
+            paths.may_change(&write(None)),
+            "unknown changes may touch anything"
+        );
+        assert!(!paths.may_change(&write(Some(&["name", "description"]))));
+        assert!(!paths.may_change(&write(Some(&[]))));
+        assert!(paths.may_change(&write(Some(&["name", "status"]))));
+        assert!(paths.may_change(&write(Some(&["relatedParty"]))));
+        // A prefix of a name is another attribute.
+        assert!(!paths.may_change(&write(Some(&["relatedParties", "state"]))));
     }
 
     /// The products the index proposes for `query`, as a store would compute them.

@@ -659,6 +659,7 @@ fn finish(
             write.products.push(ProductWrite {
                 expected_revision: original.map(|o| o.revision),
                 contributions_unchanged: false,
+                changed_attributes: None,
                 record,
             });
         } else if posted.contains(&id) {

@@ -125,6 +125,11 @@ pub struct ProductWrite {
     /// (a re-merge changes only the merged document): a store may leave them where they
     /// are instead of writing them again. False whenever in doubt.
     pub contributions_unchanged: bool,
+    /// The top-level attributes of the merged document that this write changes, when the
+    /// writer knows them (a re-merge does); `None`: any may change. A store indexing the
+    /// merged document may leave a product's index entries alone when none of its indexed
+    /// paths starts with one of these.
+    pub changed_attributes: Option<Vec<String>>,
 }
 
 /// One product to remove, guarded like a [`ProductWrite`].

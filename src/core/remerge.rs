@@ -121,6 +121,7 @@ fn changed(
             record,
             expected_revision: Some(expected_revision),
             contributions_unchanged: true,
+            changed_attributes: Some(changed_fields.clone()),
         },
         changed_fields,
     })

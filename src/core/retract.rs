@@ -76,6 +76,7 @@ pub fn retract(
         record,
         expected_revision: Some(expected),
         contributions_unchanged: false,
+        changed_attributes: None,
     });
     Some(Retracted::Remerged { write, merged })
 }

@@ -80,6 +80,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@single $attrs $make;
             create_and_read_product,
             a_write_that_keeps_its_contributions_reads_back_whole,
+            a_write_naming_its_changed_attributes_keeps_lists_right,
             stale_revision_conflicts_and_writes_nothing,
             creating_an_existing_product_conflicts,
             key_owned_by_another_product_conflicts_and_writes_nothing,
@@ -177,6 +178,7 @@ pub fn create(record: ProductRecord) -> WriteSet {
             record,
             expected_revision: None,
             contributions_unchanged: false,
+            changed_attributes: None,
         }],
         ..WriteSet::default()
     }
@@ -189,6 +191,7 @@ pub fn update(record: ProductRecord, expected: u64) -> WriteSet {
             record,
             expected_revision: Some(expected),
             contributions_unchanged: false,
+            changed_attributes: None,
         }],
         ..WriteSet::default()
     }
@@ -298,6 +301,26 @@ pub fn contribution(from: &str, value: Value) -> Contribution {
 /// A write that says its contributions are unchanged (a re-merge) keeps them, in reads and
 /// scans (the re-merge's scan too), whatever the store does with them; a later write that changes them is read back
 /// with the new ones, and a product deleted and made again starts from its own.
+/// A write that names the top-level attributes it changes (a re-merge's) keeps list
+/// filters right: a filter on an indexed path it does not touch still finds the product,
+/// and a change to an indexed attribute it names moves the product between values.
+pub async fn a_write_naming_its_changed_attributes_keeps_lists_right(store: &dyn Store) {
+    let doc = |name: &str, status: &str| json!({"name": name, "status": status});
+    let first = record(id(1), 1, doc("first", "active"));
+    commit_ok(store, create(first), "creating").await;
+    let mut set = update(record(id(1), 2, doc("second", "active")), 1);
+    set.products[0].changed_attributes = Some(vec!["name".to_owned()]);
+    commit_ok(store, set, "renaming").await;
+    assert_eq!(listed(store, "status=active").await, (vec![id(1)], 1));
+    assert_eq!(listed(store, "name=second").await, (vec![id(1)], 1));
+
+    let mut set = update(record(id(1), 3, doc("second", "suspended")), 2);
+    set.products[0].changed_attributes = Some(vec!["status".to_owned()]);
+    commit_ok(store, set, "suspending").await;
+    assert_eq!(listed(store, "status=active").await, (vec![], 0));
+    assert_eq!(listed(store, "status=suspended").await, (vec![id(1)], 1));
+}
+
 pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn Store) {
     let mut rec = record(id(1), 1, json!({"name": "from a"}));
     rec.contributions = vec![
@@ -586,6 +609,7 @@ pub async fn package_members_follow_the_package_root(store: &dyn Store) {
             record,
             expected_revision: None,
             contributions_unchanged: false,
+            changed_attributes: None,
         })
         .collect(),
         ..WriteSet::default()

@@ -30,13 +30,15 @@ const PRODUCTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("produc
 /// a commit).
 pub(crate) type Entries = Vec<(PinvId, BTreeSet<String>)>;
 
-/// The entries of every product a write set stores; none for each product it deletes.
+/// The entries of every product a write set stores, but those whose write says it changes
+/// no indexed attribute (their entries stay as they are); none for each product it deletes.
 pub(crate) fn entries_of(paths: &IndexedPaths, set: &WriteSet) -> Entries {
     if paths.paths().is_empty() {
         return Vec::new();
     }
     set.products
         .iter()
+        .filter(|w| paths.may_change(w))
         .map(|w| (w.record.id, paths.entries(&w.record.id, &w.record.merged)))
         .chain(set.delete_products.iter().map(|d| (d.id, BTreeSet::new())))
         .collect()

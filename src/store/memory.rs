@@ -351,6 +351,7 @@ mod tests {
             record: record(id(n), revision, json!({})),
             expected_revision: expected,
             contributions_unchanged: false,
+            changed_attributes: None,
         }
     }
 
@@ -399,6 +400,7 @@ mod tests {
                 record: moved,
                 expected_revision: Some(1),
                 contributions_unchanged: false,
+                changed_attributes: None,
             }],
             ..WriteSet::default()
         };

@@ -32,7 +32,7 @@ impl MongoStore {
         if self.index.paths().is_empty() {
             return Ok(());
         }
-        for write in &set.products {
+        for write in set.products.iter().filter(|w| self.index.may_change(w)) {
             let new = self.index.entries(&write.record.id, &write.record.merged);
             // A new product has no entries yet (a deleted one took its entries with it):
             // one round trip less on every create.

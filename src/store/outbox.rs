@@ -214,6 +214,7 @@ mod tests {
                 record: record(id(n), 1, json!({"status": "active"})),
                 expected_revision: None,
                 contributions_unchanged: false,
+                changed_attributes: None,
             }],
             history: vec![HistoryEntry {
                 product: id(n),
