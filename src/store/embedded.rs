@@ -102,11 +102,11 @@ const PACKAGE_ROOTS: TableDefinition<(&IdBytes, &IdBytes), ()> =
 const HISTORY: TableDefinition<(&IdBytes, u64), &[u8]> = TableDefinition::new("history");
 const EVENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("events");
 
-/// One queued write and where to send its outcome.
 /// redb's page cache. Its default (1 GiB) would make the server's memory grow with the
 /// data; the POST path reads a few small records per request, which this keeps hot.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// One queued write and where to send its outcome.
 struct Job {
     set: WriteSet,
     encoded: Encoded,
