@@ -129,6 +129,12 @@ fn merge_vs_parse(c: &mut Criterion) {
             serde_json::to_vec(&value).expect("serialize")
         })
     });
+    // Decoding a product's stored contributions, the larger half of reading one in a
+    // re-merge.
+    let stored = serde_json::to_vec(&contributions).expect("serialize");
+    group.bench_function("decode_three_seed_contributions", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Contribution>>(black_box(&stored)).expect("parse"))
+    });
     let schemas = pinv::core::schema::Schemas::compile().expect("the schemas compile");
     let body: Value = serde_json::from_str(
         &std::fs::read_to_string(golden("billing-adi.json")).expect("fixture"),

@@ -27,6 +27,7 @@ pub mod retract;
 pub mod rules;
 pub mod schema;
 pub mod traceparent;
+pub mod value;
 
 pub use ids::{EventId, IdError, MatchKey, PinvId, Source};
 

@@ -23,6 +23,7 @@ pub struct Contribution {
     #[serde(rename = "receivedAt")]
     pub received_at: DateTime<Utc>,
     /// The product as the source sent it.
+    #[serde(deserialize_with = "crate::core::value::deserialize")]
     pub value: Value,
 }
 

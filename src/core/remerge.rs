@@ -61,7 +61,7 @@ pub fn remerge_scanned(
             return Ok(None);
         }
         // Text can differ for equal documents (written by another version): compare trees.
-        record.merged = serde_json::from_str(text.get())?;
+        record.merged = crate::core::value::from_slice(text.get().as_bytes())?;
     }
     Ok(changed(record, merged, rules, run, now))
 }
