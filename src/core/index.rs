@@ -193,7 +193,16 @@ mod tests {
     fn only_writes_that_may_touch_an_indexed_path_may_change_entries() {
         let paths = IndexedPaths::parse(["status", "relatedParty.id"]).unwrap();
         let write = |changed: Option<&[&str]>| ProductWrite {
-            record: crate::store::conformance::record(id(1), 1, json!({})),
+            record: crate::core::record::ProductRecord {
+                id: id(1),
+                revision: 1,
+                contributions: Vec::new(),
+                links: Default::default(),
+                merged: json!({}),
+                match_keys: Vec::new(),
+                package_root: None,
+                rules_hash: String::new(),
+            },
             expected_revision: None,
             contributions_unchanged: false,
             changed_attributes: changed.map(|c| c.iter().map(|a| a.to_string()).collect()),
