@@ -165,10 +165,10 @@ pub async fn run_observed(
                     "{}\t{} patch operations\t{}",
                     c.write.record.id,
                     c.patch_ops,
-                    c.changed_fields.join(",")
+                    c.changed_fields().join(",")
                 )
                 .map_err(|e| StoreError::other_from("cannot write the report", e))?;
-                summary.count_change(&c.changed_fields);
+                summary.count_change(c.changed_fields());
             }
         } else {
             if writing.len() == WRITES_IN_FLIGHT {
@@ -257,20 +257,16 @@ async fn write_batch(
         return Ok(tally);
     }
     let ids: Vec<PinvId> = changes.iter().map(|c| c.write.record.id).collect();
-    let mut fields = Vec::with_capacity(changes.len());
+    // Counted now, while the writes still hold their fields; kept only if the set lands.
+    let mut written = RemergeSummary::default();
     let mut set = WriteSet::default();
     for c in changes {
-        fields.push(c.changed_fields);
+        written.count_change(c.changed_fields());
         set.products.push(c.write);
         set.history.push(c.history);
     }
     match store.commit(set).await {
-        Ok(()) => {
-            for fields in &fields {
-                summary.count_change(fields);
-            }
-            Ok(tally)
-        }
+        Ok(()) => Ok(written),
         Err(StoreError::Conflict(_)) => {
             for id in ids {
                 match remerge_one(store, rules, run, id, summary).await? {
@@ -312,7 +308,7 @@ async fn remerge_one(
         let Some(change) = remerge(record, rules, run, Utc::now()) else {
             return Ok(Outcome::Unchanged);
         };
-        let fields = change.changed_fields;
+        let fields = change.changed_fields().to_vec();
         let set = WriteSet {
             products: vec![change.write],
             history: vec![change.history],

@@ -23,8 +23,14 @@ pub struct Remerged {
     pub history: HistoryEntry,
     /// How many RFC 6902 operations the change takes.
     pub patch_ops: usize,
-    /// The top-level attributes whose values change, sorted.
-    pub changed_fields: Vec<String>,
+}
+
+impl Remerged {
+    /// The top-level attributes whose values change, sorted (the write carries them, as
+    /// [`ProductWrite::changed_attributes`], for the stores' indexes).
+    pub fn changed_fields(&self) -> &[String] {
+        self.write.changed_attributes.as_deref().unwrap_or_default()
+    }
 }
 
 /// Merges `record`'s kept contributions again under `rules`; `None` when the merged
@@ -121,9 +127,8 @@ fn changed(
             record,
             expected_revision: Some(expected_revision),
             contributions_unchanged: true,
-            changed_attributes: Some(changed_fields.clone()),
+            changed_attributes: Some(changed_fields),
         },
-        changed_fields,
     })
 }
 
@@ -213,7 +218,7 @@ DD = ["PR-DD-*"]
         assert_eq!(out.write.record.rules_hash, new.hash);
         assert_eq!(out.history.event, run());
         assert_eq!(out.history.revision, 4);
-        assert_eq!(out.changed_fields, vec!["name".to_owned()]);
+        assert_eq!(out.changed_fields(), ["name".to_owned()]);
         assert_eq!(out.patch_ops, 1);
     }
 
