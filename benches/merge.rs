@@ -135,6 +135,42 @@ fn merge_vs_parse(c: &mut Criterion) {
     group.bench_function("decode_three_seed_contributions", |b| {
         b.iter(|| serde_json::from_slice::<Vec<Contribution>>(black_box(&stored)).expect("parse"))
     });
+    // A re-merge of the seed product whose `name` changes (the 1M all-change run's case), from
+    // the stored text as a scan hands it over: merge, compare with the text, patch.
+    let stored_merged = pinv::core::merge::merge_document(&id, &contributions, &links, &rules);
+    let stored_text = serde_json::to_string(&stored_merged).expect("serialize");
+    let record = pinv::core::record::ProductRecord {
+        id,
+        revision: 1,
+        contributions: contributions.to_vec(),
+        links: links.clone(),
+        merged: Value::Null,
+        match_keys: Vec::new(),
+        package_root: None,
+        rules_hash: rules.hash.clone(),
+    };
+    let swapped = pinv::testing::rules::billing_names_first();
+    let run = pinv::core::record::EventRef {
+        source: "bench".to_owned(),
+        id: "run".to_owned(),
+    };
+    let now = chrono::Utc::now();
+    group.bench_function("remerge_seed_product_name_changes", |b| {
+        b.iter_batched(
+            || pinv::core::record::ScannedProduct {
+                record: record.clone(),
+                merged_text: Some(
+                    serde_json::value::RawValue::from_string(stored_text.clone()).expect("JSON"),
+                ),
+            },
+            |scanned| {
+                pinv::core::remerge::remerge_scanned(scanned, &swapped, &run, now)
+                    .expect("parses")
+                    .expect("the name changes")
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     let schemas = pinv::core::schema::Schemas::compile().expect("the schemas compile");
     let body: Value = serde_json::from_str(
         &std::fs::read_to_string(golden("billing-adi.json")).expect("fixture"),

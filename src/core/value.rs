@@ -113,12 +113,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// Strategies for property tests over JSON.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod strategy {
     use proptest::prelude::*;
+    use serde_json::Value;
 
-    fn json() -> impl Strategy<Value = Value> {
+    /// Any JSON value: nested arrays and objects (with repeated keys, escapes, every kind
+    /// of number).
+    pub fn json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -135,6 +138,13 @@ mod tests {
             ]
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strategy::json;
+    use super::*;
+    use proptest::prelude::*;
 
     proptest! {
         #[test]
