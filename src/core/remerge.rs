@@ -112,24 +112,24 @@ impl Delta {
             ));
         };
         let mut text = Vec::new();
+        // Attributes written as the new value serialises: equal on both sides, left out.
+        let mut same = HashSet::new();
         let mut old = Map::new();
-        let mut differs = HashSet::new();
         for (key, raw) in &old_attributes {
             let raw = raw.get().as_bytes();
             if let Some(value) = new_attributes.get(key.as_ref()) {
                 text.clear();
                 serde_json::to_writer(&mut text, value)?;
                 if text == raw {
+                    same.insert(key.as_ref());
                     continue;
                 }
-                differs.insert(key.as_ref());
             }
             old.insert(key.to_string(), crate::core::value::from_slice(raw)?);
         }
-        let present: HashSet<&str> = old_attributes.iter().map(|(k, _)| k.as_ref()).collect();
         let new: Map<String, Value> = new_attributes
             .iter()
-            .filter(|(key, _)| !present.contains(key.as_str()) || differs.contains(key.as_str()))
+            .filter(|(key, _)| !same.contains(key.as_str()))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         Ok(Self::between(&Value::Object(old), &Value::Object(new)))

@@ -298,9 +298,6 @@ pub fn contribution(from: &str, value: Value) -> Contribution {
     }
 }
 
-/// A write that says its contributions are unchanged (a re-merge) keeps them, in reads and
-/// scans (the re-merge's scan too), whatever the store does with them; a later write that changes them is read back
-/// with the new ones, and a product deleted and made again starts from its own.
 /// A write that names the top-level attributes it changes (a re-merge's) keeps list
 /// filters right: a filter on an indexed path it does not touch still finds the product,
 /// and a change to an indexed attribute it names moves the product between values.
@@ -321,6 +318,9 @@ pub async fn a_write_naming_its_changed_attributes_keeps_lists_right(store: &dyn
     assert_eq!(listed(store, "status=suspended").await, (vec![id(1)], 1));
 }
 
+/// A write that says its contributions are unchanged (a re-merge) keeps them, in reads and
+/// scans (the re-merge's scan too), whatever the store does with them; a later write that changes them is read back
+/// with the new ones, and a product deleted and made again starts from its own.
 pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn Store) {
     let mut rec = record(id(1), 1, json!({"name": "from a"}));
     rec.contributions = vec![
