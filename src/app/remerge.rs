@@ -20,11 +20,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::core::query::Query;
-use crate::core::record::{EventRef, ScannedProduct, WriteSet};
+use crate::core::record::{EventRef, WriteSet};
 use crate::core::remerge::{remerge, remerge_scanned, Remerged, REMERGE_SOURCE};
 use crate::core::rules::Rules;
 use crate::core::PinvId;
-use crate::store::{Store, StoreError};
+use crate::store::{Scanned, Store, StoreError};
 
 /// How often a single product is re-read and merged again when live writes keep
 /// moving it, before it is counted as failed.
@@ -154,7 +154,7 @@ pub async fn run_observed(
             .map_err(|e| StoreError::other_from("the scan task failed", e))??;
         let Some(last) = records.last() else { break };
         // Read ahead until a scan comes back empty (a store may return short batches).
-        next_scan = Some(spawn_scan(&store, Some(last.record.id), batch));
+        next_scan = Some(spawn_scan(&store, Some(last.id()), batch));
         let read = records.len() as u64;
         let filters = options.filters.clone();
         let changes = remerge_all(records, filters, &rules, &run).await?;
@@ -197,7 +197,7 @@ fn spawn_scan(
     store: &Arc<dyn Store>,
     after: Option<PinvId>,
     batch: usize,
-) -> tokio::task::JoinHandle<Result<Vec<ScannedProduct>, StoreError>> {
+) -> tokio::task::JoinHandle<Result<Vec<Scanned>, StoreError>> {
     let store = Arc::clone(store);
     tokio::spawn(async move { store.scan_for_remerge(after, batch).await })
 }
@@ -213,7 +213,7 @@ async fn join_write(
 /// Merges a batch on every core (rayon's pool, whose threads live across batches);
 /// products that do not match `filters` are left out of the result.
 async fn remerge_all(
-    records: Vec<ScannedProduct>,
+    records: Vec<Scanned>,
     filters: Vec<(String, String)>,
     rules: &Arc<Rules>,
     run: &EventRef,
@@ -225,22 +225,25 @@ async fn remerge_all(
         // The equality filters of `GET /products`, typed the same way.
         let query = Query::equalities(filters.iter().map(|(p, v)| (p.as_str(), v.as_str())));
         let unfiltered = filters.is_empty();
-        // Each record moves into its re-merge and is dropped on the pool thread that took it.
+        let unparsable = |e| StoreError::corrupt_from("cannot parse a stored merged document", e);
+        // Each record is decoded, re-merged and dropped on the pool thread that took it.
         records
             .into_par_iter()
             .map(|scanned| {
+                let scanned = scanned.decode()?;
                 if unfiltered {
-                    return remerge_scanned(scanned, &rules, &run, now).map(Some);
+                    return remerge_scanned(scanned, &rules, &run, now)
+                        .map(Some)
+                        .map_err(unparsable);
                 }
                 // A filter reads the document: parse it once, for the filter and the merge.
-                let record = scanned.into_record()?;
+                let record = scanned.into_record().map_err(unparsable)?;
                 Ok(query
                     .matches(&record.merged)
                     .then(|| remerge(record, &rules, &run, now)))
             })
             .filter_map(|outcome| outcome.transpose())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::corrupt_from("cannot parse a stored merged document", e))
+            .collect()
     })
     .await
     .expect("the merge task never panics")

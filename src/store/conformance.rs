@@ -28,7 +28,7 @@ use crate::core::read_plan::ReadPlan;
 use crate::core::record::WriteSet;
 use crate::core::record::{
     Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductDelete, ProductRecord,
-    ProductWrite,
+    ProductWrite, ScannedProduct,
 };
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::{ListQuery, Store, StoreError};
@@ -346,6 +346,11 @@ pub async fn a_write_that_keeps_its_contributions_reads_back_whole(store: &dyn S
         .await
         .expect("scan_for_remerge");
     assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0].id(), id(1), "the id is known before decoding");
+    let scanned: Vec<ScannedProduct> = scanned
+        .into_iter()
+        .map(|s| s.decode().expect("decodes"))
+        .collect();
     if let Some(text) = &scanned[0].merged_text {
         assert_eq!(
             scanned[0].record.merged,

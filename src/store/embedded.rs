@@ -79,7 +79,7 @@ use crate::store::outbox::{
 };
 use crate::store::plan::{plan, Plan, PlanView, ProductState, RootChange};
 use crate::store::reads::{self, ViewReads};
-use crate::store::{ListPage, ListQuery, Store, StoreError, StoreResult};
+use crate::store::{ListPage, ListQuery, Scanned, Store, StoreError, StoreResult};
 
 /// The database file inside the store directory.
 pub const FILE_NAME: &str = "pinv.redb";
@@ -1010,9 +1010,16 @@ impl Store for EmbeddedStore {
         &self,
         after: Option<PinvId>,
         limit: usize,
-    ) -> StoreResult<Vec<ScannedProduct>> {
-        self.read(move |txn| decode_all(&scan_rows(txn, after, limit)?, decode_scanned))
-            .await
+    ) -> StoreResult<Vec<Scanned>> {
+        self.read(move |txn| {
+            Ok(scan_rows(txn, after, limit)?
+                .into_iter()
+                .map(|(id, row, apart)| {
+                    Scanned::stored(id_from_bytes(&id), row, apart, decode_scanned)
+                })
+                .collect())
+        })
+        .await
     }
 
     /// The products table's length, which redb keeps: no scan (the default counts through
@@ -1097,7 +1104,7 @@ const PARALLEL_DECODE_MIN: usize = 64;
 
 /// A product's stored bytes as a scan copies them: its row, and its contributions when
 /// they are apart.
-type RawProduct = (Vec<u8>, Option<Vec<u8>>);
+type RawProduct = (IdBytes, Vec<u8>, Option<Vec<u8>>);
 
 /// The stored bytes of up to `limit` products after `after`, in id order.
 fn scan_rows(
@@ -1134,7 +1141,7 @@ fn scan_rows(
                 }
             }
         }
-        raw.push((row.to_vec(), apart));
+        raw.push((*id, row.to_vec(), apart));
     }
     Ok(raw)
 }
@@ -1145,7 +1152,7 @@ fn decode_all<T: Send>(
     raw: &[RawProduct],
     decode: fn(&[u8], Option<&[u8]>) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
-    let decode = |(row, apart): &RawProduct| decode(row, apart.as_deref());
+    let decode = |(_, row, apart): &RawProduct| decode(row, apart.as_deref());
     if raw.len() < PARALLEL_DECODE_MIN {
         return raw.iter().map(decode).collect();
     }
@@ -1351,6 +1358,61 @@ mod tests {
         let all = vec![remerged, new, old3.clone()];
         assert_eq!(store.scan(None, 5).await.unwrap(), all);
         assert_eq!(store.scan(Some(id(2)), 5).await.unwrap(), vec![old3]);
+    }
+
+    #[tokio::test]
+    async fn a_remerge_scan_hands_over_bytes_and_a_damaged_row_fails_the_run_as_corrupt() {
+        use crate::store::conformance::{create, id, record};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        for n in 1..=3 {
+            let set = create(record(id(n), 1, serde_json::json!({"n": n as u64})));
+            store.commit(set).await.unwrap();
+        }
+        let scanned = store.scan_for_remerge(Some(id(1)), 5).await.unwrap();
+        let ids: Vec<PinvId> = scanned.iter().map(Scanned::id).collect();
+        assert_eq!(ids, vec![id(2), id(3)], "ids known before any decoding");
+        let decoded: Vec<ProductRecord> = scanned
+            .into_iter()
+            .map(|s| s.decode().unwrap().into_record().unwrap())
+            .collect();
+        assert_eq!(decoded, store.scan(Some(id(1)), 5).await.unwrap());
+
+        // Product 2's row loses its JSON: the scan still reads it, its decoding fails.
+        {
+            let txn = store.db.begin_write().unwrap();
+            let mut products = txn.open_table(PRODUCTS).unwrap();
+            let row = products
+                .get(&id_bytes(&id(2)))
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            products
+                .insert(&id_bytes(&id(2)), &row[..HEADER_LEN])
+                .unwrap();
+            drop(products);
+            txn.commit().unwrap();
+        }
+        let scanned = store.scan_for_remerge(None, 5).await.unwrap();
+        assert_eq!(scanned.len(), 3);
+        let damaged = scanned.into_iter().nth(1).unwrap().decode().err();
+        assert!(
+            matches!(damaged, Some(StoreError::Corrupt(_))),
+            "{damaged:?}"
+        );
+        let rules = Arc::new(crate::testing::rules::shipped_rules());
+        let options = crate::app::remerge::RemergeOptions {
+            dry_run: false,
+            filters: vec![],
+            batch: 2,
+        };
+        let outcome = crate::app::remerge::run(store, rules, &options, &mut Vec::new()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Corrupt(_))),
+            "{:?}",
+            outcome.map(|s| s.scanned)
+        );
     }
 
     #[tokio::test]

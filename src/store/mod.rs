@@ -25,6 +25,75 @@ pub mod outbox;
 mod plan;
 mod reads;
 
+/// A product as [`Store::scan_for_remerge`] read it: decoded, or still the bytes a store
+/// keeps, with the function that decodes them.
+///
+/// Handing bytes over lets a batch re-merge decode each product on the thread that merges
+/// it. A scan is then only the reading, which runs beside the merging of the batch before;
+/// a scan that decoded too was the slower of the two stages, and the merge waited on it.
+pub struct Scanned(Stage);
+
+enum Stage {
+    Decoded(ScannedProduct),
+    Stored {
+        id: PinvId,
+        row: Vec<u8>,
+        apart: Option<Vec<u8>>,
+        decode: DecodeScanned,
+    },
+}
+
+/// Decodes a product's stored row (and the bytes kept apart from it, if any).
+pub type DecodeScanned = fn(&[u8], Option<&[u8]>) -> StoreResult<ScannedProduct>;
+
+impl Scanned {
+    /// A product already decoded.
+    pub fn decoded(product: ScannedProduct) -> Self {
+        Self(Stage::Decoded(product))
+    }
+
+    /// Product `id` as its stored bytes, for `decode` to decode when it is needed.
+    pub fn stored(id: PinvId, row: Vec<u8>, apart: Option<Vec<u8>>, decode: DecodeScanned) -> Self {
+        Self(Stage::Stored {
+            id,
+            row,
+            apart,
+            decode,
+        })
+    }
+
+    /// The product's id, known without decoding it.
+    pub fn id(&self) -> PinvId {
+        match &self.0 {
+            Stage::Decoded(product) => product.record.id,
+            Stage::Stored { id, .. } => *id,
+        }
+    }
+
+    /// The product, decoded.
+    pub fn decode(self) -> StoreResult<ScannedProduct> {
+        match self.0 {
+            Stage::Decoded(product) => Ok(product),
+            Stage::Stored {
+                row, apart, decode, ..
+            } => decode(&row, apart.as_deref()),
+        }
+    }
+}
+
+impl fmt::Debug for Scanned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Stage::Decoded(product) => f.debug_tuple("Decoded").field(product).finish(),
+            Stage::Stored { id, row, .. } => f
+                .debug_struct("Stored")
+                .field("id", id)
+                .field("row_bytes", &row.len())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// What went wrong in a store.
 ///
 /// The message (in [`Cause`]) says what the store was doing; the underlying error, when
@@ -291,19 +360,22 @@ pub trait Store: Send + Sync + 'static {
     async fn scan(&self, after: Option<PinvId>, limit: usize) -> StoreResult<Vec<ProductRecord>>;
 
     /// [`Store::scan`] for a batch re-merge: a store that keeps merged documents as text may
-    /// hand them over unparsed (see [`ScannedProduct`]). By default, the parsed records.
+    /// hand them over unparsed (see [`ScannedProduct`]), or its products still as stored
+    /// bytes (see [`Scanned`]). By default, the parsed records.
     async fn scan_for_remerge(
         &self,
         after: Option<PinvId>,
         limit: usize,
-    ) -> StoreResult<Vec<ScannedProduct>> {
+    ) -> StoreResult<Vec<Scanned>> {
         Ok(self
             .scan(after, limit)
             .await?
             .into_iter()
-            .map(|record| ScannedProduct {
-                record,
-                merged_text: None,
+            .map(|record| {
+                Scanned::decoded(ScannedProduct {
+                    record,
+                    merged_text: None,
+                })
             })
             .collect())
     }
