@@ -46,6 +46,7 @@
 //! - A caller that drops a `commit` future after the set was queued cannot stop it: the set
 //!   may still be committed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
@@ -139,14 +140,14 @@ impl Encoded {
             // A new product has nothing stored to keep.
             let keep = write.contributions_unchanged && write.expected_revision.is_some();
             let contributions = (!keep)
-                .then(|| encode(&write.record.contributions))
+                .then(|| encode_packed(&write.record.contributions))
                 .transpose()?;
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
             Ok(EncodedProduct { row, contributions })
         })?;
         let history = encode_all(&mut set.history, |entry| {
-            let bytes = encode(entry)?;
+            let bytes = encode_packed(entry)?;
             entry.patch = Value::Null;
             Ok(bytes)
         })?;
@@ -576,8 +577,9 @@ fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
         package_root: &record.package_root,
         rules_hash: &record.rules_hash,
     };
-    serde_json::to_writer(&mut out, &row)
+    let json = serde_json::to_vec(&row)
         .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
+    pack_into(&json, &mut out);
     Ok(out)
 }
 
@@ -593,7 +595,8 @@ fn inline_contributions(row: &[u8]) -> StoreResult<Vec<u8>> {
         #[serde(borrow)]
         contributions: &'a RawValue,
     }
-    let inline: Inline = decode_product(row)?;
+    let json = product_json(row)?;
+    let inline: Inline = decode(&json, "product")?;
     Ok(inline.contributions.get().as_bytes().to_vec())
 }
 
@@ -621,7 +624,7 @@ fn decode_row<M: DeserializeOwned>(
     let row: RowIn<M> = decode_product(row)?;
     let contributions = match (row.contributions, contributions) {
         (Some(inline), _) => inline,
-        (None, Some(bytes)) => decode(bytes, "contributions")?,
+        (None, Some(bytes)) => decode(&unpack(bytes, "contributions")?, "contributions")?,
         (None, None) => {
             return Err(StoreError::corrupt(format!(
                 "product {}: its contributions are missing",
@@ -689,12 +692,17 @@ struct MergedText<'a> {
     merged: &'a RawValue,
 }
 
-/// The JSON part of stored product bytes, decoded (into a type that may borrow from them).
-fn decode_product<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> StoreResult<T> {
+/// The JSON part of stored product bytes (unpacked when it was packed).
+fn product_json(bytes: &[u8]) -> StoreResult<Cow<'_, [u8]>> {
     let json = bytes
         .get(HEADER_LEN..)
         .ok_or_else(|| StoreError::corrupt("product: record shorter than its header"))?;
-    decode(json, "product")
+    unpack(json, "product")
+}
+
+/// The JSON part of stored product bytes, decoded.
+fn decode_product<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    decode(&product_json(bytes)?, "product")
 }
 
 /// The part of a stored record that `list` needs.
@@ -843,7 +851,8 @@ impl Store for EmbeddedStore {
             let Some(bytes) = table.get(&id).map_err(db_err)? else {
                 return Ok(None);
             };
-            let merged: MergedText = decode_product(bytes.value())?;
+            let json = product_json(bytes.value())?;
+            let merged: MergedText = decode(&json, "product")?;
             Ok(Some(merged.merged.to_owned()))
         })
         .await
@@ -982,7 +991,10 @@ impl Store for EmbeddedStore {
             let mut entries = Vec::new();
             for entry in table.range((&id, 0)..=(&id, u64::MAX)).map_err(db_err)? {
                 let (_, value) = entry.map_err(db_err)?;
-                entries.push(decode(value.value(), "history entry")?);
+                entries.push(decode(
+                    &unpack(value.value(), "history entry")?,
+                    "history entry",
+                )?);
             }
             Ok(entries)
         })
@@ -1175,6 +1187,46 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> StoreResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::corrupt_from(format!("cannot decode the stored {what}"), e))
+}
+
+/// First byte of a packed value: JSON text never starts with it.
+const PACKED: u8 = 0;
+
+/// [`encode`], packed (see [`pack_into`]).
+fn encode_packed<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    let json = encode(value)?;
+    let mut out = Vec::new();
+    pack_into(&json, &mut out);
+    Ok(out)
+}
+
+/// Appends `json` compressed: [`PACKED`], its length (4 bytes, little-endian), then an lz4
+/// block. Documents, contributions and history patches are JSON with many repeated keys, and
+/// come out at about half their size: rows of half the size mean half the B-tree leaves to
+/// rewrite in a re-merge and to read in a scan, and a store that fits in memory twice over.
+fn pack_into(json: &[u8], out: &mut Vec<u8>) {
+    out.push(PACKED);
+    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(json));
+}
+
+/// A stored value's JSON: unpacked when it was packed, as it is when it is older JSON.
+fn unpack<'a>(bytes: &'a [u8], what: &str) -> StoreResult<Cow<'a, [u8]>> {
+    let Some((&PACKED, block)) = bytes.split_first() else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    // The length comes from the file: refuse one no lz4 block of this size could give
+    // (lz4 expands at most about 255 times) rather than allocate it.
+    let corrupt = || StoreError::corrupt(format!("cannot unpack the stored {what}"));
+    let declared = block
+        .get(..4)
+        .map(|n| u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(corrupt)?;
+    if declared > block.len().saturating_mul(255) {
+        return Err(corrupt());
+    }
+    lz4_flex::block::decompress_size_prepended(block)
+        .map(Cow::Owned)
+        .map_err(|e| StoreError::corrupt_from(format!("cannot unpack the stored {what}"), e))
 }
 
 /// The message of [`EmbeddedStore::open`] when another process holds the store (redb locks
@@ -1461,6 +1513,92 @@ mod tests {
                 .unwrap()
                 .package_root,
             None
+        );
+    }
+
+    #[test]
+    fn packed_json_unpacks_to_itself_and_plain_json_passes_through() {
+        let json = serde_json::to_vec(&crate::store::conformance::record(
+            crate::store::conformance::id(1),
+            1,
+            serde_json::json!({"name": "x", "note": "a".repeat(300)}),
+        ))
+        .unwrap();
+        let mut packed = Vec::new();
+        pack_into(&json, &mut packed);
+        assert_eq!(packed[0], PACKED);
+        assert!(packed.len() < json.len(), "{} bytes", packed.len());
+        assert_eq!(unpack(&packed, "x").unwrap().as_ref(), json.as_slice());
+        assert!(matches!(unpack(&json, "x").unwrap(), Cow::Borrowed(b) if b == json.as_slice()));
+        assert!(matches!(unpack(b"", "x").unwrap(), Cow::Borrowed(b"")));
+    }
+
+    #[test]
+    fn damaged_packed_json_is_corrupt_without_a_huge_allocation() {
+        let mut packed = Vec::new();
+        pack_into(
+            br#"{"name":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#,
+            &mut packed,
+        );
+        let mut huge = packed.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let truncated = &packed[..packed.len() - 3];
+        for (bytes, case) in [
+            (&huge[..], "huge length"),
+            (truncated, "truncated"),
+            (&packed[..3], "no length"),
+        ] {
+            let error = unpack(bytes, "history entry").err();
+            assert!(
+                matches!(error, Some(StoreError::Corrupt(_))),
+                "{case}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_contributions_and_history_are_stored_packed_and_plain_ones_still_read() {
+        use crate::store::conformance::{create, history_entry, id, record};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let product = record(id(1), 1, serde_json::json!({"name": "x"}));
+        let mut set = create(product.clone());
+        set.history.push(history_entry(id(1), 1));
+        store.commit(set).await.unwrap();
+        let plain = history_entry(id(1), 2);
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let products = txn.open_table(PRODUCTS).unwrap();
+                let row = products.get(&id_bytes(&id(1))).unwrap().unwrap();
+                assert_eq!(row.value()[HEADER_LEN], PACKED, "the row");
+                let contributions = txn.open_table(CONTRIBUTIONS).unwrap();
+                let apart = contributions.get(&id_bytes(&id(1))).unwrap().unwrap();
+                assert_eq!(apart.value()[0], PACKED, "the contributions");
+            }
+            {
+                let mut history = txn.open_table(HISTORY).unwrap();
+                let first = history.get((&id_bytes(&id(1)), 1)).unwrap().unwrap();
+                assert_eq!(first.value()[0], PACKED, "the history entry");
+                drop(first);
+                // An entry as written before values were packed.
+                history
+                    .insert((&id_bytes(&id(1)), 2), encode(&plain).unwrap().as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(
+            store.get_products(&[id(1)]).await.unwrap(),
+            vec![product.clone()]
+        );
+        assert_eq!(
+            store.get_merged_json(&id(1)).await.unwrap().unwrap().get(),
+            serde_json::to_string(&product.merged).unwrap()
+        );
+        assert_eq!(
+            store.history(&id(1)).await.unwrap(),
+            vec![history_entry(id(1), 1), plain]
         );
     }
 }
