@@ -4,12 +4,12 @@
 //!
 //! | table           | key                                   | value                          |
 //! |-----------------|---------------------------------------|--------------------------------|
-//! | `products`      | PINV id (16 uuid bytes)               | header, then the record's JSON |
-//! | `contributions` | PINV id (16 bytes)                    | the record's contributions     |
+//! | `products`      | PINV id (16 uuid bytes)               | header, then the record's JSON*|
+//! | `contributions` | PINV id (16 bytes)                    | the record's contributions*    |
 //! | `keys`          | match key (str)                       | owner's PINV id (16 bytes)     |
 //! | `waiters`       | match key (str)                       | JSON array of PINV ids, sorted |
 //! | `package_roots` | (root id, member id), 16 bytes each   | `()`                           |
-//! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON         |
+//! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON*        |
 //! | `events`        | (source, event id)                    | `ProcessedEvent` as JSON       |
 //!
 //! The hub's `subscriptions` and `outbox` tables are described in `embedded_outbox.rs`; a
@@ -20,6 +20,9 @@
 //! changes only the merged document, rewrites neither them nor their pages. Rows written
 //! before that split still hold their contributions inline (the header says which); they
 //! are moved apart when a re-merge first rewrites them, and read as they are until then.
+//!
+//! *Packed: lz4-compressed behind a first byte JSON never starts with (see `pack_into`).
+//! Values written before packing are plain JSON, read as they are until next written.
 //!
 //! Ids are keyed by their 16 bytes, whose order is [`PinvId`]'s `Ord` (and the order of
 //! the lowercase hyphenated strings), so `products` iterates in PINV id order.
@@ -515,7 +518,7 @@ impl PlanView for WriteTables<'_> {
     }
 }
 
-/// A stored product is a fixed header, then the record's JSON. The header holds what
+/// A stored product is a fixed header, then the record's JSON, packed. The header holds what
 /// the writer's guards need (revision, package root), so checking a write never parses
 /// the documents: the guard check runs on the single writer thread, in every POST.
 /// Header: revision (8 bytes, little-endian), flags (1), package root (16, zero if none).
@@ -1158,8 +1161,9 @@ fn scan_rows(
     Ok(raw)
 }
 
-/// Decodes scanned products, in order, on every core: decoding dominates a large scan (a
-/// batch re-merge reads every product), and the tables themselves are read in microseconds.
+/// Decodes scanned products, in order, on every core: decoding dominates a large scan, and
+/// the tables themselves are read in microseconds. (A batch re-merge's scan leaves decoding
+/// to the merge, see [`Scanned`].)
 fn decode_all<T: Send>(
     raw: &[RawProduct],
     decode: fn(&[u8], Option<&[u8]>) -> StoreResult<T>,
