@@ -1208,9 +1208,30 @@ fn encode_packed<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 /// block. Documents, contributions and history patches are JSON with many repeated keys, and
 /// come out at about half their size: rows of half the size mean half the B-tree leaves to
 /// rewrite in a re-merge and to read in a scan, and a store that fits in memory twice over.
+///
+/// Compresses straight into `out`. A value the 4-byte length cannot describe stays plain
+/// JSON, which [`unpack`] reads as it is.
 fn pack_into(json: &[u8], out: &mut Vec<u8>) {
+    let Ok(len) = u32::try_from(json.len()) else {
+        out.extend_from_slice(json);
+        return;
+    };
+    let header = out.len();
     out.push(PACKED);
-    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(json));
+    out.extend_from_slice(&len.to_le_bytes());
+    let start = out.len();
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(json.len()),
+        0,
+    );
+    match lz4_flex::block::compress_into(json, &mut out[start..]) {
+        Ok(written) => out.truncate(start + written),
+        // Cannot happen (`out` has room for the worst case); plain JSON is still readable.
+        Err(_) => {
+            out.truncate(header);
+            out.extend_from_slice(json);
+        }
+    }
 }
 
 /// A stored value's JSON: unpacked when it was packed, as it is when it is older JSON.
