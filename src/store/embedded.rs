@@ -559,18 +559,6 @@ struct RowIn<M> {
 
 /// The stored row of a product: header, then JSON (contributions apart).
 fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(2048);
-    out.extend_from_slice(&record.revision.to_le_bytes());
-    match &record.package_root {
-        Some(root) => {
-            out.push(FLAG_APART | FLAG_ROOT);
-            out.extend_from_slice(root.as_bytes());
-        }
-        None => {
-            out.push(FLAG_APART);
-            out.extend_from_slice(&[0; 16]);
-        }
-    }
     let row = RowOut {
         id: &record.id,
         revision: record.revision,
@@ -582,6 +570,18 @@ fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
     };
     let json = serde_json::to_vec(&row)
         .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + packed_capacity(json.len()));
+    out.extend_from_slice(&record.revision.to_le_bytes());
+    match &record.package_root {
+        Some(root) => {
+            out.push(FLAG_APART | FLAG_ROOT);
+            out.extend_from_slice(root.as_bytes());
+        }
+        None => {
+            out.push(FLAG_APART);
+            out.extend_from_slice(&[0; 16]);
+        }
+    }
     pack_into(&json, &mut out);
     Ok(out)
 }
@@ -627,7 +627,7 @@ fn decode_row<M: DeserializeOwned>(
     let row: RowIn<M> = decode_product(row)?;
     let contributions = match (row.contributions, contributions) {
         (Some(inline), _) => inline,
-        (None, Some(bytes)) => decode(&unpack(bytes, "contributions")?, "contributions")?,
+        (None, Some(bytes)) => decode_packed(bytes, "contributions")?,
         (None, None) => {
             return Err(StoreError::corrupt(format!(
                 "product {}: its contributions are missing",
@@ -994,10 +994,7 @@ impl Store for EmbeddedStore {
             let mut entries = Vec::new();
             for entry in table.range((&id, 0)..=(&id, u64::MAX)).map_err(db_err)? {
                 let (_, value) = entry.map_err(db_err)?;
-                entries.push(decode(
-                    &unpack(value.value(), "history entry")?,
-                    "history entry",
-                )?);
+                entries.push(decode_packed(value.value(), "history entry")?);
             }
             Ok(entries)
         })
@@ -1199,9 +1196,19 @@ const PACKED: u8 = 0;
 /// [`encode`], packed (see [`pack_into`]).
 fn encode_packed<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     let json = encode(value)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(packed_capacity(json.len()));
     pack_into(&json, &mut out);
     Ok(out)
+}
+
+/// [`decode`] of a value stored packed (or as plain JSON, see [`unpack`]).
+fn decode_packed<T: DeserializeOwned>(bytes: &[u8], what: &str) -> StoreResult<T> {
+    decode(&unpack(bytes, what)?, what)
+}
+
+/// The room [`pack_into`] needs for `json_len` bytes of JSON, at worst.
+fn packed_capacity(json_len: usize) -> usize {
+    1 + 4 + lz4_flex::block::get_maximum_output_size(json_len)
 }
 
 /// Appends `json` compressed: [`PACKED`], its length (4 bytes, little-endian), then an lz4
@@ -1579,6 +1586,10 @@ mod tests {
                 "{case}: {error:?}"
             );
         }
+        // The length is refused before lz4 sees it (lz4 would reserve 4 GiB for it first):
+        // the error is the store's own, with no decoder error behind it.
+        let refused = unpack(&huge, "history entry").unwrap_err();
+        assert!(std::error::Error::source(&refused).is_none(), "{refused:?}");
     }
 
     #[tokio::test]
