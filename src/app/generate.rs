@@ -136,11 +136,13 @@ pub async fn generate(
         source: "pinv-generate".to_owned(),
         id: uuid::Uuid::new_v4().to_string(),
     };
+    // The store's own id scheme, so that a generated store is laid out as served ones are.
+    let new_id = store.product_ids();
     while n < end {
         let upto = (n + batch).min(end);
         let rules2 = Arc::clone(&rules);
         let run2 = run.clone();
-        let set = tokio::task::spawn_blocking(move || batch_set(n, upto, &rules2, &run2))
+        let set = tokio::task::spawn_blocking(move || batch_set(n, upto, &rules2, &run2, new_id))
             .await
             .expect("generation never panics");
         store.commit(set).await?;
@@ -151,11 +153,17 @@ pub async fn generate(
     Ok(written)
 }
 
-fn batch_set(from: u64, to: u64, rules: &Rules, run: &EventRef) -> WriteSet {
+fn batch_set(
+    from: u64,
+    to: u64,
+    rules: &Rules,
+    run: &EventRef,
+    new_id: fn() -> PinvId,
+) -> WriteSet {
     let mut set = WriteSet::default();
     let now = Utc::now();
     for n in from..to {
-        let record = product(n, PinvId::new_v4(), rules);
+        let record = product(n, new_id(), rules);
         set.history.push(HistoryEntry {
             product: record.id,
             revision: 1,

@@ -257,15 +257,9 @@ impl Service {
             }
         }
         let (planned, rules) = (event.clone(), self.rules.clone());
+        let mut new_id = store.product_ids();
         let plan = maybe_blocking(offload, move || {
-            ingest::plan(
-                &planned,
-                &ids,
-                &snapshot,
-                &rules,
-                Utc::now(),
-                &mut PinvId::new_v4,
-            )
+            ingest::plan(&planned, &ids, &snapshot, &rules, Utc::now(), &mut new_id)
         })
         .await
         .map_err(plan_error(event))?;

@@ -346,6 +346,13 @@ mod tests {
     use crate::core::record::ProductWrite;
     use crate::store::conformance::{create, id, key, record};
 
+    #[test]
+    fn new_products_get_random_ids() {
+        let new_id = MemoryStore::new().product_ids();
+        let id = uuid::Uuid::parse_str(&new_id().to_string()).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+    }
+
     fn write(n: u128, revision: u64, expected: Option<u64>) -> ProductWrite {
         ProductWrite {
             record: record(id(n), revision, json!({})),

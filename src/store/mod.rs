@@ -307,6 +307,13 @@ pub struct ListPage {
 /// A place to keep products. Every method is all-or-nothing.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// How this store wants new products' ids made. Random (v4) by default: they spread
+    /// inserts evenly over a collection sharded by id range. The embedded store wants
+    /// time-ordered ones (v7).
+    fn product_ids(&self) -> fn() -> PinvId {
+        PinvId::new_v4
+    }
+
     /// The owner of each key that has one; keys nobody owns are absent from the map.
     async fn resolve_keys(&self, keys: &[MatchKey]) -> StoreResult<BTreeMap<MatchKey, PinvId>>;
 
