@@ -30,10 +30,18 @@ fn main() {
     for _ in 0..iterations / 10 {
         round_trip();
     }
-    let start = thread_cpu_ns();
-    for _ in 0..iterations {
-        round_trip();
-    }
-    let per = (thread_cpu_ns() - start) as f64 / f64::from(iterations) / 1000.0;
+    // The median of seven blocks: a block that another process interrupted (a server still
+    // flushing, a compile) does not move it.
+    let mut blocks: Vec<f64> = (0..7)
+        .map(|_| {
+            let start = thread_cpu_ns();
+            for _ in 0..iterations / 7 {
+                round_trip();
+            }
+            (thread_cpu_ns() - start) as f64 / f64::from(iterations / 7) / 1000.0
+        })
+        .collect();
+    blocks.sort_by(f64::total_cmp);
+    let per = blocks[3];
     println!("{per:.1}");
 }

@@ -32,6 +32,9 @@ export PINV_TEMPLATE="$work/seed-template.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 # utime + stime of every thread of the server, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# The yardstick, measured before the load while the machine is quiet: measured after it, it
+# met the kernel still writing the server's pages back and read up to 60% high.
+round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
 before_products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
 before_ticks="$(cpu_ticks)"
 # Bytes the server asked the kernel to write (rchar/wchar: every write(2), pwrite(2), send(2) included);
@@ -66,7 +69,6 @@ products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
 echo "stored products: $products"
 hz="$(getconf CLK_TCK)"
 stored=$(( products - before_products ))
-round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
 awk -v d=$(( after_disk - before_disk )) -v n="$stored" 'BEGIN { printf "bytes written to disk: %.1f KiB per POST\n", d / n / 1024 }'
 awk -v t=$(( after_ticks - before_ticks )) -v hz="$hz" -v n="$stored" -v rt="$round_trip_us" 'BEGIN {
   per = t / hz / n * 1e6
