@@ -68,8 +68,8 @@ pub struct Application {
 }
 
 /// Threads of each request worker's blocking pool (actix-web's default is 512 shared among
-/// the workers). The pool runs the store's reads that meet a commit being flushed, which all
-/// wake together when it ends, and large bodies' validation: on a machine with a couple of
+/// the workers). The pool runs the embedded store's reads other than point reads (lists,
+/// history, scans) and large bodies' validation: on a machine with a couple of
 /// cores, more threads than this only add allocator heaps (memory) and context switches.
 const BLOCKING_THREADS_PER_WORKER: usize = 4;
 
