@@ -853,7 +853,7 @@ impl ViewReads for ReadTransaction {
 impl Store for EmbeddedStore {
     /// Time-ordered: the products, contributions, history and list-index entries a group
     /// commit inserts then share a few B-tree leaves instead of each copying a random one
-    /// (BENCHMARKS.md, issue 9 round 8: 37 KiB written per POST instead of 66).
+    /// (BENCHMARKS.md, issue 9 round 8: half the bytes written per POST).
     fn product_ids(&self) -> fn() -> PinvId {
         PinvId::new_v7
     }
