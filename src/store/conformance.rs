@@ -1169,7 +1169,8 @@ pub async fn list_query_language_follows_updates(store: &dyn Store) {
 // ---------------------------------------------------------------------------------------
 // Hub subscriptions and the outbox
 
-fn subscription(id: &str) -> crate::store::outbox::Subscription {
+/// A subscription `id` to a callback nobody listens on.
+pub fn subscription(id: &str) -> crate::store::outbox::Subscription {
     crate::store::outbox::Subscription {
         id: id.to_owned(),
         callback: "http://127.0.0.1:9/hook".to_owned(),

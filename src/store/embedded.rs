@@ -109,6 +109,19 @@ const EVENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("event
 /// data; the POST path reads a few small records per request, which this keeps hot.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// What the writer thread is asked to do.
+// Writes are nearly all the traffic; boxing them to shrink the rare refresh would cost an
+// allocation per write.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    /// Commit a write set.
+    Write(Job),
+    /// Renew the point-read snapshot, then answer: the hub's own commits (subscriptions,
+    /// deliveries) run outside the writer, and a snapshot older than them would keep redb
+    /// from reusing the pages they free for as long as no POST comes.
+    Refresh(oneshot::Sender<()>),
+}
+
 /// One queued write and where to send its outcome.
 struct Job {
     set: WriteSet,
@@ -191,7 +204,7 @@ fn encode_all<T: Send, E: Send>(
 pub struct EmbeddedStore {
     db: Arc<Database>,
     index: Arc<IndexedPaths>,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Work>>,
     writer: Option<JoinHandle<()>>,
     hub: Arc<HubCache>,
     /// The snapshot point reads use.
@@ -207,7 +220,8 @@ pub struct EmbeddedStore {
 /// this one after each commit and before answering that commit's callers, so a read that
 /// starts after a write was acknowledged sees it. Only the writer thread writes the tables
 /// point reads look at (products, keys, waiters, events); the hub's own transactions touch
-/// only its tables.
+/// only its tables, but the writer renews the snapshot after them too ([`Work::Refresh`]):
+/// a live snapshot keeps redb from reusing the pages later commits free.
 struct Latest(RwLock<Option<Arc<ReadTransaction>>>);
 
 impl Latest {
@@ -302,6 +316,19 @@ impl EmbeddedStore {
         }
     }
 
+    /// Has the writer renew the point-read snapshot, after a hub write ([`Work::Refresh`]).
+    /// The writer alone replaces the snapshot, so a renewal can never put back one older
+    /// than the writer's last commit.
+    async fn refresh_snapshot(&self) {
+        let Some(jobs) = self.jobs.as_ref() else {
+            return;
+        };
+        let (done, renewed) = oneshot::channel();
+        if jobs.send(Work::Refresh(done)).await.is_ok() {
+            let _ = renewed.await;
+        }
+    }
+
     /// Runs `f` with the database and the hub cache on the blocking pool.
     async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -339,18 +366,30 @@ fn create_tables(db: &Database) -> StoreResult<()> {
     txn.commit().map_err(db_err)
 }
 
-fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Job>, latest: &Latest) {
+fn writer_loop(db: &Database, mut queue: mpsc::Receiver<Work>, latest: &Latest) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut refreshes = Vec::new();
     // `None` once every sender is gone: the store was dropped.
     while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(work) = next {
+            match work {
+                Work::Write(job) => batch.push(job),
+                Work::Refresh(done) => refreshes.push(done),
+            }
+            next = (batch.len() < MAX_BATCH)
+                .then(|| queue.try_recv().ok())
+                .flatten();
+        }
+        if !batch.is_empty() {
+            commit_batch(db, std::mem::take(&mut batch), latest);
+        }
+        if !refreshes.is_empty() {
+            latest.refresh(db);
+            for done in refreshes.drain(..) {
+                let _ = done.send(());
             }
         }
-        commit_batch(db, std::mem::take(&mut batch), latest);
     }
 }
 
@@ -959,11 +998,11 @@ impl Store for EmbeddedStore {
             .as_ref()
             .ok_or_else(|| StoreError::unavailable("store is closed"))?;
         let (reply, outcome) = oneshot::channel();
-        jobs.send(Job {
+        jobs.send(Work::Write(Job {
             set,
             encoded,
             reply,
-        })
+        }))
         .await
         .map_err(|_| StoreError::unavailable("the writer thread has stopped"))?;
         outcome
@@ -1105,8 +1144,11 @@ impl Store for EmbeddedStore {
 
     async fn put_subscription(&self, subscription: &Subscription) -> StoreResult<()> {
         let sub = subscription.clone();
-        self.blocking(move |db, hub| embedded_outbox::put_subscription(db, hub, &sub))
-            .await
+        let out = self
+            .blocking(move |db, hub| embedded_outbox::put_subscription(db, hub, &sub))
+            .await;
+        self.refresh_snapshot().await;
+        out
     }
 
     async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
@@ -1116,14 +1158,20 @@ impl Store for EmbeddedStore {
 
     async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.blocking(move |db, hub| embedded_outbox::delete_subscription(db, hub, &id))
-            .await
+        let out = self
+            .blocking(move |db, hub| embedded_outbox::delete_subscription(db, hub, &id))
+            .await;
+        self.refresh_snapshot().await;
+        out
     }
 
     async fn set_delivery_status(&self, id: &str, status: &DeliveryStatus) -> StoreResult<()> {
         let (id, status) = (id.to_owned(), status.clone());
-        self.blocking(move |db, _| embedded_outbox::set_delivery_status(db, &id, &status))
-            .await
+        let out = self
+            .blocking(move |db, _| embedded_outbox::set_delivery_status(db, &id, &status))
+            .await;
+        self.refresh_snapshot().await;
+        out
     }
 
     async fn outbox(&self, subscription: &str, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
@@ -1139,8 +1187,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<()> {
-        self.blocking(move |db, _| embedded_outbox::settle(db, settlements))
-            .await
+        let out = self
+            .blocking(move |db, _| embedded_outbox::settle(db, settlements))
+            .await;
+        self.refresh_snapshot().await;
+        out
     }
 }
 
@@ -1368,6 +1419,22 @@ mod tests {
         for writer in writers {
             writer.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_hub_write_renews_the_point_read_snapshot() {
+        use crate::store::conformance::subscription;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.put_subscription(&subscription("s1")).await.unwrap();
+        // A snapshot from before the hub's commit would pin the pages it freed.
+        let snapshot = store.latest.get().expect("a snapshot");
+        let subs = snapshot.open_table(embedded_outbox::SUBSCRIPTIONS).unwrap();
+        assert!(subs.get("s1").unwrap().is_some());
+        store.delete_subscription("s1").await.unwrap();
+        let snapshot = store.latest.get().expect("a snapshot");
+        let subs = snapshot.open_table(embedded_outbox::SUBSCRIPTIONS).unwrap();
+        assert!(subs.get("s1").unwrap().is_none());
     }
 
     /// The `n` of product `n`'s merged document, read as `GET /products/{id}` reads it.

@@ -21,7 +21,8 @@ use crate::store::outbox::{
 };
 use crate::store::{StoreError, StoreResult};
 
-const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+pub(super) const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("subscriptions");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// The subscriptions, as of the last change made through this store.
