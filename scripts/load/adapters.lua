@@ -5,14 +5,14 @@
 dofile("scripts/load/wrk_common.lua")
 
 function init(args)
-  post_init(os.getenv("PINV_ACTIVATION"))
+  post_init(os.getenv("PINV_ACTIVATION"), "__NUMBER__")
 end
 
 function request()
   counter = counter + 1
   -- A ten-digit North American number per thread and request (area code 2xx-9xx).
   local number = string.format("%d%09d", tid + 2, counter)
-  local body = template:gsub("__NUMBER__", number)
+  local body = filled(number)
   wrk.headers["X-ATT-MessageId"] = string.format("%d-%d-%d", run, tid, counter)
   return wrk.format(nil, "/adapters/activation", nil, body)
 end

@@ -33,7 +33,7 @@ subs[0]["subscriberNumber"] = "__NUMBER__"
 print(json.dumps(a, ensure_ascii=False, separators=(",", ":")))
 PY
 echo "== POST /products (seed document, $connections connections, $duration)"
-wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
+post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
 echo "== POST /adapters/activation (one subscriber per request, $connections connections, $duration)"
-wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/adapters.lua "http://127.0.0.1:$port"
+post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/adapters.lua "http://127.0.0.1:$port"
 echo "stored products: $(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"

@@ -45,3 +45,15 @@ total_products() {
   curl -sf -H "Authorization: Bearer $2" "$1/products?limit=1" -D - -o /dev/null \
     | tr -d '\r' | awk -F': ' 'tolower($1)=="x-total-count" {print $2}'
 }
+
+# post_load ARGS...: wrk with ARGS, its report on stdout; fails loudly when any answer was not
+# a success (the Lua scripts no longer look at answers unless PINV_LOAD_CHECK=1).
+post_load() {
+  local report
+  report="$(wrk "$@")"
+  echo "$report"
+  if grep -q "Non-2xx" <<<"$report"; then
+    echo "some requests failed; PINV_LOAD_CHECK=1 prints the first answers" >&2
+    return 1
+  fi
+}

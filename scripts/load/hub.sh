@@ -38,7 +38,7 @@ for n in "${counts[@]}"; do
       "http://127.0.0.1:$port/tmf-api/productInventory/v5/hub" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
   done
   echo "=== $n subscriber(s)"
-  wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port" \
+  post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port" \
     | grep -E "Requests/sec|50%|99%|requests in"
   if [[ $n -gt 0 ]]; then
     start=$(date +%s)

@@ -5,12 +5,11 @@
 dofile("scripts/load/wrk_common.lua")
 
 function init(args)
-  post_init(os.getenv("PINV_TEMPLATE"))
+  post_init(os.getenv("PINV_TEMPLATE"), "__ID__")
 end
 
 function request()
   counter = counter + 1
-  local id = string.format("%d-%d-%d", run, tid, counter)
-  local body = template:gsub("__ID__", id)
+  local body = filled(string.format("%d-%d-%d", run, tid, counter))
   return wrk.format(nil, "/products", nil, body)
 end

@@ -56,7 +56,7 @@ peak=0
     rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
     echo "$rss" > "$work/hwm"; sleep 1
   done ) &
-wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
+post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
 after_ticks="$(cpu_ticks)"
 after_disk="$(io_field write_bytes)"
 [[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
