@@ -646,7 +646,12 @@ fn finish(
                     time: now,
                     event: event_ref.clone(),
                     rules_hash: rules.hash.clone(),
-                    patch: patch_between(old_merged, &record.merged),
+                    // A creation's patch is the document itself; stores write it from the
+                    // record (see `HistoryEntry::patch`).
+                    patch: match old_merged {
+                        None => Value::Null,
+                        old => patch_between(old, &record.merged),
+                    },
                     deleted: false,
                 });
                 if !posted.contains(&id) {
@@ -880,7 +885,17 @@ key = ["relationshipType", "id"]
         assert_eq!(plan.write.products[0].expected_revision, None);
         assert_eq!(plan.write.products[0].record.revision, 1);
         assert_eq!(plan.write.history.len(), 1);
-        assert_eq!(plan.write.history[0].patch[0]["op"], "add");
+        assert_eq!(
+            plan.write.history[0].patch,
+            Value::Null,
+            "the creation shorthand"
+        );
+        let mut write = plan.write.clone();
+        write.expand_creation_patches();
+        assert_eq!(
+            write.history[0].patch,
+            patch_between(None, &plan.write.products[0].record.merged)
+        );
         let processed = plan.write.processed.as_ref().expect("event remembered");
         assert_eq!(processed.products, vec![p]);
         assert_eq!(plan.documents[&p]["id"], p.to_string());

@@ -92,6 +92,7 @@ macro_rules! store_conformance_tests {
             list_filters_pages_and_orders_by_id,
             list_query_language_follows_updates,
             history_is_oldest_first_per_product,
+            a_creation_entry_written_without_its_patch_reads_back_with_it,
             scan_pages_cover_every_product_once,
             numbers_read_back_exactly_as_written,
             deleting_a_product_frees_its_keys_and_keeps_its_history,
@@ -789,6 +790,31 @@ pub async fn history_is_oldest_first_per_product(store: &dyn Store) {
     );
     assert_eq!(store.history(&id(2)).await.expect("history").len(), 1);
     assert!(store.history(&id(3)).await.expect("history").is_empty());
+}
+
+/// A plan leaves the patch of a product's first entry `Null`: it stands for the creation of
+/// the document written beside it (`HistoryEntry::patch`). Read back, the entry carries that
+/// patch, numbers and key order included.
+pub async fn a_creation_entry_written_without_its_patch_reads_back_with_it(store: &dyn Store) {
+    let merged = serde_json::from_str::<Value>(
+        r#"{"zeta": 1, "a/b": {"y": 2, "x": 1}, "big": 123456789012345678901234567890, "s": "t"}"#,
+    )
+    .expect("test document parses");
+    let product = record(id(1), 1, merged);
+    let merged = product.merged.clone();
+    let mut set = create(product);
+    let mut entry = history_entry(id(1), 1);
+    entry.patch = Value::Null;
+    set.history = vec![entry.clone()];
+    commit_ok(store, set, "a creation").await;
+    let history = store.history(&id(1)).await.expect("history");
+    entry.patch = crate::core::record::patch_between(None, &merged);
+    assert_eq!(history, vec![entry.clone()]);
+    assert_eq!(
+        serde_json::to_string(&history[0].patch).expect("serialises"),
+        serde_json::to_string(&entry.patch).expect("serialises"),
+        "the patch keeps the document's key order and numbers"
+    );
 }
 
 /// Numbers no `f64` or `u64` holds exactly. A store must give them back as written

@@ -9,7 +9,7 @@
 //! | `keys`          | match key (str)                       | owner's PINV id (16 bytes)     |
 //! | `waiters`       | match key (str)                       | JSON array of PINV ids, sorted |
 //! | `package_roots` | (root id, member id), 16 bytes each   | `()`                           |
-//! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON*        |
+//! | `history`       | (product id, revision u64)            | `HistoryEntry` as JSON*†       |
 //! | `events`        | (source, event id)                    | `ProcessedEvent` as JSON       |
 //!
 //! The hub's `subscriptions` and `outbox` tables are described in `embedded_outbox.rs`; a
@@ -23,6 +23,10 @@
 //!
 //! *Packed: lz4-compressed behind a first byte JSON never starts with (see `pack_into`).
 //! Values written before packing are plain JSON, read as they are until next written.
+//!
+//! †A product's first entry, when its plan left the patch out (`HistoryEntry::patch`), is
+//! written with `"patch": null` and the created document as `createdDocument`; reading it
+//! makes the patch again (see `CreationOut`).
 //!
 //! Ids are keyed by their 16 bytes, whose order is [`PinvId`]'s `Ord` (and the order of
 //! the lowercase hyphenated strings), so `products` iterates in PINV id order.
@@ -72,7 +76,8 @@ use crate::core::index::IndexedPaths;
 use crate::core::package::Links;
 use crate::core::read_plan::{ReadPlan, ReadResult};
 use crate::core::record::{
-    Contribution, HistoryEntry, ProcessedEvent, ProductRecord, ScannedProduct, WriteSet,
+    patch_between, Contribution, HistoryEntry, ProcessedEvent, ProductRecord, ScannedProduct,
+    WriteSet,
 };
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
@@ -150,19 +155,49 @@ impl Encoded {
     /// set (documents, patches) so they are freed here rather than on the writer thread.
     /// Guards only need ids, revisions, keys and package roots, which stay.
     fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
-        let products = encode_all(&mut set.products, |write| {
-            let row = product_bytes(&write.record)?;
+        // Products created here: their first history entry is written from the document's
+        // JSON, made once for the row and the entry (see `HistoryEntry::patch`).
+        let created: Vec<(PinvId, u64)> = set
+            .history
+            .iter()
+            .filter(|entry| set.created_document(entry).is_some())
+            .map(|entry| (entry.product, entry.revision))
+            .collect();
+        let encoded = encode_all(&mut set.products, |write| {
+            let record = &write.record;
+            let document = created
+                .contains(&(record.id, record.revision))
+                .then(|| serde_json::value::to_raw_value(&record.merged))
+                .transpose()
+                .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
+            let row = match &document {
+                Some(json) => product_bytes(record, &**json)?,
+                None => product_bytes(record, &record.merged)?,
+            };
             // A new product has nothing stored to keep.
             let keep = write.contributions_unchanged && write.expected_revision.is_some();
             let contributions = (!keep)
                 .then(|| encode_packed(&write.record.contributions))
                 .transpose()?;
+            let document = document.map(|json| (write.record.id, json));
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
-            Ok(EncodedProduct { row, contributions })
+            Ok((EncodedProduct { row, contributions }, document))
         })?;
+        let (products, documents): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
+        let documents: BTreeMap<PinvId, Box<RawValue>> = documents.into_iter().flatten().collect();
         let history = encode_all(&mut set.history, |entry| {
-            let bytes = encode_packed(entry)?;
+            let bytes = if entry.patch.is_null() {
+                let document = documents.get(&entry.product).ok_or_else(|| {
+                    StoreError::other(format!(
+                        "the creation entry of {} has no product in its write set",
+                        entry.product
+                    ))
+                })?;
+                encode_packed(&CreationOut { entry, document })?
+            } else {
+                encode_packed(entry)?
+            };
             entry.patch = Value::Null;
             Ok(bytes)
         })?;
@@ -595,13 +630,14 @@ const FLAG_ROOT: u8 = 1;
 /// Flag: the contributions are in the `contributions` table, not in the row's JSON.
 const FLAG_APART: u8 = 2;
 
-/// A product's row as written: the record without its contributions.
+/// A product's row as written: the record without its contributions, with the merged
+/// document as `M` (a tree, or its JSON made already).
 #[derive(Serialize)]
-struct RowOut<'a> {
+struct RowOut<'a, M: ?Sized> {
     id: &'a PinvId,
     revision: u64,
     links: &'a Links,
-    merged: &'a Value,
+    merged: &'a M,
     match_keys: &'a [MatchKey],
     package_root: &'a Option<PinvId>,
     rules_hash: &'a str,
@@ -623,13 +659,17 @@ struct RowIn<M> {
     rules_hash: String,
 }
 
-/// The stored row of a product: header, then JSON (contributions apart).
-fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
+/// The stored row of a product: header, then JSON (contributions apart), with `merged` as
+/// the merged document (`record.merged`, or its JSON).
+fn product_bytes<M: Serialize + ?Sized>(
+    record: &ProductRecord,
+    merged: &M,
+) -> StoreResult<Vec<u8>> {
     let row = RowOut {
         id: &record.id,
         revision: record.revision,
         links: &record.links,
-        merged: &record.merged,
+        merged,
         match_keys: &record.match_keys,
         package_root: &record.package_root,
         rules_hash: &record.rules_hash,
@@ -650,6 +690,38 @@ fn product_bytes(record: &ProductRecord) -> StoreResult<Vec<u8>> {
     }
     pack_into(&json, &mut out);
     Ok(out)
+}
+
+/// A product's first history entry as written: the entry without its patch, and the
+/// document it created, from which [`decode_history`] makes the patch again. The document
+/// is the JSON the product's row was made from, so a creation costs one serialisation of
+/// the document, not a copy of it into a patch and a second serialisation.
+#[derive(Serialize)]
+struct CreationOut<'a> {
+    #[serde(flatten)]
+    entry: &'a HistoryEntry,
+    #[serde(rename = "createdDocument")]
+    document: &'a RawValue,
+}
+
+/// A stored history entry: as written, or a creation ([`CreationOut`]) with its patch made
+/// again from the document.
+fn decode_history(bytes: &[u8]) -> StoreResult<HistoryEntry> {
+    #[derive(Deserialize)]
+    struct Created {
+        #[serde(rename = "createdDocument")]
+        document: Option<Value>,
+    }
+    let json = unpack(bytes, "history entry")?;
+    let mut entry: HistoryEntry = decode(&json, "history entry")?;
+    if entry.patch.is_null() {
+        let created: Created = decode(&json, "history entry")?;
+        let document = created
+            .document
+            .ok_or_else(|| StoreError::corrupt("a history entry has neither patch nor document"))?;
+        entry.patch = patch_between(None, &document);
+    }
+    Ok(entry)
 }
 
 /// Whether a row keeps its contributions in the `contributions` table.
@@ -1067,7 +1139,7 @@ impl Store for EmbeddedStore {
             let mut entries = Vec::new();
             for entry in table.range((&id, 0)..=(&id, u64::MAX)).map_err(db_err)? {
                 let (_, value) = entry.map_err(db_err)?;
-                entries.push(decode_packed(value.value(), "history entry")?);
+                entries.push(decode_history(value.value())?);
             }
             Ok(entries)
         })
@@ -1662,7 +1734,7 @@ mod tests {
         let id = crate::store::conformance::id;
         let mut r = crate::store::conformance::record(id(3), 41, serde_json::json!({"name": "x"}));
         r.package_root = Some(id(9));
-        let bytes = product_bytes(&r).unwrap();
+        let bytes = product_bytes(&r, &r.merged).unwrap();
         assert_eq!(
             product_state(&bytes).unwrap(),
             ProductState {
@@ -1678,7 +1750,7 @@ mod tests {
         );
         r.package_root = None;
         assert_eq!(
-            product_state(&product_bytes(&r).unwrap())
+            product_state(&product_bytes(&r, &r.merged).unwrap())
                 .unwrap()
                 .package_root,
             None

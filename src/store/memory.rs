@@ -197,7 +197,8 @@ impl Store for MemoryStore {
     }
 
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "memory", products = set.products.len()))]
-    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+    async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
+        set.expand_creation_patches();
         let mut state = self.lock()?;
         let subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
         let outbox = entries_for(&set, &subscriptions, chrono::Utc::now());

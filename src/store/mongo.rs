@@ -831,7 +831,8 @@ impl Store for MongoStore {
     }
 
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all, fields(store = "mongo", products = set.products.len()))]
-    async fn commit(&self, set: WriteSet) -> StoreResult<()> {
+    async fn commit(&self, mut set: WriteSet) -> StoreResult<()> {
+        set.expand_creation_patches();
         let only_one_product = set.products.len() == 1
             && set.claim_keys.is_empty()
             && set.add_waiters.is_empty()
