@@ -443,7 +443,7 @@ fn relationship_ids_and_package_roots_survive_a_remerge() {
             ids = outcome
                 .parts
                 .iter()
-                .map(|p| PinvId::parse(p.value["id"].as_str().unwrap()).unwrap())
+                .map(|p| PinvId::parse(&p.value.id().unwrap()).unwrap())
                 .take(4)
                 .collect();
         }

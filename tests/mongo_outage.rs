@@ -65,6 +65,7 @@ fn package_set(n: u128) -> (pinv::core::record::WriteSet, [PinvId; 2]) {
         expected_revision: None,
         contributions_unchanged: false,
         changed_attributes: None,
+        merged_json: None,
     });
     set.products[0].record.package_root = Some(a);
     set.claim_keys = vec![(key(&format!("a{n}")), a), (key(&format!("b{n}")), b)];

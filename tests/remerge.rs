@@ -225,6 +225,7 @@ impl Store for RacingStore {
                         expected_revision: Some(expected),
                         contributions_unchanged: false,
                         changed_attributes: None,
+                        merged_json: None,
                     }],
                     ..Default::default()
                 })

@@ -235,28 +235,29 @@ pub fn timestamp() -> String {
 /// copied every document twice before the one serialisation that matters.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResponseEnvelope<'a> {
+pub struct ResponseEnvelope<'a, D: serde::Serialize = serde_json::Value> {
     /// The HTTP status, repeated in the body.
     pub status: u16,
     /// When the answer was made ([`timestamp`]).
     pub timestamp: String,
     /// One entry per document.
-    pub response_data: Vec<ResponsePart<'a>>,
+    pub response_data: Vec<ResponsePart<'a, D>>,
 }
 
-/// One entry of `responseData`.
+/// One entry of `responseData`, with the merged document as `D` (a tree, or a POST's
+/// `Document`, whose JSON is made already).
 #[derive(serde::Serialize)]
-pub struct ResponsePart<'a> {
+pub struct ResponsePart<'a, D: serde::Serialize = serde_json::Value> {
     /// The request's headers as echoed (POST only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// The merged document.
-    pub value: &'a serde_json::Value,
+    pub value: &'a D,
 }
 
-impl<'a> ResponseEnvelope<'a> {
+impl<'a, D: serde::Serialize> ResponseEnvelope<'a, D> {
     /// An answer with `status` and the parts, stamped now.
-    pub fn new(status: u16, response_data: Vec<ResponsePart<'a>>) -> Self {
+    pub fn new(status: u16, response_data: Vec<ResponsePart<'a, D>>) -> Self {
         Self {
             status,
             timestamp: timestamp(),

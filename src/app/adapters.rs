@@ -192,7 +192,7 @@ impl Service {
             .parts
             .into_iter()
             .next()
-            .map(|p| p.value)
+            .map(|p| p.value.into_value())
             .ok_or_else(|| StoreError::other("a stored product read back as nothing"))?;
         Ok((outcome.status, value))
     }

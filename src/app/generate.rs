@@ -73,6 +73,7 @@ pub fn add_new_product(set: &mut WriteSet, record: ProductRecord) {
         expected_revision: None,
         contributions_unchanged: false,
         changed_attributes: None,
+        merged_json: None,
     });
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::core::envelope;
 use crate::core::ingest::{self, Event, Plan, PlanError};
 use crate::core::package;
-use crate::core::record::ProductRecord;
+use crate::core::record::{Document, ProductRecord};
 use crate::core::rules::Rules;
 use crate::core::schema::Schemas;
 use crate::core::{EventId, PinvId, Source, Violations};
@@ -77,7 +77,7 @@ pub struct PostedPart {
     /// The request headers with `id` replaced by a new UUID.
     pub headers: Map<String, Value>,
     /// The merged document as stored now.
-    pub value: Value,
+    pub value: Document,
 }
 
 /// The result of a POST.
@@ -167,11 +167,8 @@ impl Service {
                 Ok((status, result)) => {
                     let outcome = self.respond(&event, status, result, options).await?;
                     if !span.is_disabled() {
-                        let ids: Vec<&Value> = outcome
-                            .parts
-                            .iter()
-                            .filter_map(|p| p.value.get("id"))
-                            .collect();
+                        let ids: Vec<String> =
+                            outcome.parts.iter().filter_map(|p| p.value.id()).collect();
                         span.record("products", tracing::field::debug(&ids));
                     }
                     return Ok(outcome);
@@ -331,10 +328,13 @@ impl Service {
             }
             Replayed::Products(ids) => {
                 let records = self.store.get_products(&ids).await?;
-                let documents = records.iter().map(|r| (r.id, r.merged.clone())).collect();
                 let roots = records
                     .iter()
                     .filter_map(|r| r.package_root.map(|root| (r.id, root)))
+                    .collect();
+                let documents = records
+                    .into_iter()
+                    .map(|r| (r.id, Document::Tree(r.merged)))
                     .collect();
                 (ids, documents, roots)
             }
@@ -351,7 +351,7 @@ impl Service {
                 if let Some(root) = r.package_root {
                     roots.insert(r.id, root);
                 }
-                documents.insert(r.id, r.merged);
+                documents.insert(r.id, Document::Tree(r.merged));
             }
         }
         let parts = order

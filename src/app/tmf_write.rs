@@ -98,7 +98,7 @@ impl Service {
             .parts
             .into_iter()
             .next()
-            .map(|p| p.value)
+            .map(|p| p.value.into_value())
             .ok_or_else(|| {
                 // Only a repeat answers without a product: the event's product was deleted.
                 WriteError::NotFound(format!(
@@ -155,7 +155,7 @@ impl Service {
                         .parts
                         .into_iter()
                         .next()
-                        .map(|p| p.value)
+                        .map(|p| p.value.into_value())
                         .ok_or_else(|| WriteError::NotFound(not_found(id)))?;
                     return Ok(Written { status, product });
                 }

@@ -206,6 +206,7 @@ mod tests {
             expected_revision: None,
             contributions_unchanged: false,
             changed_attributes: changed.map(|c| c.iter().map(|a| a.to_string()).collect()),
+            merged_json: None,
         };
         assert!(
             paths.may_change(&write(None)),

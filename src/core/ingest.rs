@@ -16,8 +16,8 @@ use crate::core::envelope::{Envelope, Headers, Payload};
 use crate::core::merge::merge_document;
 use crate::core::package::{self, Resolution};
 use crate::core::record::{
-    patch_between, Contribution, EventRef, HistoryEntry, ProcessedEvent, ProductRecord,
-    ProductWrite, WriteSet,
+    patch_between, Contribution, Document, DocumentJson, EventRef, HistoryEntry, ProcessedEvent,
+    ProductRecord, ProductWrite, WriteSet,
 };
 use crate::core::rules::{Role, Rules};
 use crate::core::{identity, MatchKey, PinvId, Violation, Violations};
@@ -375,7 +375,7 @@ pub struct Plan {
     /// Other products whose merged document changes (relationship ids rewritten), sorted.
     pub changed_others: Vec<PinvId>,
     /// The merged document of every product above, as it will be stored.
-    pub documents: BTreeMap<PinvId, Value>,
+    pub documents: BTreeMap<PinvId, Document>,
     /// The package root of every product above, as it will be stored.
     pub roots: BTreeMap<PinvId, PinvId>,
 }
@@ -658,17 +658,21 @@ fn finish(
                     changed_others.push(id);
                 }
             }
-            if posted.contains(&id) || merged_changed {
-                documents.insert(id, record.merged.clone());
+            // The answer and the store share the document's JSON.
+            let merged_json =
+                (posted.contains(&id) || merged_changed).then(|| DocumentJson::of(&record.merged));
+            if let Some(json) = &merged_json {
+                documents.insert(id, Document::Json(json.clone()));
             }
             write.products.push(ProductWrite {
                 expected_revision: original.map(|o| o.revision),
                 contributions_unchanged: false,
                 changed_attributes: None,
+                merged_json,
                 record,
             });
         } else if posted.contains(&id) {
-            documents.insert(id, record.merged);
+            documents.insert(id, Document::Tree(record.merged));
         }
     }
     write.claim_keys = claimed
@@ -898,8 +902,9 @@ key = ["relationshipType", "id"]
         );
         let processed = plan.write.processed.as_ref().expect("event remembered");
         assert_eq!(processed.products, vec![p]);
-        assert_eq!(plan.documents[&p]["id"], p.to_string());
-        assert_eq!(plan.documents[&p]["status"], "active");
+        let document = plan.documents[&p].clone().into_value();
+        assert_eq!(document["id"], p.to_string());
+        assert_eq!(document["status"], "active");
     }
 
     #[test]
@@ -948,7 +953,10 @@ key = ["relationshipType", "id"]
             json!({"id": "B-1", "name": "old"}),
         ));
         assert_eq!(plan.write, WriteSet::default());
-        assert_eq!(plan.documents[&plan.posted[0]]["name"], "new");
+        assert_eq!(
+            plan.documents[&plan.posted[0]].clone().into_value()["name"],
+            "new"
+        );
     }
 
     #[test]
@@ -1138,7 +1146,10 @@ key = ["relationshipType", "id"]
             world.merged(adi)["productRelationship"][0]["id"],
             acc.to_string()
         );
-        assert_eq!(second.documents[&adi], *world.merged(adi));
+        assert_eq!(
+            second.documents[&adi].clone().into_value(),
+            *world.merged(adi)
+        );
         assert_eq!(second.write.clear_waiters.len(), 1);
         assert!(world.snapshot.waiters.is_empty());
         assert_eq!(world.snapshot.records[&acc].package_root, Some(adi));

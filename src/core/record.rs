@@ -4,6 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::core::package::Links;
@@ -137,6 +140,96 @@ pub struct ProductWrite {
     /// merged document may leave a product's index entries alone when none of its indexed
     /// paths starts with one of these.
     pub changed_attributes: Option<Vec<String>>,
+    /// `record.merged`'s JSON (exactly), when the writer made it already (a POST does, for
+    /// its answer): a store may write it instead of serialising the document again.
+    pub merged_json: Option<DocumentJson>,
+}
+
+/// A merged document's JSON, made once and shared: a POST answers with the JSON the store
+/// writes, instead of copying the document for the answer and serialising it twice.
+#[derive(Debug, Clone)]
+pub struct DocumentJson(Arc<RawValue>);
+
+impl DocumentJson {
+    /// The JSON of `document`.
+    pub fn of(document: &Value) -> Self {
+        let json = serde_json::value::to_raw_value(document)
+            .expect("a JSON value serialises (its keys are strings)");
+        Self(Arc::from(json))
+    }
+
+    /// The JSON, as a raw value to serialise into something larger.
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The document as a tree again.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).expect("JSON made by serde_json parses")
+    }
+}
+
+impl PartialEq for DocumentJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for DocumentJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// A merged document on its way to an answer: the tree, or its JSON made for the store.
+#[derive(Debug, Clone)]
+pub enum Document {
+    /// The tree (a product read back, or one the write left unchanged).
+    Tree(Value),
+    /// The JSON the store writes.
+    Json(DocumentJson),
+}
+
+impl Document {
+    /// The document as a tree.
+    pub fn into_value(self) -> Value {
+        match self {
+            Document::Tree(value) => value,
+            Document::Json(json) => json.to_value(),
+        }
+    }
+
+    /// The PINV id the document states, if any.
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Document::Tree(value) => value.get("id").and_then(Value::as_str).map(str::to_owned),
+            Document::Json(json) => {
+                #[derive(Deserialize)]
+                struct Id {
+                    id: Option<String>,
+                }
+                serde_json::from_str::<Id>(json.raw().get()).ok()?.id
+            }
+        }
+    }
+}
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Document::Json(a), Document::Json(b)) => a == b,
+            (a, b) => a.clone().into_value() == b.clone().into_value(),
+        }
+    }
+}
+
+impl Serialize for Document {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Document::Tree(value) => value.serialize(serializer),
+            Document::Json(json) => json.serialize(serializer),
+        }
+    }
 }
 
 /// One product to remove, guarded like a [`ProductWrite`].
@@ -246,6 +339,24 @@ pub fn patch_between(old: Option<&Value>, new: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_document_as_json_answers_as_its_tree_would() {
+        let tree: Value = serde_json::from_str(
+            r#"{"id": "p1", "z": 1, "a": [1.50, 123456789012345678901234567890]}"#,
+        )
+        .unwrap();
+        let json = Document::Json(DocumentJson::of(&tree));
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            serde_json::to_string(&tree).unwrap()
+        );
+        assert_eq!(json.id().as_deref(), Some("p1"));
+        assert_eq!(Document::Tree(tree.clone()).id().as_deref(), Some("p1"));
+        assert_eq!(json, Document::Tree(tree.clone()));
+        assert_eq!(json.into_value(), tree);
+        assert_eq!(Document::Json(DocumentJson::of(&json!([]))).id(), None);
+    }
 
     #[test]
     fn a_patch_takes_the_old_document_to_the_new_one() {

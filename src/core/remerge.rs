@@ -236,6 +236,7 @@ fn changed(
             expected_revision: Some(expected_revision),
             contributions_unchanged: true,
             changed_attributes: Some(fields),
+            merged_json: None,
         },
     }
 }

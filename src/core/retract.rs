@@ -77,6 +77,7 @@ pub fn retract(
         expected_revision: Some(expected),
         contributions_unchanged: false,
         changed_attributes: None,
+        merged_json: None,
     });
     Some(Retracted::Remerged { write, merged })
 }

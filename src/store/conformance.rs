@@ -93,6 +93,7 @@ macro_rules! store_conformance_tests {
             list_query_language_follows_updates,
             history_is_oldest_first_per_product,
             a_creation_entry_written_without_its_patch_reads_back_with_it,
+            a_product_written_with_its_json_made_reads_back_as_that_document,
             scan_pages_cover_every_product_once,
             numbers_read_back_exactly_as_written,
             deleting_a_product_frees_its_keys_and_keeps_its_history,
@@ -180,6 +181,7 @@ pub fn create(record: ProductRecord) -> WriteSet {
             expected_revision: None,
             contributions_unchanged: false,
             changed_attributes: None,
+            merged_json: None,
         }],
         ..WriteSet::default()
     }
@@ -193,6 +195,7 @@ pub fn update(record: ProductRecord, expected: u64) -> WriteSet {
             expected_revision: Some(expected),
             contributions_unchanged: false,
             changed_attributes: None,
+            merged_json: None,
         }],
         ..WriteSet::default()
     }
@@ -616,6 +619,7 @@ pub async fn package_members_follow_the_package_root(store: &dyn Store) {
             expected_revision: None,
             contributions_unchanged: false,
             changed_attributes: None,
+            merged_json: None,
         })
         .collect(),
         ..WriteSet::default()
@@ -814,6 +818,48 @@ pub async fn a_creation_entry_written_without_its_patch_reads_back_with_it(store
         serde_json::to_string(&history[0].patch).expect("serialises"),
         serde_json::to_string(&entry.patch).expect("serialises"),
         "the patch keeps the document's key order and numbers"
+    );
+}
+
+/// A POST's writes carry the merged document's JSON (`ProductWrite::merged_json`), which a
+/// store may write instead of the tree: either way the same document reads back.
+pub async fn a_product_written_with_its_json_made_reads_back_as_that_document(store: &dyn Store) {
+    let document = |name: &str| {
+        serde_json::from_str::<Value>(&format!(
+            r#"{{"name": "{name}", "big": 123456789012345678901234567890, "z": [1, {{"b": 2, "a": 1}}]}}"#
+        ))
+        .expect("test document parses")
+    };
+    let with_json = |mut set: WriteSet| {
+        let write = &mut set.products[0];
+        write.merged_json = Some(crate::core::record::DocumentJson::of(&write.record.merged));
+        set
+    };
+    let first = record(id(1), 1, document("first"));
+    let mut set = with_json(create(first.clone()));
+    let mut entry = history_entry(id(1), 1);
+    entry.patch = Value::Null;
+    set.history = vec![entry];
+    commit_ok(store, set, "a creation with its JSON").await;
+    let second = record(id(1), 2, document("second"));
+    commit_ok(
+        store,
+        with_json(update(second.clone(), 1)),
+        "an update with its JSON",
+    )
+    .await;
+    let stored = store.get_products(&[id(1)]).await.expect("read");
+    let stored = stored.first().expect("stored");
+    assert_eq!(stored.merged, second.merged);
+    assert_eq!(
+        serde_json::to_string(&stored.merged).expect("serialises"),
+        serde_json::to_string(&second.merged).expect("serialises"),
+        "key order and numbers as written"
+    );
+    let history = store.history(&id(1)).await.expect("history");
+    assert_eq!(
+        history[0].patch,
+        crate::core::record::patch_between(None, &first.merged)
     );
 }
 

@@ -76,8 +76,8 @@ use crate::core::index::IndexedPaths;
 use crate::core::package::Links;
 use crate::core::read_plan::{ReadPlan, ReadResult};
 use crate::core::record::{
-    patch_between, Contribution, HistoryEntry, ProcessedEvent, ProductRecord, ScannedProduct,
-    WriteSet,
+    patch_between, Contribution, DocumentJson, HistoryEntry, ProcessedEvent, ProductRecord,
+    ScannedProduct, WriteSet,
 };
 use crate::core::{EventId, MatchKey, PinvId, Source};
 use crate::store::embedded_index::{self, Entries, IndexTables};
@@ -165,13 +165,14 @@ impl Encoded {
             .collect();
         let encoded = encode_all(&mut set.products, |write| {
             let record = &write.record;
-            let document = created
-                .contains(&(record.id, record.revision))
-                .then(|| serde_json::value::to_raw_value(&record.merged))
-                .transpose()
-                .map_err(|e| StoreError::other_from("cannot encode a product", e))?;
+            let document = match &write.merged_json {
+                Some(json) => Some(json.clone()),
+                None => created
+                    .contains(&(record.id, record.revision))
+                    .then(|| DocumentJson::of(&record.merged)),
+            };
             let row = match &document {
-                Some(json) => product_bytes(record, &**json)?,
+                Some(json) => product_bytes(record, json.raw())?,
                 None => product_bytes(record, &record.merged)?,
             };
             // A new product has nothing stored to keep.
@@ -182,10 +183,11 @@ impl Encoded {
             let document = document.map(|json| (write.record.id, json));
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
+            write.merged_json = None;
             Ok((EncodedProduct { row, contributions }, document))
         })?;
         let (products, documents): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
-        let documents: BTreeMap<PinvId, Box<RawValue>> = documents.into_iter().flatten().collect();
+        let documents: BTreeMap<PinvId, DocumentJson> = documents.into_iter().flatten().collect();
         let history = encode_all(&mut set.history, |entry| {
             let bytes = if entry.patch.is_null() {
                 let document = documents.get(&entry.product).ok_or_else(|| {
@@ -194,7 +196,10 @@ impl Encoded {
                         entry.product
                     ))
                 })?;
-                encode_packed(&CreationOut { entry, document })?
+                encode_packed(&CreationOut {
+                    entry,
+                    document: document.raw(),
+                })?
             } else {
                 encode_packed(entry)?
             };

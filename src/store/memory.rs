@@ -360,6 +360,7 @@ mod tests {
             expected_revision: expected,
             contributions_unchanged: false,
             changed_attributes: None,
+            merged_json: None,
         }
     }
 
@@ -409,6 +410,7 @@ mod tests {
                 expected_revision: Some(1),
                 contributions_unchanged: false,
                 changed_attributes: None,
+                merged_json: None,
             }],
             ..WriteSet::default()
         };

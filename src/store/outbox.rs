@@ -215,6 +215,7 @@ mod tests {
                 expected_revision: None,
                 contributions_unchanged: false,
                 changed_attributes: None,
+                merged_json: None,
             }],
             history: vec![HistoryEntry {
                 product: id(n),
