@@ -254,7 +254,7 @@ fn large_documents(c: &mut Criterion) {
                 event_id: EventId::parse(&format!("{source}-1")).expect("an id"),
                 time,
                 received_at: time,
-                value: large_event(source, n, n)["value"].clone(),
+                value: large_event(source, n, n)["value"].clone().into(),
             })
             .collect();
         group.bench_with_input(BenchmarkId::new("merge_two_sources", n), &n, |b, _| {

@@ -217,7 +217,7 @@ fn contributions() -> impl Strategy<Value = Vec<Contribution>> {
                         event_id: EventId::parse(&format!("{s}-{secs}")).unwrap(),
                         time: time(secs),
                         received_at: time(secs + 100),
-                        value,
+                        value: value.into(),
                     })
                     .collect()
             })
@@ -333,7 +333,7 @@ proptest! {
     #[test]
     fn a_single_contribution_merges_to_itself(cs in contributions()) {
         let mut c = cs[0].clone();
-        c.value = without_empty_elements(c.value);
+        c.value = without_empty_elements(Value::clone(&c.value)).into();
         let merged = merge(&pid(9), std::slice::from_ref(&c), &Links::default(), &rules(false));
         prop_assert_eq!(without_service_owned(&merged.document), without_service_owned(&c.value));
         prop_assert_eq!(&merged.document["id"], &json!(pid(9).to_string()));

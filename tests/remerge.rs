@@ -213,7 +213,7 @@ impl Store for RacingStore {
                 .iter_mut()
                 .find(|c| c.source.as_str() == "billing")
                 .unwrap();
-            billing.value["status"] = "suspended".into();
+            std::sync::Arc::make_mut(&mut billing.value)["status"] = "suspended".into();
             billing.time += chrono::Duration::days(30);
             record.merged["status"] = "suspended".into();
             let expected = record.revision;
@@ -286,7 +286,8 @@ async fn forged_external_identifiers_stored_in_a_contribution_are_dropped_by_a_r
     // Stored before POSTs refused the field: a claim on provisioning's id, merged in.
     let forged =
         serde_json::json!({"owner": "provisioning", "externalIdentifierType": "id", "id": "P-9"});
-    record.contributions[0].value["externalIdentifier"] = serde_json::json!([forged.clone()]);
+    std::sync::Arc::make_mut(&mut record.contributions[0].value)["externalIdentifier"] =
+        serde_json::json!([forged.clone()]);
     let mut merged_with_forgery = record.merged["externalIdentifier"].clone();
     merged_with_forgery
         .as_array_mut()

@@ -94,7 +94,7 @@ async fn awkward_tmf_keys_round_trip_exactly() {
         event_id: pinv::store::conformance::event_id("ev.1"),
         time: chrono::Utc::now(),
         received_at: chrono::Utc::now(),
-        value: json!({"@type": "Product", "x.y": {"$ref": "kept as data"}}),
+        value: json!({"@type": "Product", "x.y": {"$ref": "kept as data"}}).into(),
     }];
     rec.match_keys = vec![MatchKey::external("CircuitID", ".BMEC.123456..ATI.")];
     store.commit(create(rec.clone())).await.expect("commit");

@@ -94,7 +94,7 @@ fn build(n: u64, id: PinvId, rules: &Rules, keep: impl Fn(&Source) -> bool) -> P
             event_id,
             time,
             received_at: time,
-            value,
+            value: value.into(),
         });
     }
     keys.sort();

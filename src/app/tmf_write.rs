@@ -136,7 +136,7 @@ impl Service {
             // The patch is made from the kept contribution, so it supersedes it even when that
             // one carries a later event time (which would otherwise make this one stale).
             let time = current.map_or(time, |c| time.max(c.time));
-            let current = current.map_or_else(|| json!({}), |c| c.value.clone());
+            let current = current.map_or_else(|| json!({}), |c| Value::clone(&c.value));
             let patched = apply(patch, current)?;
             let envelope = self.envelope(source, event_id, time, patched);
             let event = self

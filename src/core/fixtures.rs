@@ -23,7 +23,7 @@ pub(crate) fn contribution(source: &str, secs: i64, value: Value) -> Contributio
         event_id: EventId::parse(&format!("{source}-{secs}")).unwrap(),
         time,
         received_at: time,
-        value,
+        value: value.into(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! store reports a conflict it reads again and plans again, so a plan never needs locks.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -30,8 +31,8 @@ const EXTERNAL_IDENTIFIER: &str = "externalIdentifier";
 pub struct Part {
     /// Where the product is in the body (`/value` or `/value/<i>`).
     pub pointer: String,
-    /// The product as sent.
-    pub value: Value,
+    /// The product as sent (shared with the contribution the plan makes of it).
+    pub value: Arc<Value>,
     /// Its package role, if its `productSpecification.id` names one.
     pub role: Option<Role>,
     /// The source's own id for it (`value.id`), if any.
@@ -197,7 +198,7 @@ pub fn prepare_for(
             Part {
                 role: package::role_of(&value, rules),
                 pointer,
-                value,
+                value: Arc::new(value),
                 local_id,
                 keys,
                 lookup,
@@ -269,7 +270,7 @@ pub fn check_replay(
 /// The legacy digest of the event's value, rebuilt from its parts (which hold the values
 /// as they came).
 fn event_legacy_digest(event: &Event) -> String {
-    let values: Vec<&Value> = event.parts.iter().map(|p| &p.value).collect();
+    let values: Vec<&Value> = event.parts.iter().map(|p| &*p.value).collect();
     match event.is_package {
         true => legacy_digest(&values),
         false => legacy_digest(values[0]),
@@ -525,7 +526,7 @@ fn add_contributions(
             event_id: event.headers.id.clone(),
             time: event.headers.time.instant,
             received_at: now,
-            value: part.value.clone(),
+            value: Arc::clone(&part.value),
         };
         match w
             .record

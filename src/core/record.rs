@@ -25,9 +25,10 @@ pub struct Contribution {
     /// When PINV received it.
     #[serde(rename = "receivedAt")]
     pub received_at: DateTime<Utc>,
-    /// The product as the source sent it.
-    #[serde(deserialize_with = "crate::core::value::deserialize")]
-    pub value: Value,
+    /// The product as the source sent it; shared with the event that carried it, as the
+    /// plan's copy of it would cost a POST a copy of the whole document.
+    #[serde(deserialize_with = "crate::core::value::deserialize_shared")]
+    pub value: Arc<Value>,
 }
 
 /// One stored product: every source's contribution and the merged document made from them.

@@ -287,7 +287,7 @@ DD = ["PR-DD-*"]
             event_id: EventId::parse("e").unwrap(),
             time: Utc::now(),
             received_at: Utc::now(),
-            value: json!({"id": format!("{source}-1"), "name": name, "status": "active"}),
+            value: json!({"id": format!("{source}-1"), "name": name, "status": "active"}).into(),
         };
         let contributions = vec![contribution("a", "from a"), contribution("b", "from b")];
         let merged = merge_document(&id, &contributions, &Links::default(), rules);

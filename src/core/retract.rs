@@ -129,7 +129,7 @@ mod tests {
             event_id: EventId::parse("e1").unwrap(),
             time: Utc::now(),
             received_at: Utc::now(),
-            value,
+            value: value.into(),
         }
     }
 

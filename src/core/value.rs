@@ -18,6 +18,13 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 /// The key under which serde_json hands a raw value over (`raw_value`).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
+/// [`deserialize`], shared (for `#[serde(deserialize_with = ...)]`).
+pub fn deserialize_shared<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::sync::Arc<Value>, D::Error> {
+    deserialize(deserializer).map(std::sync::Arc::new)
+}
+
 /// Decodes any JSON value (for `#[serde(deserialize_with = ...)]`).
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
     deserializer.deserialize_any(ValueVisitor)

@@ -298,7 +298,7 @@ pub fn contribution(from: &str, value: Value) -> Contribution {
         event_id: event_id(&format!("{from}-event")),
         time: at,
         received_at: at,
-        value,
+        value: value.into(),
     }
 }
 
@@ -886,7 +886,7 @@ pub async fn numbers_read_back_exactly_as_written(store: &dyn Store) {
             .timestamp_opt(1_700_000_000, 0)
             .single()
             .unwrap_or_default(),
-        value: numbers.clone(),
+        value: numbers.clone().into(),
     }];
     let mut set = create(rec);
     let mut entry = history_entry(id(1), 1);

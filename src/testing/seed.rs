@@ -33,7 +33,7 @@ pub fn contribution(file: &str) -> Contribution {
             .expect("a valid event id"),
         time,
         received_at: time,
-        value: envelope["value"].clone(),
+        value: envelope["value"].clone().into(),
     }
 }
 
