@@ -338,6 +338,9 @@ pub struct ServerSettings {
     /// Bytes of request bodies handled at once (at least --max-body-bytes).
     #[arg(long, env = "PINV_BODY_BUDGET_BYTES", default_value = "8388608", value_parser = checked(parse_positive_usize))]
     pub body_budget_bytes: usize,
+    /// Request worker threads; unset, twice the CPUs (see `startup::default_workers`).
+    #[arg(long, env = "PINV_WORKERS", value_parser = checked(parse_positive_usize))]
+    pub workers: Option<usize>,
     /// Base URL of `href` on the TMF637 surface (e.g. `https://pinv.example.com`); unset,
     /// the request's scheme and host.
     #[arg(long = "public-url", value_name = "URL", env = "PINV_PUBLIC_URL", value_parser = checked(parse_public_url))]
@@ -820,6 +823,16 @@ mod tests {
         }
         let s = parse(&["--max-body-bytes", "2048"]).unwrap();
         assert_eq!(s.server.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn workers_are_a_positive_count_or_unset() {
+        assert_eq!(parse(&[]).unwrap().server.workers, None);
+        assert_eq!(parse(&["--workers", "3"]).unwrap().server.workers, Some(3));
+        for v in ["0", "many"] {
+            let e = parse(&[&format!("--workers={v}")]).unwrap_err();
+            assert!(e.contains("PINV_WORKERS (--workers): "), "{v}: {e}");
+        }
     }
 
     #[test]

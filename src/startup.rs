@@ -67,6 +67,17 @@ pub struct Application {
     dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Request workers when `PINV_WORKERS` is unset: twice the CPUs (actix-web's default is
+/// one per physical core). A POST spends most of its time on its worker's CPU and the rest
+/// waiting for the writer's group commit; with more workers than cores, more POSTs reach the
+/// writer together (fewer, larger commits: less CPU and fewer bytes written per POST), and a
+/// worker busy with one request holds up fewer connections. On 2 cores, 4 workers against 2
+/// gave about 5% more POSTs a second at a fifth lower p99, and more GETs (BENCHMARKS.md, issue 9
+/// round 9); 8 and 16 gave less than 4 and more memory.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
 /// Threads of each request worker's blocking pool (actix-web's default is 512 shared among
 /// the workers). The pool runs the embedded store's reads other than point reads (lists,
 /// history, scans) and large bodies' validation: on a machine with a couple of
@@ -122,9 +133,11 @@ impl Application {
         };
         let listener = TcpListener::bind(settings.server.bind).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let workers = settings.server.workers.unwrap_or_else(default_workers);
         tracing::info!(
             address = %listener.local_addr().map_err(bind_error)?,
             store = %settings.store.location,
+            workers,
             "listening"
         );
 
@@ -162,6 +175,7 @@ impl Application {
                 .configure(crate::api::ui::configure)
                 .default_service(web::to(crate::api::route_not_found))
         })
+        .workers(workers)
         .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
         .listen(listener)
         .map_err(bind_error)?
