@@ -123,7 +123,7 @@ pub async fn run(
 ///
 /// Three stages overlap: while a batch is merged, the next one is already being read, and
 /// the previous ones' write sets are still being committed: up to
-/// [`WRITES_IN_FLIGHT`], so that the store's single writer can start on one batch as soon
+/// `WRITES_IN_FLIGHT` (4), so that the store's single writer can start on one batch as soon
 /// as it has flushed the one before, instead of waiting for that batch to be encoded.
 /// Memory stays bounded by `2 + WRITES_IN_FLIGHT` batches.
 pub async fn run_observed(

@@ -3,7 +3,7 @@
 //! indexed path reads a few entries instead of every product.
 //!
 //! An entry is `path \u{1} kind value \u{1} product id`, where `kind value` encodes a leaf
-//! in its [`Kind`] so that text order is the kind's order (numbers and instants as
+//! in its [`Kind`](crate::core::query::Kind) so that text order is the kind's order (numbers and instants as
 //! fixed-width hex of an order-preserving bit pattern, text as itself). A filter becomes
 //! ranges of entries ([`IndexedPaths::candidates`]); the ranges may hold more products than
 //! match (the query is evaluated on them afterwards), never fewer.

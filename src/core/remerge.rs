@@ -55,7 +55,7 @@ pub fn remerge(
 /// [`remerge`] of a product as a scan read it. When the store gave the merged document as
 /// text, the new document is compared with that text as it is serialised: an unchanged
 /// product costs no parse of its document, and a changed one a parse of the attributes
-/// that differ (see [`Delta::from_text`]). Fails only if stored text does not parse.
+/// that differ (see `Delta::from_text`). Fails only if stored text does not parse.
 pub fn remerge_scanned(
     scanned: ScannedProduct,
     rules: &Rules,

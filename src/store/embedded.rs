@@ -36,7 +36,7 @@
 //! redb is synchronous. Reads run on `tokio::task::spawn_blocking`, each in its own read
 //! transaction (a consistent snapshot), but for the point reads (the reads before a write,
 //! `GET /products/{id}`): those run on the async worker itself, in the read transaction the
-//! writer opened after its last commit ([`Latest`] says why).
+//! writer opened after its last commit (`Latest` says why).
 //! Writes go through a channel to ONE writer thread that does group commit: it takes every
 //! write set waiting (up to [`MAX_BATCH`]), applies them one after the other in a single
 //! write transaction, commits once with immediate durability (one fsync for the whole

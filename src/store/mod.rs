@@ -1,5 +1,5 @@
 //! Where products live. One trait, three implementations (embedded, memory, MongoDB),
-//! one conformance suite ([`conformance`]) that every implementation must pass.
+//! one conformance suite (`conformance`, built for tests) that every implementation must pass.
 
 use std::collections::BTreeMap;
 use std::fmt;
