@@ -183,6 +183,10 @@ fn merge_vs_parse(c: &mut Criterion) {
             assert!(envelope.is_empty() && product.is_empty());
         })
     });
+    // The replay digest every POST computes (canonical JSON text streamed into SHA-256).
+    group.bench_function("digest_of_one_seed_body", |b| {
+        b.iter(|| pinv::core::ingest::digest(black_box(&body)))
+    });
     group.finish();
 }
 

@@ -6,7 +6,9 @@
 # per stored product, and that CPU time divided by the CPU time of one serde_json parse +
 # serialisation of the same body (scripts/load/json_round_trip.rs), a ratio that moves less with
 # the machine and its load than requests per second. PERF_RECORD=1 also records a perf
-# profile (call graphs) of the server during the run into perf.data.
+# profile (call graphs) of the server during the run into perf.data: frame-pointer call
+# graphs by default (build with RUSTFLAGS="-C force-frame-pointers=yes"); for any other build,
+# PERF_CALL_GRAPH=--call-graph=dwarf PERF_FREQ=199 (DWARF stacks are large: sample less often).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:-}"
@@ -48,7 +50,7 @@ if [[ "${PERF_STAT:-}" == 1 ]]; then
   stat_pid=$!
 fi
 if [[ "${PERF_RECORD:-}" == 1 ]]; then
-  perf record -F 999 -g -p "$pid" -o perf.data -- sleep "${duration%s}" >/dev/null 2>&1 &
+  perf record -F "${PERF_FREQ:-999}" ${PERF_CALL_GRAPH:--g} -p "$pid" -o perf.data -- sleep "${duration%s}" >/dev/null 2>&1 &
   perf_pid=$!
 fi
 peak=0
