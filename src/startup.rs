@@ -72,8 +72,9 @@ pub struct Application {
 /// waiting for the writer's group commit; with more workers than cores, more POSTs reach the
 /// writer together (fewer, larger commits: less CPU and fewer bytes written per POST), and a
 /// worker busy with one request holds up fewer connections. On 2 cores, 4 workers against 2
-/// gave about 5% more POSTs a second at a fifth lower p99, and more GETs (BENCHMARKS.md, issue 9
-/// round 9); 8 and 16 gave less than 4 and more memory.
+/// gave about 5% more POSTs a second at a fifth lower p99 and a quarter fewer bytes written,
+/// and about as many GETs at a higher p99 (BENCHMARKS.md, issue 9 round 9); 8 and 16 gave
+/// fewer POSTs than 4 and more memory.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
