@@ -440,12 +440,7 @@ fn relationship_ids_and_package_roots_survive_a_remerge() {
                 )
                 .await
                 .unwrap_or_else(|e| panic!("{source}'s package was refused: {e:?}"));
-            ids = outcome
-                .parts
-                .iter()
-                .map(|p| PinvId::parse(&p.value.id().unwrap()).unwrap())
-                .take(4)
-                .collect();
+            ids = outcome.parts.iter().map(|p| p.product).take(4).collect();
         }
         ids
     });

@@ -76,6 +76,8 @@ pub enum PostStatus {
 pub struct PostedPart {
     /// The request headers with `id` replaced by a new UUID.
     pub headers: Map<String, Value>,
+    /// The product (the merged document's `id`).
+    pub product: PinvId,
     /// The merged document as stored now.
     pub value: Document,
 }
@@ -167,8 +169,11 @@ impl Service {
                 Ok((status, result)) => {
                     let outcome = self.respond(&event, status, result, options).await?;
                     if !span.is_disabled() {
-                        let ids: Vec<String> =
-                            outcome.parts.iter().filter_map(|p| p.value.id()).collect();
+                        let ids: Vec<String> = outcome
+                            .parts
+                            .iter()
+                            .map(|p| p.product.to_string())
+                            .collect();
                         span.record("products", tracing::field::debug(&ids));
                     }
                     return Ok(outcome);
@@ -356,9 +361,10 @@ impl Service {
         }
         let parts = order
             .into_iter()
-            .filter_map(|id| documents.remove(&id))
-            .map(|value| PostedPart {
+            .filter_map(|id| documents.remove(&id).map(|value| (id, value)))
+            .map(|(product, value)| PostedPart {
                 headers: event.headers.echoed(&uuid::Uuid::new_v4().to_string()),
+                product,
                 value,
             })
             .collect();

@@ -199,20 +199,6 @@ impl Document {
             Document::Json(json) => json.to_value(),
         }
     }
-
-    /// The PINV id the document states, if any.
-    pub fn id(&self) -> Option<String> {
-        match self {
-            Document::Tree(value) => value.get("id").and_then(Value::as_str).map(str::to_owned),
-            Document::Json(json) => {
-                #[derive(Deserialize)]
-                struct Id {
-                    id: Option<String>,
-                }
-                serde_json::from_str::<Id>(json.raw().get()).ok()?.id
-            }
-        }
-    }
 }
 
 impl PartialEq for Document {
@@ -352,11 +338,8 @@ mod tests {
             serde_json::to_string(&json).unwrap(),
             serde_json::to_string(&tree).unwrap()
         );
-        assert_eq!(json.id().as_deref(), Some("p1"));
-        assert_eq!(Document::Tree(tree.clone()).id().as_deref(), Some("p1"));
         assert_eq!(json, Document::Tree(tree.clone()));
         assert_eq!(json.into_value(), tree);
-        assert_eq!(Document::Json(DocumentJson::of(&json!([]))).id(), None);
     }
 
     #[test]
