@@ -18,7 +18,7 @@ if [[ -z "$CHROMIUM" ]]; then
 fi
 
 cargo build --locked --quiet --bin pinv
-PINV="$PWD/target/debug/pinv"
+PINV="${CARGO_TARGET_DIR:-$PWD/target}/debug/pinv"
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {

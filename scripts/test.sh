@@ -59,7 +59,7 @@ run_schemathesis() {
     port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
     # A throwaway secret: the token only has to work against this one server.
     export PINV_JWT_SECRET="schemathesis-only-secret-$(date +%s%N)-0123456789"
-    token="$(target/debug/pinv token --source '*')"
+    token="$("${CARGO_TARGET_DIR:-target}/debug/pinv" token --source '*')"
     # JSON Schema cannot state the write path's cross-document rules: a product needs an id
     # or an identity-bearing externalReference (per the merge rules' identity types), a
     # package's parts need exactly one ADI, ACCESS and PORT role (per the rules' role
@@ -98,7 +98,7 @@ checks.positive_data_acceptance.enabled = false
 include-name = "POST /tmf-api/productInventory/v5/hub"
 checks.positive_data_acceptance.enabled = false
 TOML
-    PINV_STORE=memory PINV_BIND="127.0.0.1:$port" target/debug/pinv serve >"$workdir/serve.log" 2>&1 &
+    PINV_STORE=memory PINV_BIND="127.0.0.1:$port" "${CARGO_TARGET_DIR:-target}/debug/pinv" serve >"$workdir/serve.log" 2>&1 &
     serve_pid=$!
     for _ in $(seq 1 150); do
         # Python, not curl: a fresh machine has Python for sure.
