@@ -65,7 +65,7 @@ fn answer(system: &str, results: Vec<Adapted>) -> Result<HttpResponse, ApiError>
     for r in results {
         let mut entry = json!({"pointer": r.mapped.at, "eventId": r.mapped.event_id});
         match r.result {
-            Ok((status, merged)) => {
+            Ok((status, product)) => {
                 let code = match status {
                     PostStatus::Created => StatusCode::CREATED,
                     PostStatus::Unchanged => StatusCode::OK,
@@ -78,12 +78,9 @@ fn answer(system: &str, results: Vec<Adapted>) -> Result<HttpResponse, ApiError>
                     }
                 }));
                 entry["status"] = json!(code.as_u16());
-                if let Some(id) = merged.get("id") {
-                    entry["id"] = id.clone();
-                }
-                if let Some(href) = merged.get("href") {
-                    entry["href"] = href.clone();
-                }
+                // The merge gives every document its PINV id and `href`.
+                entry["id"] = json!(product.to_string());
+                entry["href"] = json!(product.href());
             }
             Err(e) => {
                 let e = write_error(e, &r.mapped.at);

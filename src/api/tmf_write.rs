@@ -13,7 +13,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use serde_json::Value;
 
 use crate::api::auth::{Claims, ANY_SOURCE};
 use crate::api::error::{ApiError, ErrorCode};
@@ -68,10 +67,8 @@ pub async fn post_product(
         PostStatus::Created => HttpResponse::Created(),
         PostStatus::Unchanged => HttpResponse::Ok(),
     };
-    if let Some(id) = written.product.get("id").and_then(Value::as_str) {
-        if let Ok(location) = HeaderValue::from_str(&format!("{TMF_BASE}/product/{id}")) {
-            res.insert_header((header::LOCATION, location));
-        }
+    if let Ok(location) = HeaderValue::from_str(&format!("{TMF_BASE}/product/{}", written.id)) {
+        res.insert_header((header::LOCATION, location));
     }
     Ok(res.json(written.product))
 }

@@ -105,9 +105,9 @@ pub enum AdaptError {
 pub struct Adapted {
     /// The mapped product (its pointer in the payload, event id, body).
     pub mapped: Mapped,
-    /// Stored (created or unchanged) with the merged document, or refused. Pointers of a
-    /// refusal's violations point into the native payload.
-    pub result: Result<(PostStatus, Value), WriteError>,
+    /// Stored (created or unchanged) as that product, or refused. Pointers of a refusal's
+    /// violations point into the native payload.
+    pub result: Result<(PostStatus, PinvId), WriteError>,
 }
 
 /// Maps `payload` with `adapter` (secrets dropped first), as the shell would send it.
@@ -182,26 +182,25 @@ impl Service {
         Ok(out)
     }
 
-    async fn adapt_snapshot(&self, m: &Mapped) -> Result<(PostStatus, Value), WriteError> {
+    async fn adapt_snapshot(&self, m: &Mapped) -> Result<(PostStatus, PinvId), WriteError> {
         let options = PostOptions {
             as_adi_package: false,
             body_bytes: 0,
         };
         let outcome = self.post(m.body.clone(), options, &|_| true).await?;
-        let value = outcome
+        let product = outcome
             .parts
-            .into_iter()
-            .next()
-            .map(|p| p.value.into_value())
+            .first()
+            .map(|p| p.product)
             .ok_or_else(|| StoreError::other("a stored product read back as nothing"))?;
-        Ok((outcome.status, value))
+        Ok((outcome.status, product))
     }
 
     async fn adapt_change(
         &self,
         source: &Source,
         m: &Mapped,
-    ) -> Result<(PostStatus, Value), WriteError> {
+    ) -> Result<(PostStatus, PinvId), WriteError> {
         let event_id =
             EventId::parse(&m.event_id).map_err(|e| invalid(&m.at, format!("event id: {e}")))?;
         // A redelivered change is answered from what it did, even when later changes have
@@ -210,7 +209,7 @@ impl Service {
             if let Some(id) = done.products.first() {
                 let current = self.store.get_products(&[*id]).await?;
                 if let Some(record) = current.into_iter().next() {
-                    return Ok((PostStatus::Unchanged, record.merged));
+                    return Ok((PostStatus::Unchanged, record.id));
                 }
             }
         }
@@ -234,7 +233,7 @@ impl Service {
                 time,
             )
             .await?;
-        Ok((written.status, written.product))
+        Ok((written.status, written.id))
     }
 }
 

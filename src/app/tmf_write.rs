@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::app::service::{
     rand_jitter, IngestError, PostOptions, PostStatus, Service, MAX_ATTEMPTS,
 };
-use crate::core::record::{EventRef, ProductRecord, WriteSet};
+use crate::core::record::{Document, EventRef, ProductRecord, WriteSet};
 use crate::core::retract::{self, Retracted};
 use crate::core::{EventId, PinvId, Source, Violation, Violations};
 use crate::store::StoreError;
@@ -60,8 +60,10 @@ impl From<StoreError> for WriteError {
 pub struct Written {
     /// Created (`201` for a POST, `200` for a PATCH) or unchanged (a repeat).
     pub status: PostStatus,
-    /// The merged product as stored now.
-    pub product: Value,
+    /// The product.
+    pub id: PinvId,
+    /// The merged product as stored now (its JSON as made for the store, on a write).
+    pub product: Document,
 }
 
 /// What a retraction left.
@@ -94,21 +96,17 @@ impl Service {
             .post(envelope, options, &|_| true)
             .await
             .map_err(rebased)?;
-        let product = outcome
-            .parts
-            .into_iter()
-            .next()
-            .map(|p| p.value.into_value())
-            .ok_or_else(|| {
-                // Only a repeat answers without a product: the event's product was deleted.
-                WriteError::NotFound(format!(
-                    "event '{event_id}' of source '{source}' was stored before, and its product \
+        let part = outcome.parts.into_iter().next().ok_or_else(|| {
+            // Only a repeat answers without a product: the event's product was deleted.
+            WriteError::NotFound(format!(
+                "event '{event_id}' of source '{source}' was stored before, and its product \
                      has since been deleted"
-                ))
-            })?;
+            ))
+        })?;
         Ok(Written {
             status: outcome.status,
-            product,
+            id: part.product,
+            product: part.value,
         })
     }
 
@@ -151,13 +149,16 @@ impl Service {
                     let outcome = self
                         .respond(&event, status, replayed, PostOptions::default())
                         .await?;
-                    let product = outcome
+                    let part = outcome
                         .parts
                         .into_iter()
                         .next()
-                        .map(|p| p.value.into_value())
                         .ok_or_else(|| WriteError::NotFound(not_found(id)))?;
-                    return Ok(Written { status, product });
+                    return Ok(Written {
+                        status,
+                        id: part.product,
+                        product: part.value,
+                    });
                 }
                 Err(IngestError::Store(StoreError::Conflict(_))) if attempt < MAX_ATTEMPTS => {
                     pause(attempt).await;
