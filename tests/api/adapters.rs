@@ -126,7 +126,10 @@ async fn an_activation_creates_active_mobile_products_found_by_their_number() {
     assert_eq!(found.len(), 1);
     let p = &found[0];
     assert_eq!(p["id"], results[0]["id"]);
-    assert_eq!(p["href"], results[0]["href"], "the answer links the stored product");
+    assert_eq!(
+        p["href"], results[0]["href"],
+        "the answer links the stored product"
+    );
     assert_eq!(p["status"], "active");
     assert_eq!(p["startDate"], "2025-03-29T00:00:00Z");
     assert_eq!(p["productOffering"]["id"], "UNLPREMPL");
