@@ -257,11 +257,3 @@ fn native_pointers(e: WriteError, m: &Mapped) -> WriteError {
         other => other,
     }
 }
-
-/// The PINV id of a merged document.
-pub fn pinv_id(merged: &Value) -> Option<PinvId> {
-    merged
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| PinvId::parse(s).ok())
-}
