@@ -155,23 +155,23 @@ impl Encoded {
     /// set (documents, patches) so they are freed here rather than on the writer thread.
     /// Guards only need ids, revisions, keys and package roots, which stay.
     fn take_from(set: &mut WriteSet) -> StoreResult<Self> {
-        // Products created here: their first history entry is written from the document's
-        // JSON, made once for the row and the entry (see `HistoryEntry::patch`).
-        let created: Vec<(PinvId, u64)> = set
+        // Products created here: their first history entry (its patch left out, see
+        // `HistoryEntry::patch`) is written with the document's JSON, made once for the row
+        // and the entry.
+        let created: BTreeSet<(PinvId, u64)> = set
             .history
             .iter()
-            .filter(|entry| set.created_document(entry).is_some())
+            .filter(|entry| entry.patch.is_null())
             .map(|entry| (entry.product, entry.revision))
             .collect();
         let encoded = encode_all(&mut set.products, |write| {
             let record = &write.record;
-            let document = match &write.merged_json {
-                Some(json) => Some(json.clone()),
-                None => created
-                    .contains(&(record.id, record.revision))
-                    .then(|| DocumentJson::of(&record.merged)),
+            let is_created = created.contains(&(record.id, record.revision));
+            let json = match write.merged_json.take() {
+                Some(json) => Some(json),
+                None => is_created.then(|| DocumentJson::of(&record.merged)),
             };
-            let row = match &document {
+            let row = match &json {
                 Some(json) => product_bytes(record, json.raw())?,
                 None => product_bytes(record, &record.merged)?,
             };
@@ -180,10 +180,11 @@ impl Encoded {
             let contributions = (!keep)
                 .then(|| encode_packed(&write.record.contributions))
                 .transpose()?;
-            let document = document.map(|json| (write.record.id, json));
+            let document = json
+                .filter(|_| is_created)
+                .map(|json| (write.record.id, json));
             write.record.contributions = Vec::new();
             write.record.merged = Value::Null;
-            write.merged_json = None;
             Ok((EncodedProduct { row, contributions }, document))
         })?;
         let (products, documents): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
