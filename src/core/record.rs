@@ -258,23 +258,16 @@ pub struct WriteSet {
 }
 
 impl WriteSet {
-    /// The merged document a creation entry of this set stands for (see
-    /// [`HistoryEntry::patch`]); `None` when `entry` carries its patch.
-    pub fn created_document(&self, entry: &HistoryEntry) -> Option<&Value> {
-        if !entry.patch.is_null() {
-            return None;
-        }
-        self.products
-            .iter()
-            .find(|w| w.record.id == entry.product && w.record.revision == entry.revision)
-            .map(|w| &w.record.merged)
-    }
-
-    /// Writes out every creation patch the plan left as `Null` ([`HistoryEntry::patch`]).
+    /// Writes out every creation patch the plan left as `Null` ([`HistoryEntry::patch`]),
+    /// from the document of the product the same set writes.
     pub fn expand_creation_patches(&mut self) {
-        for i in 0..self.history.len() {
-            if let Some(document) = self.created_document(&self.history[i]) {
-                self.history[i].patch = patch_between(None, document);
+        let products = &self.products;
+        for entry in self.history.iter_mut().filter(|e| e.patch.is_null()) {
+            let created = products
+                .iter()
+                .find(|w| w.record.id == entry.product && w.record.revision == entry.revision);
+            if let Some(write) = created {
+                entry.patch = patch_between(None, &write.record.merged);
             }
         }
     }
