@@ -382,6 +382,18 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::other_from("the hub task failed", e))?
     }
+
+    /// [`Self::blocking`] for a hub write (it commits outside the writer), then the
+    /// snapshot renewed ([`Work::Refresh`]), whether the write succeeded or not.
+    async fn hub_write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database, &HubCache) -> StoreResult<T> + Send + 'static,
+    {
+        let out = self.blocking(f).await;
+        self.refresh_snapshot().await;
+        out
+    }
 }
 
 impl Drop for EmbeddedStore {
@@ -1222,11 +1234,8 @@ impl Store for EmbeddedStore {
 
     async fn put_subscription(&self, subscription: &Subscription) -> StoreResult<()> {
         let sub = subscription.clone();
-        let out = self
-            .blocking(move |db, hub| embedded_outbox::put_subscription(db, hub, &sub))
-            .await;
-        self.refresh_snapshot().await;
-        out
+        self.hub_write(move |db, hub| embedded_outbox::put_subscription(db, hub, &sub))
+            .await
     }
 
     async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
@@ -1236,20 +1245,14 @@ impl Store for EmbeddedStore {
 
     async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        let out = self
-            .blocking(move |db, hub| embedded_outbox::delete_subscription(db, hub, &id))
-            .await;
-        self.refresh_snapshot().await;
-        out
+        self.hub_write(move |db, hub| embedded_outbox::delete_subscription(db, hub, &id))
+            .await
     }
 
     async fn set_delivery_status(&self, id: &str, status: &DeliveryStatus) -> StoreResult<()> {
         let (id, status) = (id.to_owned(), status.clone());
-        let out = self
-            .blocking(move |db, _| embedded_outbox::set_delivery_status(db, &id, &status))
-            .await;
-        self.refresh_snapshot().await;
-        out
+        self.hub_write(move |db, _| embedded_outbox::set_delivery_status(db, &id, &status))
+            .await
     }
 
     async fn outbox(&self, subscription: &str, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
@@ -1265,11 +1268,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<()> {
-        let out = self
-            .blocking(move |db, _| embedded_outbox::settle(db, settlements))
-            .await;
-        self.refresh_snapshot().await;
-        out
+        self.hub_write(move |db, _| embedded_outbox::settle(db, settlements))
+            .await
     }
 }
 
