@@ -14,7 +14,7 @@
 # With no arguments: `cargo test` (the server tests are listed as ignored), then the ignored
 # tests that need this server (`-- --ignored`: tests/store_conformance_mongo.rs,
 # tests/remerge_mongo.rs, tests/mongo_outage.rs, tests/mongo_round_trips.rs, the API suite's
-# mongo_outage and hub::two_instances), then the
+# mongo_outage, mongo_isolation and hub::two_instances), then the
 # black-box API suite again on the embedded and the MongoDB store (PINV_TEST_API_STORE).
 # tests/api/mongo_instances.rs stays ignored: it needs a replica set (README, "Tests").
 # With arguments they are passed to `cargo test` as they are, with the server running, e.g.
@@ -181,6 +181,7 @@ if [[ $# -eq 0 ]]; then
     cargo test --locked --test store_conformance_mongo --test remerge_mongo \
         --test mongo_outage --test mongo_round_trips -- --ignored || status=$?
     cargo test --locked --test api mongo_outage:: -- --ignored || status=$?
+    cargo test --locked --test api mongo_isolation:: -- --ignored || status=$?
     cargo test --locked --test api hub::two_instances -- --ignored || status=$?
     # The black-box API suite once more on each persistent store (it ran on the memory
     # store above). Their temp directories go with $workdir.

@@ -379,7 +379,8 @@ pub struct MongoSettings {
         value_name = "MS", env = "PINV_MONGODB_TIMEOUT_MS", default_value = "5000", value_parser = checked(parse_millis))]
     pub timeout: Duration,
     /// One store call at a time (true/false), for test servers that do not isolate
-    /// concurrent transactions such as nx-27017; never for MongoDB.
+    /// concurrent transactions such as nx-27017; never for MongoDB. With `false` the store
+    /// checks the server at connect and turns it on, with a warning, when it is needed.
     #[arg(id = "mongodb_one_at_a_time", long = "mongodb-one-at-a-time",
         value_name = "BOOL", env = "PINV_MONGODB_ONE_AT_A_TIME", default_value = "false", action = clap::ArgAction::Set, value_parser = checked(parse_bool))]
     pub one_at_a_time: bool,

@@ -50,6 +50,9 @@ const MATCH_KEYS: &str = "match_keys";
 const WAITERS: &str = "waiters";
 const PROCESSED: &str = "processed_events";
 const HISTORY: &str = "history";
+/// Where [`MongoStore::isolates_transactions`] writes its probe (inside a transaction it
+/// aborts, so nothing stays on a server that isolates transactions).
+const PROBES: &str = "isolation_probe";
 
 #[path = "mongo_outbox.rs"]
 mod hub;
@@ -89,7 +92,9 @@ pub struct MongoOptions {
     pub timeout: Duration,
     /// Run one store call at a time. Only for wire-compatible test servers such as
     /// nx-27017, whose concurrent transactions share one SQLite transaction (no isolation,
-    /// and one aborting can undo another's acknowledged writes). Off for MongoDB.
+    /// and one aborting can undo another's acknowledged writes). Off for MongoDB. When off,
+    /// [`MongoStore::connect`] checks that the server isolates transactions and turns it on
+    /// (with a warning) when it does not.
     pub one_at_a_time: bool,
     /// The paths of the list index (`store::mongo::list_index`).
     pub indexed_paths: IndexedPaths,
@@ -230,7 +235,7 @@ impl MongoStore {
         client_options.write_concern = Some(options.write_concern());
         client_options.command_event_handler = commands;
         let client = Client::with_options(client_options).map_err(classify)?;
-        let store = Self {
+        let mut store = Self {
             db: client.database(database),
             client,
             timeout: options.timeout,
@@ -244,7 +249,57 @@ impl MongoStore {
         store
             .run(|s| async move { s.ensure_list_index().await })
             .await?;
+        if store.gate.is_none()
+            && !store
+                .run(|s| async move { s.isolates_transactions().await })
+                .await?
+        {
+            tracing::warn!(
+                database,
+                "the MongoDB server does not isolate concurrent transactions (a write inside \
+                 an open transaction was visible outside it): running one store call at a \
+                 time, as PINV_MONGODB_ONE_AT_A_TIME=true would. MongoDB replica sets isolate \
+                 them; this is a test server such as nx-27017"
+            );
+            store.gate = Some(Arc::new(tokio::sync::Mutex::new(())));
+        }
         Ok(store)
+    }
+
+    /// Whether this store runs one call at a time: asked for
+    /// ([`MongoOptions::one_at_a_time`]) or found needed at connect.
+    pub fn runs_one_call_at_a_time(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Whether a write inside an open transaction stays invisible outside it until the
+    /// commit, as MongoDB guarantees. nx-27017 runs every session's transaction as a
+    /// savepoint of one SQLite transaction: the write shows at once, and concurrent POSTs
+    /// would mix their transactions (`docs/mongodb.md`). The transaction is aborted, so the
+    /// probe leaves nothing behind where transactions are isolated.
+    async fn isolates_transactions(&self) -> StoreResult<bool> {
+        let probe = format!("probe-{}", uuid::Uuid::new_v4().simple());
+        let probes = self.coll(PROBES);
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        session.start_transaction().await.map_err(classify)?;
+        let written = probes
+            .insert_one(doc! { "_id": &probe })
+            .session(&mut session)
+            .await
+            .map_err(classify);
+        self.replied(());
+        let seen = match written {
+            Ok(_) => probes
+                .find_one(doc! { "_id": &probe })
+                .await
+                .map_err(classify),
+            Err(e) => Err(e),
+        };
+        self.replied(());
+        // Best effort, as after any failed transaction: the server also aborts it when the
+        // session goes away.
+        let _ = session.abort_transaction().await;
+        Ok(seen?.is_none())
     }
 
     /// Drops the whole database (tests and tools; PINV itself never calls this).
@@ -269,6 +324,7 @@ impl MongoStore {
             WAITERS,
             PROCESSED,
             HISTORY,
+            PROBES,
             list_index::INDEX,
             list_index::INDEX_OF,
             list_index::META,

@@ -13,6 +13,7 @@ mod hub;
 mod integrity;
 mod metrics;
 mod mongo_instances;
+mod mongo_isolation;
 mod mongo_outage;
 mod openapi;
 mod packages;
