@@ -57,6 +57,10 @@ const PROBES: &str = "isolation_probe";
 #[path = "mongo_outbox.rs"]
 mod hub;
 
+/// The stored documents (`_id` and `merged` only) that a transaction replaced or deleted, by
+/// product: their list-index entries are what it drops.
+type Previous = BTreeMap<PinvId, Document>;
+
 /// MongoDB's duplicate-key error code (E11000).
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -326,7 +330,6 @@ impl MongoStore {
             HISTORY,
             PROBES,
             list_index::INDEX,
-            list_index::INDEX_OF,
             list_index::META,
             hub::SUBSCRIPTIONS,
             hub::OUTBOX,
@@ -536,9 +539,9 @@ impl MongoStore {
         self.record_processed(s, set).await?;
         self.release_keys(s, set).await?;
         self.claim_keys(s, set, guard).await?;
-        self.write_products(s, set).await?;
-        self.delete_products(s, set).await?;
-        self.update_list_index(s, set).await?;
+        let mut previous = self.write_products(s, set).await?;
+        previous.extend(self.delete_products(s, set).await?);
+        self.update_list_index(s, set, previous).await?;
         self.update_waiters(s, set).await?;
         self.append_history(s, set).await?;
         self.append_outbox(s, set).await
@@ -576,28 +579,49 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Removes products at the revision the plan read.
-    async fn delete_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+    /// Removes products at the revision the plan read. Returns their merged documents when
+    /// there is a list index to update.
+    async fn delete_products(
+        &self,
+        s: &mut ClientSession,
+        set: &WriteSet,
+    ) -> StoreResult<Previous> {
+        let mut previous = Previous::new();
         for delete in &set.delete_products {
             let filter = doc! {
                 "_id": delete.id.to_string(),
                 "revision": rev(delete.expected_revision)?,
             };
-            let result = self
-                .products()
-                .delete_one(filter)
-                .session(&mut *s)
-                .await
-                .map_err(classify)?;
+            let deleted = if self.index.paths().is_empty() {
+                let result = self
+                    .products()
+                    .delete_one(filter)
+                    .session(&mut *s)
+                    .await
+                    .map_err(classify)?;
+                result.deleted_count == 1
+            } else {
+                let old = self
+                    .products()
+                    .find_one_and_delete(filter)
+                    .projection(doc! { "merged": 1 })
+                    .session(&mut *s)
+                    .await
+                    .map_err(classify)?;
+                match old {
+                    Some(old) => previous.insert(delete.id, old).is_none(),
+                    None => false,
+                }
+            };
             self.call.replied();
-            if result.deleted_count != 1 {
+            if !deleted {
                 return Err(StoreError::conflict(format!(
                     "product {} is no longer at revision {}",
                     delete.id, delete.expected_revision
                 )));
             }
         }
-        Ok(())
+        Ok(previous)
     }
 
     /// Claims the keys of `set` for their owners; a key owned by another product, or claimed
@@ -670,10 +694,14 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Inserts new products and replaces stored ones at the revision the plan read.
-    async fn write_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<()> {
+    /// Inserts new products and replaces stored ones at the revision the plan read. Returns
+    /// the replaced merged documents whose list-index entries the write may change (see
+    /// [`MongoStore::update_list_index`]), read by the replace itself.
+    async fn write_products(&self, s: &mut ClientSession, set: &WriteSet) -> StoreResult<Previous> {
+        let mut previous = Previous::new();
         for write in &set.products {
             let doc = product_doc(&write.record)?;
+            let id = write.record.id;
             match write.expected_revision {
                 None => {
                     self.products()
@@ -684,22 +712,37 @@ impl MongoStore {
                     self.call.replied();
                 }
                 Some(expected) => {
-                    let filter =
-                        doc! { "_id": write.record.id.to_string(), "revision": rev(expected)? };
-                    let result = self
-                        .products()
-                        .replace_one(filter, doc)
-                        .session(&mut *s)
-                        .await
-                        .map_err(classify)?;
-                    self.call.replied();
-                    if result.matched_count != 1 {
+                    let filter = doc! { "_id": id.to_string(), "revision": rev(expected)? };
+                    let replaced = if self.list_index_may_change(write) {
+                        let old = self
+                            .products()
+                            .find_one_and_replace(filter, doc)
+                            .projection(doc! { "merged": 1 })
+                            .session(&mut *s)
+                            .await
+                            .map_err(classify)?;
+                        self.call.replied();
+                        match old {
+                            Some(old) => previous.insert(id, old).is_none(),
+                            None => false,
+                        }
+                    } else {
+                        let result = self
+                            .products()
+                            .replace_one(filter, doc)
+                            .session(&mut *s)
+                            .await
+                            .map_err(classify)?;
+                        self.call.replied();
+                        result.matched_count == 1
+                    };
+                    if !replaced {
                         return Err(revision_moved(write));
                     }
                 }
             }
         }
-        Ok(())
+        Ok(previous)
     }
 
     /// Adds the new waiters and drops those whose key is now claimed.

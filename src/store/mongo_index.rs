@@ -1,9 +1,11 @@
 //! The list index of the MongoDB store: one document per entry in `list_index`, keyed by
 //! `_id` = the entry ([`crate::core::index`]), so a filter reads an `_id` range (no index on
-//! an array field, which nx-27017 cannot use); `list_index_of` keeps each product's entries
-//! (`_id` = PINV id, `entries`: array, not indexed) so a write drops the old ones. Both are
-//! written in the transaction that writes the product. A `pinv_meta` document records the
-//! indexed paths; on connect, another set of paths rebuilds the index.
+//! an array field, which nx-27017 cannot use). The entries are written in the transaction
+//! that writes the product. A product's stored entries are always those of its stored merged
+//! document under the indexed paths, so a write finds the entries to drop from the document
+//! it replaces, which the replace itself returns: no list of each product's entries is kept.
+//! A `pinv_meta` document records the indexed paths; on connect, another set of paths
+//! rebuilds the index.
 
 use std::collections::BTreeSet;
 
@@ -11,74 +13,69 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::ClientSession;
 
-use super::{classify, str_field, MongoStore, CHUNK, PRODUCTS};
+use super::{classify, str_field, MongoStore, Previous, CHUNK, PRODUCTS};
 use crate::core::index::product_of;
-use crate::core::record::WriteSet;
+use crate::core::record::{ProductWrite, WriteSet};
 use crate::core::PinvId;
 use crate::store::{StoreError, StoreResult};
 
 pub(super) const INDEX: &str = "list_index";
-pub(super) const INDEX_OF: &str = "list_index_of";
+/// Each product's entries, kept by builds before the entries were found from the replaced
+/// document; no longer read or written (`docs/mongodb.md`).
+pub(super) const LEGACY_INDEX_OF: &str = "list_index_of";
 pub(super) const META: &str = "pinv_meta";
 
 impl MongoStore {
+    /// Whether `write` may change its product's list-index entries.
+    pub(super) fn list_index_may_change(&self, write: &ProductWrite) -> bool {
+        !self.index.paths().is_empty() && self.index.may_change(write)
+    }
+
     /// Replaces the entries of every product `set` writes, and drops those of every product
-    /// it deletes, inside the session's transaction.
+    /// it deletes, inside the session's transaction. `previous`: the documents the set
+    /// replaced or deleted (a new product has no entries yet).
     pub(super) async fn update_list_index(
         &self,
         s: &mut ClientSession,
         set: &WriteSet,
+        previous: Previous,
     ) -> StoreResult<()> {
         if self.index.paths().is_empty() {
             return Ok(());
         }
-        for write in set.products.iter().filter(|w| self.index.may_change(w)) {
-            let new = self.index.entries(&write.record.id, &write.record.merged);
-            // A new product has no entries yet (a deleted one took its entries with it):
-            // one round trip less on every create.
-            let is_new = write.expected_revision.is_none();
-            self.replace_entries(s, &write.record.id, Some(new), is_new)
-                .await?;
+        let old_entries = |id: &PinvId| -> StoreResult<BTreeSet<String>> {
+            match previous.get(id) {
+                Some(old) => {
+                    let merged = super::from_json(&str_field(old, "merged")?, "merged document")?;
+                    Ok(self.index.entries(id, &merged))
+                }
+                None => Ok(BTreeSet::new()),
+            }
+        };
+        for write in set
+            .products
+            .iter()
+            .filter(|w| self.list_index_may_change(w))
+        {
+            let id = &write.record.id;
+            let new = self.index.entries(id, &write.record.merged);
+            self.replace_entries(s, &old_entries(id)?, &new).await?;
         }
         for delete in &set.delete_products {
-            self.replace_entries(s, &delete.id, None, false).await?;
+            self.replace_entries(s, &old_entries(&delete.id)?, &BTreeSet::new())
+                .await?;
         }
         Ok(())
     }
 
-    /// Makes `new` the index entries of product `id`; `None` removes them all, and the
-    /// product's entry list with them. `is_new`: the product has no entries to read.
+    /// Drops the entries in `old` but not in `new`, and adds those in `new` but not in `old`.
     async fn replace_entries(
         &self,
         s: &mut ClientSession,
-        id: &PinvId,
-        new: Option<BTreeSet<String>>,
-        is_new: bool,
+        old: &BTreeSet<String>,
+        new: &BTreeSet<String>,
     ) -> StoreResult<()> {
-        let id = id.to_string();
-        let stored = if is_new {
-            None
-        } else {
-            let found = self
-                .coll(INDEX_OF)
-                .find_one(doc! { "_id": &id })
-                .session(&mut *s)
-                .await
-                .map_err(classify)?;
-            self.call.replied();
-            found
-        };
-        let old: BTreeSet<String> = match stored {
-            Some(d) => d
-                .get_array("entries")
-                .map_err(|e| StoreError::corrupt_from("list_index_of: no entries", e))?
-                .iter()
-                .filter_map(|e| e.as_str().map(str::to_owned))
-                .collect(),
-            None => BTreeSet::new(),
-        };
-        let target = new.clone().unwrap_or_default();
-        let gone: Vec<&String> = old.difference(&target).collect();
+        let gone: Vec<&String> = old.difference(new).collect();
         for chunk in gone.chunks(CHUNK) {
             self.coll(INDEX)
                 .delete_many(doc! { "_id": { "$in": chunk } })
@@ -87,8 +84,8 @@ impl MongoStore {
                 .map_err(classify)?;
             self.call.replied();
         }
-        let added: Vec<Document> = target
-            .difference(&old)
+        let added: Vec<Document> = new
+            .difference(old)
             .map(|e| doc! { "_id": e.as_str() })
             .collect();
         for chunk in added.chunks(CHUNK) {
@@ -99,25 +96,6 @@ impl MongoStore {
                 .map_err(classify)?;
             self.call.replied();
         }
-        match new {
-            Some(new) => {
-                let entries: Vec<&str> = new.iter().map(String::as_str).collect();
-                self.coll(INDEX_OF)
-                    .replace_one(doc! { "_id": &id }, doc! { "_id": &id, "entries": entries })
-                    .upsert(true)
-                    .session(&mut *s)
-                    .await
-                    .map_err(classify)?;
-            }
-            None => {
-                self.coll(INDEX_OF)
-                    .delete_one(doc! { "_id": &id })
-                    .session(&mut *s)
-                    .await
-                    .map_err(classify)?;
-            }
-        }
-        self.call.replied();
         Ok(())
     }
 
@@ -168,7 +146,8 @@ impl MongoStore {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        for name in [INDEX, INDEX_OF] {
+        // The legacy per-product lists go too: an index rebuilt without them is complete.
+        for name in [INDEX, LEGACY_INDEX_OF] {
             self.coll(name)
                 .delete_many(doc! {})
                 .await
@@ -183,22 +162,23 @@ impl MongoStore {
             .map_err(classify)?;
         let mut count = 0u64;
         let mut entries: Vec<Document> = Vec::new();
-        let mut of: Vec<Document> = Vec::new();
         while let Some(d) = cursor.try_next().await.map_err(classify)? {
             self.call.replied();
             let id = PinvId::parse(&str_field(&d, "_id")?)
                 .map_err(|e| StoreError::corrupt(format!("products: bad _id: {e}")))?;
             let merged = super::from_json(&str_field(&d, "merged")?, "merged document")?;
-            let new = self.index.entries(&id, &merged);
-            entries.extend(new.iter().map(|e| doc! { "_id": e.as_str() }));
-            let list: Vec<&str> = new.iter().map(String::as_str).collect();
-            of.push(doc! { "_id": id.to_string(), "entries": list });
+            entries.extend(
+                self.index
+                    .entries(&id, &merged)
+                    .iter()
+                    .map(|e| doc! { "_id": e.as_str() }),
+            );
             count += 1;
-            if of.len() >= CHUNK {
-                self.flush_rebuild(&mut entries, &mut of).await?;
+            if entries.len() >= CHUNK {
+                self.flush_rebuild(&mut entries).await?;
             }
         }
-        self.flush_rebuild(&mut entries, &mut of).await?;
+        self.flush_rebuild(&mut entries).await?;
         self.coll(META)
             .replace_one(
                 doc! { "_id": "list_index" },
@@ -215,18 +195,15 @@ impl MongoStore {
         Ok(())
     }
 
-    async fn flush_rebuild(
-        &self,
-        entries: &mut Vec<Document>,
-        of: &mut Vec<Document>,
-    ) -> StoreResult<()> {
-        for (name, docs) in [(INDEX, entries), (INDEX_OF, of)] {
-            for chunk in docs.chunks(CHUNK) {
-                self.coll(name).insert_many(chunk).await.map_err(classify)?;
-                self.call.replied();
-            }
-            docs.clear();
+    async fn flush_rebuild(&self, entries: &mut Vec<Document>) -> StoreResult<()> {
+        for chunk in entries.chunks(CHUNK) {
+            self.coll(INDEX)
+                .insert_many(chunk)
+                .await
+                .map_err(classify)?;
+            self.call.replied();
         }
+        entries.clear();
         Ok(())
     }
 }
