@@ -286,11 +286,13 @@ impl MongoStore {
         let probes = self.coll(PROBES);
         let mut session = self.client.start_session().await.map_err(classify)?;
         session.start_transaction().await.map_err(classify)?;
+        // The first command of a transaction: a standalone server refuses it, and PINV, which
+        // needs transactions for every POST, does not start.
         let written = probes
             .insert_one(doc! { "_id": &probe })
             .session(&mut session)
             .await
-            .map_err(classify);
+            .map_err(classify_probe);
         self.replied(());
         let seen = match written {
             Ok(_) => probes
@@ -1350,6 +1352,21 @@ fn unknown_unless_refused(e: StoreError) -> StoreError {
 }
 
 /// Like [`classify`], naming the guard that a duplicate key broke.
+/// [`classify`] for the first command of the connect-time transaction: a refusal from the
+/// server there (a standalone `mongod` has no transactions) says what PINV needs.
+fn classify_probe(e: MongoError) -> StoreError {
+    let refused = matches!(*e.kind, ErrorKind::Command(_) | ErrorKind::Write(_));
+    match classify(e) {
+        StoreError::Other(cause) | StoreError::Unavailable(cause) if refused => {
+            StoreError::Unavailable(cause.retitled(
+                "MongoDB refused the transaction of the connect-time check \
+                 (transactions need a replica set or a sharded cluster)",
+            ))
+        }
+        other => other,
+    }
+}
+
 fn classify_conflict(e: MongoError, what: &str) -> StoreError {
     match classify(e) {
         StoreError::Conflict(cause) => StoreError::Conflict(cause.retitled(what)),
@@ -1433,6 +1450,31 @@ mod tests {
             classify(server_error(DUPLICATE_KEY)),
             StoreError::Conflict(_)
         ));
+    }
+
+    #[test]
+    fn a_refused_probe_transaction_says_what_pinv_needs() {
+        // A standalone mongod: "Transaction numbers are only allowed on a replica set member
+        // or mongos" (IllegalOperation).
+        let StoreError::Unavailable(cause) = classify_probe(server_error(20)) else {
+            panic!("a refusal is unavailable");
+        };
+        assert!(
+            cause.message().contains("replica set"),
+            "{}",
+            cause.message()
+        );
+        assert!(cause.source().is_some(), "the server's error is kept");
+        // Not reaching the server is said as such.
+        let io = MongoError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let StoreError::Unavailable(cause) = classify_probe(io) else {
+            panic!("a network error is unavailable");
+        };
+        assert!(
+            !cause.message().contains("replica set"),
+            "{}",
+            cause.message()
+        );
     }
 
     #[test]
