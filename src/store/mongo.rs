@@ -610,10 +610,9 @@ impl MongoStore {
                     .session(&mut *s)
                     .await
                     .map_err(classify)?;
-                match old {
-                    Some(old) => previous.insert(delete.id, old).is_none(),
-                    None => false,
-                }
+                let found = old.is_some();
+                previous.extend(old.map(|old| (delete.id, old)));
+                found
             };
             self.call.replied();
             if !deleted {
@@ -724,10 +723,9 @@ impl MongoStore {
                             .await
                             .map_err(classify)?;
                         self.call.replied();
-                        match old {
-                            Some(old) => previous.insert(id, old).is_none(),
-                            None => false,
-                        }
+                        let found = old.is_some();
+                        previous.extend(old.map(|old| (id, old)));
+                        found
                     } else {
                         let result = self
                             .products()
@@ -1351,7 +1349,6 @@ fn unknown_unless_refused(e: StoreError) -> StoreError {
     }
 }
 
-/// Like [`classify`], naming the guard that a duplicate key broke.
 /// [`classify`] for the first command of the connect-time transaction: a refusal from the
 /// server there (a standalone `mongod` has no transactions) says what PINV needs.
 fn classify_probe(e: MongoError) -> StoreError {
@@ -1367,6 +1364,7 @@ fn classify_probe(e: MongoError) -> StoreError {
     }
 }
 
+/// Like [`classify`], naming the guard that a duplicate key broke.
 fn classify_conflict(e: MongoError, what: &str) -> StoreError {
     match classify(e) {
         StoreError::Conflict(cause) => StoreError::Conflict(cause.retitled(what)),
