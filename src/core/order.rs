@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::core::schema;
@@ -168,6 +169,17 @@ impl KeyOrder {
         }
     }
 
+    /// Whether the keys of `map`, an object at `node`, are in order (one lookup per key).
+    fn in_order(&self, node: ObjectNode, map: &Map<String, Value>) -> bool {
+        let mut previous: Option<(u16, &str)> = None;
+        map.keys().all(|key| {
+            let here = (self.place(node, key).rank, key.as_str());
+            let ok = previous.is_none_or(|p| p <= here);
+            previous = Some(here);
+            ok
+        })
+    }
+
     fn order_object(&self, node: ObjectNode, map: &mut Map<String, Value>) {
         // One lookup per key; a map already in order (the common case: a source that sends
         // TMF637 order) is not rebuilt, as rebuilding hashes every key again.
@@ -205,6 +217,82 @@ pub struct Place {
     pub rank: u16,
     /// The node of the objects under the key, if the schema orders them.
     pub child: Option<ObjectNode>,
+}
+
+/// A value at `node`, serialised as it would be once [`KeyOrder::order`]ed, without
+/// ordering it: each object's entries are sorted by reference as they are written, so no map
+/// is rebuilt (no key hashed again, nothing moved).
+pub struct Ordered<'a> {
+    order: &'a KeyOrder,
+    node: Option<ObjectNode>,
+    value: &'a Value,
+}
+
+impl<'a> Ordered<'a> {
+    /// `value`, an object at `node` (or an array of them, or anything else).
+    pub fn new(order: &'a KeyOrder, node: ObjectNode, value: &'a Value) -> Self {
+        Self {
+            order,
+            node: Some(node),
+            value,
+        }
+    }
+}
+
+impl<'a> Serialize for Ordered<'a> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(node) = self.node else {
+            return self.value.serialize(serializer);
+        };
+        // As `KeyOrder::order` does: the objects of an array are at its node; anything else
+        // in it (an array of arrays) is left as it is.
+        let element = |value: &'a Value| Ordered {
+            order: self.order,
+            node: value.is_object().then_some(node),
+            value,
+        };
+        match self.value {
+            Value::Object(map) if self.order.in_order(node, map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in map {
+                    let child = match value {
+                        Value::Object(_) | Value::Array(_) => self.order.place(node, key).child,
+                        _ => None,
+                    };
+                    out.serialize_entry(
+                        key,
+                        &Ordered {
+                            order: self.order,
+                            node: child,
+                            value,
+                        },
+                    )?;
+                }
+                out.end()
+            }
+            Value::Object(map) => {
+                let mut entries: Vec<(Place, &String, &Value)> = map
+                    .iter()
+                    .map(|(key, value)| (self.order.place(node, key), key, value))
+                    .collect();
+                entries.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1.cmp(b.1)));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (place, key, value) in entries {
+                    out.serialize_entry(
+                        key,
+                        &Ordered {
+                            order: self.order,
+                            node: place.child,
+                            value,
+                        },
+                    )?;
+                }
+                out.end()
+            }
+            Value::Array(items) => serializer.collect_seq(items.iter().map(element)),
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -274,5 +362,68 @@ mod tests {
     fn a_schema_without_a_root_type_gives_no_order() {
         assert!(KeyOrder::from_schema(&json!({"$defs": {}})).is_none());
         assert!(KeyOrder::from_schema(&json!({"$ref": "#/$defs/X", "$defs": {"X": {}}})).is_none());
+    }
+
+    /// JSON whose keys are mostly ones the product schema orders, at any depth.
+    fn tmf_like() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "id",
+            "href",
+            "@type",
+            "name",
+            "status",
+            "relatedParty",
+            "partyOrPartyRole",
+            "role",
+            "productRelationship",
+            "relationshipType",
+            "productCharacteristic",
+            "value",
+            "externalReference",
+            "zeta",
+            "alpha",
+        ]);
+        let leaf = prop_oneof![Just(Value::Null), "[a-z]{0,3}".prop_map(Value::String)];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..8).prop_map(|entries| {
+                    Value::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ordered_serialises_as_the_ordered_value(value in tmf_like()) {
+            let order = KeyOrder::product();
+            let mut ordered = value.clone();
+            order.order(order.root(), &mut ordered);
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&Ordered::new(order, order.root(), &value)).unwrap(),
+                serde_json::to_string(&ordered).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn ordered_writes_nested_objects_in_order_without_touching_the_value() {
+        let order = KeyOrder::product();
+        let value = json!({
+            "productRelationship": [{"relationshipType": "bundles", "id": "r"}],
+            "@type": "Product", "id": "i",
+        });
+        assert_eq!(
+            serde_json::to_string(&Ordered::new(order, order.root(), &value)).unwrap(),
+            r#"{"id":"i","@type":"Product","productRelationship":[{"id":"r","relationshipType":"bundles"}]}"#
+        );
+        assert_eq!(keys(&value), ["productRelationship", "@type", "id"]);
     }
 }

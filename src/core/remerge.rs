@@ -6,10 +6,12 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::core::merge::merge_document;
+use crate::core::merge::merge_document_nested_unordered;
+use crate::core::order::{KeyOrder, Ordered};
 use crate::core::record::{
     patch_between, EventRef, HistoryEntry, ProductRecord, ProductWrite, ScannedProduct,
 };
@@ -47,7 +49,15 @@ pub fn remerge(
     run: &EventRef,
     now: DateTime<Utc>,
 ) -> Option<Remerged> {
-    let merged = merge_document(&record.id, &record.contributions, &record.links, rules);
+    // Values compare whatever their key order: the nested keys are put in order only for a
+    // document that changed.
+    let mut merged =
+        merge_document_nested_unordered(&record.id, &record.contributions, &record.links, rules);
+    if record.merged == merged {
+        return None;
+    }
+    let order = KeyOrder::product();
+    order.order(order.root(), &mut merged);
     Delta::between(&record.merged, &merged)
         .map(|delta| changed(record, merged, delta, rules, run, now))
 }
@@ -69,11 +79,16 @@ pub fn remerge_scanned(
     let Some(text) = merged_text else {
         return Ok(remerge(record, rules, run, now));
     };
-    let merged = merge_document(&record.id, &record.contributions, &record.links, rules);
+    // The nested keys are put in order only for a document that changed: an unchanged one
+    // is recognised by writing it in order straight into the comparison.
+    let mut merged =
+        merge_document_nested_unordered(&record.id, &record.contributions, &record.links, rules);
     let text = text.get().as_bytes();
-    if serialises_as(&merged, text) {
+    let order = KeyOrder::product();
+    if serialises_as(&Ordered::new(order, order.root(), &merged), text) {
         return Ok(None);
     }
+    order.order(order.root(), &mut merged);
     Ok(Delta::from_text(text, &merged)?
         .map(|delta| changed(record, merged, delta, rules, run, now)))
 }
@@ -184,7 +199,7 @@ fn attributes(text: &[u8]) -> serde_json::Result<Vec<(Cow<'_, str>, &RawValue)>>
 
 /// Whether `value` serialises (compactly, as stores write it) to exactly `text`. Stops at
 /// the first byte that differs, so a changed document costs little to rule out.
-fn serialises_as(value: &Value, text: &[u8]) -> bool {
+fn serialises_as(value: &impl Serialize, text: &[u8]) -> bool {
     /// A writer that checks what it is given against the rest of the expected text.
     struct SameAs<'a>(&'a [u8]);
     impl std::io::Write for SameAs<'_> {
@@ -256,6 +271,7 @@ pub fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::merge::merge_document;
     use crate::core::package::Links;
     use crate::core::record::Contribution;
     use crate::core::value::strategy::json;
