@@ -36,6 +36,21 @@ impl Commands {
     }
 }
 
+/// Posts `body`, checks the answer's status, and returns the commands the POST sent.
+async fn post(
+    service: &Service,
+    commands: &Commands,
+    body: Value,
+    status: PostStatus,
+) -> Vec<String> {
+    let outcome = service
+        .post(body, PostOptions::default(), &|_| true)
+        .await
+        .expect("the POST is stored or recognised");
+    assert_eq!(outcome.status, status);
+    commands.take()
+}
+
 #[tokio::test]
 #[ignore = "needs a MongoDB wire-protocol server: run ./scripts/test.sh"]
 async fn a_new_product_post_takes_ten_round_trips() {
@@ -51,12 +66,7 @@ async fn a_new_product_post_takes_ten_round_trips() {
     };
     commands.take();
 
-    let outcome = service
-        .post(seed(), PostOptions::default(), &|_| true)
-        .await
-        .expect("a new product");
-    assert_eq!(outcome.status, PostStatus::Created);
-    let sent = commands.take();
+    let sent = post(&service, &commands, seed(), PostStatus::Created).await;
     // Reads: the processed event, the owners of the keys, the waiters of the new keys (one
     // find each; no records to read for a new product). The transaction: the event, the
     // keys (guarded by their unique ids, not read first), the product (one insert each);
@@ -81,24 +91,15 @@ async fn a_new_product_post_takes_ten_round_trips() {
         sent.len()
     );
 
-    let outcome = service
-        .post(seed(), PostOptions::default(), &|_| true)
-        .await
-        .expect("the same event again");
-    assert_eq!(outcome.status, PostStatus::Unchanged);
+    let sent = post(&service, &commands, seed(), PostStatus::Unchanged).await;
     // The processed event, then the products it stored, for the answer.
-    assert_eq!(commands.take(), ["find", "find"]);
+    assert_eq!(sent, ["find", "find"]);
 
     // The same product from the same source, with another status: an update.
     let mut changed = seed();
     changed["headers"]["id"] = "round-trips-update".into();
     changed["value"]["status"] = "suspended".into();
-    let outcome = service
-        .post(changed, PostOptions::default(), &|_| true)
-        .await
-        .expect("an update");
-    assert_eq!(outcome.status, PostStatus::Created);
-    let sent = commands.take();
+    let sent = post(&service, &commands, changed, PostStatus::Created).await;
     // Reads: the processed event, the owners of the keys, the product. The transaction: the
     // event; the product, replaced at its revision by a findAndModify that returns the
     // replaced document, whose list-index entries are the ones to drop (so no list of each
