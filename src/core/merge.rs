@@ -355,7 +355,7 @@ fn merge_inner<'c, 'r>(
         .into_iter()
         .map(|field| (order.place(order.root(), &field.0), field))
         .collect();
-    placed.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+    placed.sort_unstable_by(|a, b| a.0.sort_key(&a.1 .0).cmp(&b.0.sort_key(&b.1 .0)));
     let places: Vec<Place> = placed.iter().map(|p| p.0).collect();
     let mut document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
     if order_nested {

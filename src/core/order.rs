@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::core::schema;
@@ -169,37 +169,37 @@ impl KeyOrder {
         }
     }
 
-    /// Whether the keys of `map`, an object at `node`, are in order (one lookup per key).
-    fn in_order(&self, node: ObjectNode, map: &Map<String, Value>) -> bool {
+    /// Whether the keys of `map`, an object at `node`, are in order: one lookup per key,
+    /// each key's place handed to `each` in the map's order.
+    fn in_order(
+        &self,
+        node: ObjectNode,
+        map: &Map<String, Value>,
+        mut each: impl FnMut(Place),
+    ) -> bool {
+        let mut in_order = true;
         let mut previous: Option<(u16, &str)> = None;
-        map.keys().all(|key| {
-            let here = (self.place(node, key).rank, key.as_str());
-            let ok = previous.is_none_or(|p| p <= here);
+        for key in map.keys() {
+            let place = self.place(node, key);
+            let here = place.sort_key(key);
+            in_order &= previous.is_none_or(|p| p <= here);
             previous = Some(here);
-            ok
-        })
+            each(place);
+        }
+        in_order
     }
 
     fn order_object(&self, node: ObjectNode, map: &mut Map<String, Value>) {
         // One lookup per key; a map already in order (the common case: a source that sends
         // TMF637 order) is not rebuilt, as rebuilding hashes every key again.
         let mut places = Vec::with_capacity(map.len());
-        let mut in_order = true;
-        let mut previous: Option<(u16, &str)> = None;
-        for key in map.keys() {
-            let place = self.place(node, key);
-            let here = (place.rank, key.as_str());
-            in_order &= previous.is_none_or(|p| p <= here);
-            previous = Some(here);
-            places.push(place);
-        }
-        if in_order {
+        if self.in_order(node, map, |place| places.push(place)) {
             self.order_below(&places, map);
             return;
         }
         let mut entries: Vec<(Place, (String, Value))> =
             places.into_iter().zip(std::mem::take(map)).collect();
-        entries.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1 .0.cmp(&b.1 .0)));
+        entries.sort_unstable_by(|a, b| a.0.sort_key(&a.1 .0).cmp(&b.0.sort_key(&b.1 .0)));
         *map = Map::with_capacity(entries.len());
         for (place, (key, mut value)) in entries {
             if let Some(child) = place.child {
@@ -217,6 +217,13 @@ pub struct Place {
     pub rank: u16,
     /// The node of the objects under the key, if the schema orders them.
     pub child: Option<ObjectNode>,
+}
+
+impl Place {
+    /// Where `key`, at this place, sorts in its object: by rank, then by name.
+    pub fn sort_key<'k>(&self, key: &'k str) -> (u16, &'k str) {
+        (self.rank, key)
+    }
 }
 
 /// A value at `node`, serialised as it would be once [`KeyOrder::order`]ed, without
@@ -239,57 +246,53 @@ impl<'a> Ordered<'a> {
     }
 }
 
-impl<'a> Serialize for Ordered<'a> {
+impl<'a> Ordered<'a> {
+    /// `value` at `node` (`None`: written as it is), in the same order.
+    fn at(&self, node: Option<ObjectNode>, value: &'a Value) -> Self {
+        Self {
+            order: self.order,
+            node,
+            value,
+        }
+    }
+}
+
+impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Some(node) = self.node else {
             return self.value.serialize(serializer);
         };
-        // As `KeyOrder::order` does: the objects of an array are at its node; anything else
-        // in it (an array of arrays) is left as it is.
-        let element = |value: &'a Value| Ordered {
-            order: self.order,
-            node: value.is_object().then_some(node),
-            value,
-        };
         match self.value {
-            Value::Object(map) if self.order.in_order(node, map) => {
-                let mut out = serializer.serialize_map(Some(map.len()))?;
-                for (key, value) in map {
+            // Already in order: written as it is, looking up again only the keys that hold
+            // something to descend into.
+            Value::Object(map) if self.order.in_order(node, map, |_| ()) => {
+                serializer.collect_map(map.iter().map(|(key, value)| {
                     let child = match value {
                         Value::Object(_) | Value::Array(_) => self.order.place(node, key).child,
                         _ => None,
                     };
-                    out.serialize_entry(
-                        key,
-                        &Ordered {
-                            order: self.order,
-                            node: child,
-                            value,
-                        },
-                    )?;
-                }
-                out.end()
+                    (key, self.at(child, value))
+                }))
             }
             Value::Object(map) => {
                 let mut entries: Vec<(Place, &String, &Value)> = map
                     .iter()
                     .map(|(key, value)| (self.order.place(node, key), key, value))
                     .collect();
-                entries.sort_unstable_by(|a, b| a.0.rank.cmp(&b.0.rank).then_with(|| a.1.cmp(b.1)));
-                let mut out = serializer.serialize_map(Some(entries.len()))?;
-                for (place, key, value) in entries {
-                    out.serialize_entry(
-                        key,
-                        &Ordered {
-                            order: self.order,
-                            node: place.child,
-                            value,
-                        },
-                    )?;
-                }
-                out.end()
+                entries.sort_unstable_by(|a, b| a.0.sort_key(a.1).cmp(&b.0.sort_key(b.1)));
+                serializer.collect_map(
+                    entries
+                        .into_iter()
+                        .map(|(place, key, value)| (key, self.at(place.child, value))),
+                )
             }
-            Value::Array(items) => serializer.collect_seq(items.iter().map(element)),
+            // As `KeyOrder::order` does: the objects of an array are at its node; anything
+            // else in it (an array of arrays) is left as it is.
+            Value::Array(items) => serializer.collect_seq(
+                items
+                    .iter()
+                    .map(|value| self.at(value.is_object().then_some(node), value)),
+            ),
             other => other.serialize(serializer),
         }
     }

@@ -58,8 +58,8 @@ pub fn remerge(
     }
     let order = KeyOrder::product();
     order.order(order.root(), &mut merged);
-    Delta::between(&record.merged, &merged)
-        .map(|delta| changed(record, merged, delta, rules, run, now))
+    let delta = Delta::of(&record.merged, &merged);
+    Some(changed(record, merged, delta, rules, run, now))
 }
 
 /// [`remerge`] of a product as a scan read it. When the store gave the merged document as
@@ -104,10 +104,15 @@ struct Delta {
 impl Delta {
     /// The delta between two parsed documents; `None` when they are equal.
     fn between(old: &Value, new: &Value) -> Option<Self> {
-        (old != new).then(|| Delta {
+        (old != new).then(|| Self::of(old, new))
+    }
+
+    /// The delta between two documents known to differ.
+    fn of(old: &Value, new: &Value) -> Self {
+        Delta {
             patch: patch_between(Some(old), new),
             fields: changed_fields(old, new),
-        })
+        }
     }
 
     /// The delta between a stored document's text and a new document.
