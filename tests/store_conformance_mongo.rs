@@ -28,12 +28,22 @@ mod mongo {
 
 /// A store on a new database `pinv_test_<uuid>`, dropped when the test ends.
 async fn fresh_store() -> TestStore {
+    store_on_new_database(test_options()).await.0
+}
+
+/// A store with `options` on a new database, dropped when the test ends, and the
+/// database's name.
+async fn store_on_new_database(options: MongoOptions) -> (TestStore, String) {
     let uri = uri();
     let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
-    let store = MongoStore::connect(&uri, &database, test_options())
+    let store = MongoStore::connect(&uri, &database, options)
         .await
         .unwrap_or_else(|e| panic!("{URI_VAR} is set but MongoStore::connect({uri}) failed: {e}"));
-    TestStore::with_guard(store, DropDatabase { uri, database })
+    let guard = DropDatabase {
+        uri,
+        database: database.clone(),
+    };
+    (TestStore::with_guard(store, guard), database)
 }
 
 /// Drops a test database when the test ends. `Drop` cannot await, so a thread with its own
@@ -226,22 +236,11 @@ async fn the_list_index_is_read_and_rebuilt_when_the_indexed_paths_change() {
     use pinv::core::index::IndexedPaths;
     use pinv::store::conformance::listed;
 
-    let uri = uri();
-    let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
     let with_paths = |p: &[&str]| MongoOptions {
         indexed_paths: IndexedPaths::parse(p.iter().copied()).expect("paths"),
         ..test_options()
     };
-    let first = MongoStore::connect(&uri, &database, with_paths(&["status"]))
-        .await
-        .expect("connect");
-    let _guard = TestStore::with_guard(
-        first,
-        DropDatabase {
-            uri: uri.clone(),
-            database: database.clone(),
-        },
-    );
+    let (_guard, database) = store_on_new_database(with_paths(&["status"])).await;
     let store = &_guard.store;
     store
         .commit(create(record(
@@ -254,7 +253,7 @@ async fn the_list_index_is_read_and_rebuilt_when_the_indexed_paths_change() {
     assert_eq!(listed(&**store, "name=x").await.0, vec![id(1)], "by a scan");
     // Another set of paths: the index of `name` is built from the stored products; were it
     // not, the list (which reads only the index for an indexed path) would be empty.
-    let again = MongoStore::connect(&uri, &database, with_paths(&["name"]))
+    let again = MongoStore::connect(&uri(), &database, with_paths(&["name"]))
         .await
         .expect("reconnect");
     assert_eq!(listed(&again, "name=x").await.0, vec![id(1)]);
@@ -277,18 +276,7 @@ async fn the_list_index_holds_exactly_the_entries_of_the_stored_documents() {
     use pinv::core::record::{ProductDelete, WriteSet};
     use pinv::store::conformance::update;
 
-    let uri = uri();
-    let database = format!("pinv_test_{}", uuid::Uuid::new_v4().simple());
-    let connected = MongoStore::connect(&uri, &database, test_options())
-        .await
-        .expect("connect");
-    let _guard = TestStore::with_guard(
-        connected,
-        DropDatabase {
-            uri: uri.clone(),
-            database: database.clone(),
-        },
-    );
+    let (_guard, database) = store_on_new_database(test_options()).await;
     let store = &_guard.store;
     let paths = IndexedPaths::standard();
     let one = json!({"status": "active", "name": "one"});
@@ -316,7 +304,9 @@ async fn the_list_index_holds_exactly_the_entries_of_the_stored_documents() {
     };
     store.commit(delete).await.expect("delete 2");
 
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("a client");
+    let client = mongodb::Client::with_uri_str(uri())
+        .await
+        .expect("a client");
     let stored: BTreeSet<String> = client
         .database(&database)
         .collection::<Document>("list_index")

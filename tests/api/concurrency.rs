@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::helpers::{product_with_circuit, small_event, spawn_app};
+use crate::helpers::{first_part_id, product_with_circuit, small_event, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_posts_from_five_sources_keep_all_five_contributions() {
@@ -25,14 +25,9 @@ async fn fifty_concurrent_posts_from_five_sources_keep_all_five_contributions() 
                     product_with_circuit(&format!("{source}-local"), "CIRCUIT-CONC-1", "active");
                 let time = format!("2024-10-03 12:00:{round:02}Z");
                 let body = small_event(source, &format!("{source}-{round}"), &time, value);
-                let res = app.post_products(&body, &[source]).await;
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.unwrap();
-                assert!(status == 201 || status == 200, "{status} {body}");
-                body["responseData"][0]["value"]["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                let (status, answer) = app.post_answer(&body, source).await;
+                assert!(status == 201 || status == 200, "{status} {answer}");
+                first_part_id(&answer)
             }));
         }
     }
@@ -80,13 +75,9 @@ async fn simultaneous_first_posts_of_one_circuit_create_one_product() {
                 "2024-10-03 12:00:00Z",
                 product_with_circuit(&format!("L-{i}"), "CIRCUIT-RACE-1", "active"),
             );
-            let res = app.post_products(&body, &[source]).await;
-            assert_eq!(res.status().as_u16(), 201);
-            let body: Value = res.json().await.unwrap();
-            body["responseData"][0]["value"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let (status, answer) = app.post_answer(&body, source).await;
+            assert_eq!(status, 201, "{answer}");
+            first_part_id(&answer)
         }));
     }
     let mut ids = BTreeSet::new();

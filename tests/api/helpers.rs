@@ -137,6 +137,27 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `POST /products` as `source`: the status and the JSON answer.
+    pub async fn post_answer(&self, body: &Value, source: &str) -> (u16, Value) {
+        let res = self.post_products(body, &[source]).await;
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("a JSON answer"))
+    }
+
+    /// The sources with a contribution to product `id` (`GET /products/{id}/sources`).
+    pub async fn sources_of(&self, id: &str) -> std::collections::BTreeSet<String> {
+        let res = self
+            .get_authorized(&format!("/products/{id}/sources"))
+            .await;
+        assert_eq!(res.status().as_u16(), 200);
+        let body: Value = res.json().await.expect("a JSON answer");
+        body.as_array()
+            .expect("an array of contributions")
+            .iter()
+            .map(|c| c["source"].as_str().expect("a source").to_owned())
+            .collect()
+    }
+
     /// A GET with a token for every source.
     pub async fn get_authorized(&self, path: &str) -> reqwest::Response {
         self.client
@@ -316,6 +337,14 @@ pub fn product_with_circuit(local_id: &str, circuit: &str, status: &str) -> Valu
             "owner": "INSTAR"
         }]
     })
+}
+
+/// The PINV id of the first part of a `POST /products` answer.
+pub fn first_part_id(answer: &Value) -> String {
+    answer["responseData"][0]["value"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no PINV id in {answer}"))
+        .to_owned()
 }
 
 /// True when `s` is a hyphenated UUID.

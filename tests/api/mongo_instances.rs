@@ -22,7 +22,9 @@ use tokio::sync::Barrier;
 
 use pinv::testing::mongo::{flag, uri, ONE_AT_A_TIME_VAR, URI_VAR};
 
-use crate::helpers::{product_with_circuit, small_event, spawn_app_with, test_settings, TestApp};
+use crate::helpers::{
+    first_part_id, product_with_circuit, small_event, spawn_app_with, test_settings, TestApp,
+};
 
 const ISOLATED_VAR: &str = "PINV_TEST_MONGODB_ISOLATED";
 const ROUNDS: usize = 8;
@@ -67,25 +69,9 @@ async fn first_post(app: &TestApp, source: &str, circuit: &str, barrier: &Barrie
         product_with_circuit(&format!("{source}-{circuit}"), circuit, "active"),
     );
     barrier.wait().await;
-    let res = app.post_products(&body, &[source]).await;
-    let status = res.status().as_u16();
-    let body: Value = res.json().await.expect("JSON body");
-    assert_eq!(status, 201, "{source} on {circuit}: {body}");
-    body["responseData"][0]["value"]["id"]
-        .as_str()
-        .expect("a PINV id")
-        .to_owned()
-}
-
-async fn sources_of(app: &TestApp, id: &str) -> BTreeSet<String> {
-    let res = app.get_authorized(&format!("/products/{id}/sources")).await;
-    assert_eq!(res.status().as_u16(), 200);
-    let body: Value = res.json().await.unwrap();
-    body.as_array()
-        .expect("an array of contributions")
-        .iter()
-        .map(|c| c["source"].as_str().unwrap().to_owned())
-        .collect()
+    let (status, answer) = app.post_answer(&body, source).await;
+    assert_eq!(status, 201, "{source} on {circuit}: {answer}");
+    first_part_id(&answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -123,7 +109,7 @@ async fn two_instances_racing_on_one_circuit_create_one_product() {
             let items: Value = list.json().await.unwrap();
             assert_eq!(items[0]["id"], id_a, "instance {name}, {circuit}");
             assert_eq!(
-                sources_of(app, &id_a).await,
+                app.sources_of(&id_a).await,
                 BTreeSet::from(["billing".to_owned(), "provisioning".to_owned()]),
                 "instance {name}: both contributions of {circuit}"
             );

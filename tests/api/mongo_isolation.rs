@@ -20,7 +20,7 @@ use serde_json::Value;
 use pinv::testing::mongo::{flag, uri, ONE_AT_A_TIME_VAR};
 
 use crate::helpers::{
-    product_with_circuit, seed_request, small_event, spawn_app_with, test_settings,
+    first_part_id, product_with_circuit, seed_request, small_event, spawn_app_with, test_settings,
 };
 
 /// As many as the load test's connections: fewer, and nx-27017 sometimes got through
@@ -84,17 +84,12 @@ async fn concurrent_posts_stay_correct_without_one_at_a_time() {
                 let value = product_with_circuit(&format!("{source}-shared"), SHARED, "active");
                 let time = format!("2024-10-03 12:00:{round:02}Z");
                 let body = small_event(source, &format!("{source}-{round}"), &time, value);
-                let res = app.post_products(&body, &[source]).await;
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.expect("JSON body");
+                let (status, answer) = app.post_answer(&body, source).await;
                 assert!(
                     status == 201 || status == 200,
-                    "{source} round {round}: {status} {body}"
+                    "{source} round {round}: {status} {answer}"
                 );
-                body["responseData"][0]["value"]["id"]
-                    .as_str()
-                    .expect("a PINV id")
-                    .to_owned()
+                first_part_id(&answer)
             })
         })
         .collect();
@@ -102,15 +97,9 @@ async fn concurrent_posts_stay_correct_without_one_at_a_time() {
         .map(|n| {
             let app = app.clone();
             tokio::spawn(async move {
-                let body = seed_number(n);
-                let res = app.post_products(&body, &["billing"]).await;
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.expect("JSON body");
-                assert_eq!(status, 201, "POST {n}: {body}");
-                body["responseData"][0]["value"]["id"]
-                    .as_str()
-                    .expect("a PINV id")
-                    .to_owned()
+                let (status, answer) = app.post_answer(&seed_number(n), "billing").await;
+                assert_eq!(status, 201, "POST {n}: {answer}");
+                first_part_id(&answer)
             })
         })
         .collect();
@@ -129,21 +118,9 @@ async fn concurrent_posts_stay_correct_without_one_at_a_time() {
     }
     assert_eq!(ids.len(), POSTS, "one product per circuit");
     let shared = shared.pop_first().unwrap();
-    let sources: Value = app
-        .get_authorized(&format!("/products/{shared}/sources"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let sources: BTreeSet<&str> = sources
-        .as_array()
-        .expect("an array of contributions")
-        .iter()
-        .map(|c| c["source"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        sources,
-        RACERS.into_iter().collect(),
+        app.sources_of(&shared).await,
+        RACERS.map(str::to_owned).into_iter().collect(),
         "both racers' contributions"
     );
 
