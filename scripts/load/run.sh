@@ -34,11 +34,20 @@ export PINV_TEMPLATE="$work/seed-template.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
 # utime + stime of every thread of the server, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# User and system ticks apart, and those of the embedded store's writer thread (0 on MongoDB).
+split_ticks() {
+  local writer=0 t
+  for t in /proc/$pid/task/*; do
+    [[ "$(cat "$t/comm" 2>/dev/null)" == pinv-redb-write ]] && writer="$(awk '{print $14 + $15}' "$t/stat")"
+  done
+  echo "$(awk '{print $14, $15}' "/proc/$pid/stat") $writer"
+}
 # The yardstick, measured before the load while the machine is quiet: measured after it, it
 # met the kernel still writing the server's pages back and read up to 60% high.
 round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
 before_products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
 before_ticks="$(cpu_ticks)"
+before_split="$(split_ticks)"
 # Bytes the server asked the kernel to write (rchar/wchar: every write(2), pwrite(2), send(2) included);
 # write_bytes: what reached the block layer (the store's pages, after the page cache).
 io_field() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$pid/io"; }
@@ -60,6 +69,7 @@ peak=0
   done ) &
 post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
 after_ticks="$(cpu_ticks)"
+after_split="$(split_ticks)"
 after_disk="$(io_field write_bytes)"
 [[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
 if [[ -n "${stat_pid:-}" ]]; then
@@ -76,4 +86,8 @@ awk -v t=$(( after_ticks - before_ticks )) -v hz="$hz" -v n="$stored" -v rt="$ro
   per = t / hz / n * 1e6
   printf "server CPU: %.1f s for %d products = %.0f us per POST\n", t / hz, n, per
   printf "one serde_json parse + serialise of the body: %.1f us; ratio %.1f\n", rt, per / rt
+}'
+awk -v b="$before_split" -v a="$after_split" -v hz="$hz" -v n="$stored" 'BEGIN {
+  split(b, x); split(a, y)
+  printf "of which user %.0f us, system %.0f us; the store writer thread %.0f us\n", (y[1] - x[1]) / hz / n * 1e6, (y[2] - x[2]) / hz / n * 1e6, (y[3] - x[3]) / hz / n * 1e6
 }'
