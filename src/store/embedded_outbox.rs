@@ -192,13 +192,23 @@ pub(crate) fn outbox(db: &Database, sub: &str, limit: usize) -> StoreResult<Vec<
     Ok(out)
 }
 
+/// Only what counting needs of an outbox entry. The other fields, the event's whole product
+/// among them, are skipped over rather than built: the dispatcher counts a subscription's
+/// outbox every second or so, and building every waiting event made that count most of the
+/// server's CPU once tens of thousands of events waited (BENCHMARKS.md, round 11).
+#[derive(serde::Deserialize)]
+struct EntryState {
+    #[serde(default)]
+    dead: bool,
+}
+
 pub(crate) fn outbox_counts(db: &Database, sub: &str) -> StoreResult<OutboxCounts> {
     let txn = db.begin_read().map_err(err)?;
     let table = txn.open_table(OUTBOX).map_err(err)?;
     let (lo, hi) = key_range(sub);
     let mut counts = OutboxCounts::default();
     for row in table.range(lo.as_str()..hi.as_str()).map_err(err)? {
-        let entry: OutboxEntry = parse(row.map_err(err)?.1.value())?;
+        let entry: EntryState = parse(row.map_err(err)?.1.value())?;
         if entry.dead {
             counts.dead += 1;
         } else {
