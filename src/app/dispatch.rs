@@ -139,11 +139,20 @@ struct Dispatcher {
     running: Mutex<HashSet<String>>,
     rounds: Semaphore,
     counts: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// When each subscription's next count is due.
     counted: Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// See [`Dispatcher::counts_due`].
 const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A count waits at least this many times its own duration before the next one.
+const COUNT_SHARE: u32 = 20;
+
+/// How long after a count that took `took` the next one is due: counting then takes at
+/// most a twentieth of the subscription's time.
+fn count_wait(took: Duration) -> Duration {
+    COUNT_EVERY.max(took.saturating_mul(COUNT_SHARE))
+}
 
 /// Starts the dispatcher on the current runtime; it runs until the runtime stops.
 pub fn spawn(
@@ -207,17 +216,23 @@ impl Dispatcher {
     }
 
     /// Counting reads a subscription's whole outbox, so the depth gauges are refreshed at
-    /// most every [`COUNT_EVERY`] per subscription, not after every round.
+    /// most every [`COUNT_EVERY`] per subscription, not after every round; and, when the
+    /// outbox is so deep that one count takes longer than a twentieth of that, only after
+    /// twenty times the last count's duration (see [`Dispatcher::counted_in`]), so that a
+    /// backlog is not made worse by counting it.
     fn counts_due(&self, id: &str) -> bool {
-        let mut last = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match last.get(id) {
-            Some(at) if now.duration_since(*at) < COUNT_EVERY => false,
-            _ => {
-                last.insert(id.to_owned(), now);
-                true
-            }
-        }
+        let due = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        due.get(id).is_none_or(|at| Instant::now() >= *at)
+    }
+
+    /// Records that a count of `id`'s outbox took `took`: the next is due after
+    /// `max(COUNT_EVERY, COUNT_SHARE * took)`.
+    fn counted_in(&self, id: &str, took: Duration) {
+        let wait = count_wait(took);
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Instant::now() + wait);
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -255,8 +270,13 @@ impl Dispatcher {
             if !self.hold(&lease, &mut until).await {
                 return;
             }
-            if self.counts_due(&sub.id) && !self.count_and_bound(&mut sub).await {
-                return;
+            if self.counts_due(&sub.id) {
+                let started = Instant::now();
+                let counted = self.count_and_bound(&mut sub).await;
+                self.counted_in(&sub.id, started.elapsed());
+                if !counted {
+                    return;
+                }
             }
             let entries = match self.store.outbox(&sub.id, self.settings.hub_batch).await {
                 Ok(entries) => entries,
@@ -460,6 +480,18 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_that_takes_long_waits_twenty_times_as_long() {
+        assert_eq!(count_wait(Duration::ZERO), COUNT_EVERY);
+        assert_eq!(count_wait(Duration::from_millis(20)), COUNT_EVERY);
+        assert_eq!(count_wait(Duration::from_millis(50)), COUNT_EVERY);
+        assert_eq!(
+            count_wait(Duration::from_millis(200)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(count_wait(Duration::MAX), Duration::MAX);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
