@@ -20,6 +20,8 @@ else
 fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/pinv-hub-load.XXXXXX")"
 target="${CARGO_TARGET_DIR:-target}/$profile"
+# PINV_BIN: measure that binary (e.g. an older build, to compare) instead of the one just built.
+pinv="${PINV_BIN:-$target/pinv}"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 export PINV_TEMPLATE="$work/seed-template.json"
@@ -27,10 +29,10 @@ python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PIN
 for n in "${counts[@]}"; do
   port="$(free_port)"; lport="$(free_port)"
   "$target/examples/hub_listener" "$lport" & lpid=$!; pids+=("$lpid")
-  PINV_STORE="$work/data-$n" PINV_BIND="127.0.0.1:$port" RUST_LOG=warn "$target/pinv" serve \
+  PINV_STORE="$work/data-$n" PINV_BIND="127.0.0.1:$port" RUST_LOG=warn "$pinv" serve \
     >"$work/server-$n.log" 2>&1 & pid=$!; pids+=("$pid")
   wait_ready "$port"
-  export PINV_TOKEN="$("$target/pinv" token --source billing --ttl 1h)"
+  export PINV_TOKEN="$("$pinv" token --source billing --ttl 1h)"
   hubs=()
   for _ in $(seq 1 "$n"); do
     hubs+=("$(curl -sf -H "Authorization: Bearer $PINV_TOKEN" -H 'Content-Type: application/json' \
