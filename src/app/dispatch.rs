@@ -9,11 +9,12 @@
 //! product's later entries wait behind it, so each product's events arrive in commit order.
 //! Entries are removed only after their listener answered 2xx: at least once.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::stream::{self, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use sha2::Sha256;
@@ -145,6 +146,24 @@ struct Dispatcher {
 
 /// See [`Dispatcher::counts_due`].
 const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// Deliveries one subscription's round has in flight at once, each of another product: one
+/// at a time, a listener got about 1,500 events a second here, fewer than PINV stores
+/// (BENCHMARKS.md, round 11).
+const DELIVERIES_AT_ONCE: usize = 8;
+
+/// What became of one delivery attempt, applied to the subscription once its round is over.
+enum Outcome {
+    Delivered {
+        key: String,
+        at: chrono::DateTime<Utc>,
+    },
+    Failed {
+        entry: Box<OutboxEntry>,
+        error: String,
+        at: chrono::DateTime<Utc>,
+    },
+}
+
 /// A count waits at least this many times its own duration before the next one.
 const COUNT_SHARE: u32 = 20;
 
@@ -355,27 +374,70 @@ impl Dispatcher {
     }
 
     /// Delivers the due entries of one batch; returns what to record and whether any
-    /// entry was delivered.
+    /// entry was delivered. Up to [`DELIVERIES_AT_ONCE`] products' events are in flight at
+    /// once, each product's one after the other, in commit order.
     async fn round(
         &self,
         sub: &mut Subscription,
         entries: Vec<OutboxEntry>,
         lease: &str,
-        mut until: chrono::DateTime<Utc>,
+        until: chrono::DateTime<Utc>,
     ) -> (Vec<Settlement>, bool) {
-        let mut waiting: BTreeSet<PinvId> = BTreeSet::new();
+        let mut products: BTreeMap<PinvId, Vec<OutboxEntry>> = BTreeMap::new();
+        for entry in entries {
+            products.entry(entry.product).or_default().push(entry);
+        }
+        let until = Mutex::new(until);
+        let listener: &Subscription = sub;
+        let outcomes: Vec<Vec<Outcome>> = stream::iter(products.into_values())
+            .map(|entries| self.deliver_product(listener, entries, lease, &until))
+            .buffer_unordered(DELIVERIES_AT_ONCE)
+            .collect()
+            .await;
         let mut settlements = Vec::new();
         let mut delivered_any = false;
-        for mut entry in entries {
-            if waiting.contains(&entry.product) {
-                continue;
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                Outcome::Delivered { key, at } => {
+                    sub.status.delivered += 1;
+                    sub.status.last_success = sub.status.last_success.max(Some(at));
+                    delivered_any = true;
+                    settlements.push(Settlement::Delivered(key));
+                }
+                Outcome::Failed { entry, error, at } => {
+                    if sub.status.last_error_at.is_none_or(|last| last <= at) {
+                        sub.status.last_error = Some(format!("{}: {error}", entry.event_id));
+                        sub.status.last_error_at = Some(at);
+                    }
+                    settlements.push(Settlement::Keep(*entry));
+                }
             }
+        }
+        (settlements, delivered_any)
+    }
+
+    /// One product's due entries, oldest first, until one fails (the later ones wait
+    /// behind it) or is not due yet.
+    async fn deliver_product(
+        &self,
+        sub: &Subscription,
+        entries: Vec<OutboxEntry>,
+        lease: &str,
+        until: &Mutex<chrono::DateTime<Utc>>,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for mut entry in entries {
             if entry.next_attempt > Utc::now() {
-                waiting.insert(entry.product);
-                continue;
+                break;
             }
             // Another instance may take over once the lease lapses: stop before that.
-            if !self.hold(lease, &mut until).await {
+            let mut held = *until.lock().unwrap_or_else(|p| p.into_inner());
+            let holding = self.hold(lease, &mut held).await;
+            {
+                let mut shared = until.lock().unwrap_or_else(|p| p.into_inner());
+                *shared = (*shared).max(held);
+            }
+            if !holding {
                 break;
             }
             match self.post(sub, &entry).await {
@@ -389,10 +451,10 @@ impl Dispatcher {
                         .deliveries
                         .with_label_values(&["delivered"])
                         .inc();
-                    sub.status.delivered += 1;
-                    sub.status.last_success = Some(now);
-                    delivered_any = true;
-                    settlements.push(Settlement::Delivered(entry.key()));
+                    outcomes.push(Outcome::Delivered {
+                        key: entry.key(),
+                        at: now,
+                    });
                 }
                 Err(error) => {
                     let now = Utc::now();
@@ -413,14 +475,16 @@ impl Dispatcher {
                             now + chrono::Duration::from_std(delay).unwrap_or_default();
                         self.metrics.deliveries.with_label_values(&["failed"]).inc();
                     }
-                    sub.status.last_error = Some(format!("{}: {error}", entry.event_id));
-                    sub.status.last_error_at = Some(now);
-                    waiting.insert(entry.product);
-                    settlements.push(Settlement::Keep(entry));
+                    outcomes.push(Outcome::Failed {
+                        entry: Box::new(entry),
+                        error,
+                        at: now,
+                    });
+                    break;
                 }
             }
         }
-        (settlements, delivered_any)
+        outcomes
     }
 
     /// Keeps the subscription's lease for at least one more delivery: renews it (to two

@@ -41,6 +41,11 @@ struct ListenerState {
     hang: AtomicBool,
     /// Requests being held (hang mode).
     held: AtomicUsize,
+    /// Answer only after this many milliseconds.
+    answer_after_ms: AtomicUsize,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 /// A tiny HTTP server standing in for a subscriber.
@@ -70,6 +75,11 @@ async fn receive(
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     };
     state.attempts.lock().unwrap().push(delivery.clone());
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let wait = state.answer_after_ms.load(Ordering::SeqCst) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     if state.hang.load(Ordering::SeqCst) {
         state.held.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -460,6 +470,34 @@ async fn concurrent_posts_yield_one_event_per_change_in_order_per_product() {
         received.entry(product).or_default().push(d.event_id);
     }
     assert_eq!(received, owed);
+}
+
+#[tokio::test]
+async fn a_slow_listener_gets_several_products_events_at_once() {
+    let app = hub_app().await;
+    let listener = Listener::start();
+    // Slower than the POSTs below: while the first delivery waits, the others queue up and
+    // the next round has several products to deliver. (Each product's order is checked by
+    // concurrent_posts_yield_one_event_per_change_in_order_per_product.)
+    listener.state.answer_after_ms.store(300, Ordering::SeqCst);
+    subscribed(&app, json!({"callback": listener.url})).await;
+    for n in 0..6u32 {
+        post(
+            &app,
+            &format!("HUB-AT-ONCE{n}"),
+            &format!("ao{n}"),
+            n + 1,
+            "active",
+        )
+        .await;
+    }
+    listener.wait_for(6).await;
+    let most = listener.state.most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most > 1,
+        "one subscriber's deliveries went out one at a time"
+    );
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
