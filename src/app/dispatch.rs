@@ -387,7 +387,7 @@ impl Dispatcher {
         for entry in entries {
             products.entry(entry.product).or_default().push(entry);
         }
-        let until = Mutex::new(until);
+        let until = tokio::sync::Mutex::new(until);
         let listener: &Subscription = sub;
         let outcomes: Vec<Vec<Outcome>> = stream::iter(products.into_values())
             .map(|entries| self.deliver_product(listener, entries, lease, &until))
@@ -423,21 +423,16 @@ impl Dispatcher {
         sub: &Subscription,
         entries: Vec<OutboxEntry>,
         lease: &str,
-        until: &Mutex<chrono::DateTime<Utc>>,
+        until: &tokio::sync::Mutex<chrono::DateTime<Utc>>,
     ) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         for mut entry in entries {
             if entry.next_attempt > Utc::now() {
                 break;
             }
-            // Another instance may take over once the lease lapses: stop before that.
-            let mut held = *until.lock().unwrap_or_else(|p| p.into_inner());
-            let holding = self.hold(lease, &mut held).await;
-            {
-                let mut shared = until.lock().unwrap_or_else(|p| p.into_inner());
-                *shared = (*shared).max(held);
-            }
-            if !holding {
+            // Another instance may take over once the lease lapses: stop before that. One
+            // product at a time renews it: two renewals at once would race on its version.
+            if !self.hold(lease, &mut *until.lock().await).await {
                 break;
             }
             match self.post(sub, &entry).await {
