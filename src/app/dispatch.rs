@@ -4,9 +4,10 @@
 //! none running, at most `PINV_HUB_CONCURRENCY` at once, so a slow listener holds up only
 //! its own round, never a POST or another listener. A round takes the subscription's lease
 //! (several instances on one MongoDB: one delivers, the others skip), reads a batch of
-//! entries in key order (subscription, product, revision) and POSTs them one after the
-//! other. A failed entry is retried later with exponential backoff and jitter, and the
-//! product's later entries wait behind it, so each product's events arrive in commit order.
+//! entries in key order (subscription, product, revision) and POSTs each product's entries
+//! one after the other, up to `DELIVERIES_AT_ONCE` products at a time. A failed entry is
+//! retried later with exponential backoff and jitter, and the product's later entries wait
+//! behind it, so each product's events arrive in commit order.
 //! Entries are removed only after their listener answered 2xx: at least once.
 
 use std::collections::{BTreeMap, HashSet};
