@@ -147,6 +147,15 @@ struct Dispatcher {
 
 /// See [`Dispatcher::counts_due`].
 const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A count waits at least this many times its own duration before the next one.
+const COUNT_SHARE: u32 = 20;
+
+/// How long after a count that took `took` the next one is due: counting then takes at
+/// most a twentieth of the subscription's time.
+fn count_wait(took: Duration) -> Duration {
+    COUNT_EVERY.max(took.saturating_mul(COUNT_SHARE))
+}
+
 /// Deliveries one subscription's round has in flight at once, each of another product: one
 /// at a time, a listener got about 1,500 events a second here, fewer than PINV stores
 /// (BENCHMARKS.md, round 11).
@@ -158,20 +167,11 @@ enum Outcome {
         key: String,
         at: chrono::DateTime<Utc>,
     },
+    /// `entry` carries the failure in `last_error`, and its next attempt or `dead`.
     Failed {
         entry: Box<OutboxEntry>,
-        error: String,
         at: chrono::DateTime<Utc>,
     },
-}
-
-/// A count waits at least this many times its own duration before the next one.
-const COUNT_SHARE: u32 = 20;
-
-/// How long after a count that took `took` the next one is due: counting then takes at
-/// most a twentieth of the subscription's time.
-fn count_wait(took: Duration) -> Duration {
-    COUNT_EVERY.max(took.saturating_mul(COUNT_SHARE))
 }
 
 /// Starts the dispatcher on the current runtime; it runs until the runtime stops.
@@ -405,8 +405,9 @@ impl Dispatcher {
                     delivered_any = true;
                     settlements.push(Settlement::Delivered(key));
                 }
-                Outcome::Failed { entry, error, at } => {
+                Outcome::Failed { entry, at } => {
                     if sub.status.last_error_at.is_none_or(|last| last <= at) {
+                        let error = entry.last_error.as_deref().unwrap_or_default();
                         sub.status.last_error = Some(format!("{}: {error}", entry.event_id));
                         sub.status.last_error_at = Some(at);
                     }
@@ -455,7 +456,7 @@ impl Dispatcher {
                 Err(error) => {
                     let now = Utc::now();
                     entry.attempts += 1;
-                    entry.last_error = Some(error.clone());
+                    entry.last_error = Some(error);
                     let window = chrono::Duration::from_std(self.settings.hub_retry_window)
                         .unwrap_or(chrono::Duration::days(1));
                     if now - entry.committed_at >= window {
@@ -473,7 +474,6 @@ impl Dispatcher {
                     }
                     outcomes.push(Outcome::Failed {
                         entry: Box::new(entry),
-                        error,
                         at: now,
                     });
                     break;
