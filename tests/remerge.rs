@@ -338,9 +338,10 @@ async fn a_remerge_publishes_one_event_per_changed_product() {
     let products: std::collections::BTreeSet<PinvId> = events.iter().map(|e| e.product).collect();
     assert_eq!(products.len(), 10);
     for e in &events {
-        assert_eq!(e.event["eventType"], "ProductAttributeValueChangeEvent");
-        assert_eq!(e.event["fieldPath"], "name");
-        assert_eq!(e.event["correlationId"], summary.run_id.as_str());
-        assert_eq!(e.event["event"]["product"]["name"], BILLING_NAME);
+        let event = e.event.to_value();
+        assert_eq!(event["eventType"], "ProductAttributeValueChangeEvent");
+        assert_eq!(event["fieldPath"], "name");
+        assert_eq!(event["correlationId"], summary.run_id.as_str());
+        assert_eq!(event["event"]["product"]["name"], BILLING_NAME);
     }
 }

@@ -107,11 +107,8 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// Where an event goes: the TMF637 listener resource under the callback,
 /// `{callback}/listener/productCreateEvent` etc. (the callback's query kept); the callback
 /// itself for an event body without a known `eventType`.
-pub fn listener_url(callback: &str, event: &serde_json::Value) -> String {
-    let kind = event
-        .get("eventType")
-        .and_then(serde_json::Value::as_str)
-        .and_then(EventType::parse);
+pub fn listener_url(callback: &str, event_type: Option<&str>) -> String {
+    let kind = event_type.and_then(EventType::parse);
     let (Some(kind), Ok(mut url)) = (kind, reqwest::Url::parse(callback)) else {
         return callback.to_owned();
     };
@@ -508,10 +505,13 @@ impl Dispatcher {
 
     /// One HTTP POST of one entry; `Err` says why it did not get a 2xx.
     async fn post(&self, sub: &Subscription, entry: &OutboxEntry) -> Result<(), String> {
-        let body = serde_json::to_vec(&entry.event).map_err(|e| e.to_string())?;
+        let body = entry.event.text().as_bytes().to_vec();
         let mut request = self
             .client
-            .post(listener_url(&sub.callback, &entry.event))
+            .post(listener_url(
+                &sub.callback,
+                entry.event.event_type().as_deref(),
+            ))
             .header("content-type", "application/json")
             .header(EVENT_ID_HEADER, &entry.event_id);
         if let Some(secret) = &sub.secret {
@@ -572,22 +572,22 @@ mod tests {
 
     #[test]
     fn events_go_to_the_tmf_listener_resource_under_the_callback() {
-        let create = serde_json::json!({"eventType": "ProductCreateEvent"});
-        let state = serde_json::json!({"eventType": "ProductStateChangeEvent"});
+        let create = Some("ProductCreateEvent");
+        let state = Some("ProductStateChangeEvent");
         assert_eq!(
-            listener_url("http://a:1/hook", &create),
+            listener_url("http://a:1/hook", create),
             "http://a:1/hook/listener/productCreateEvent"
         );
         assert_eq!(
-            listener_url("https://a/hook/?token=x", &state),
+            listener_url("https://a/hook/?token=x", state),
             "https://a/hook/listener/productStateChangeEvent?token=x"
         );
         assert_eq!(
-            listener_url("http://a", &create),
+            listener_url("http://a", create),
             "http://a/listener/productCreateEvent"
         );
         assert_eq!(
-            listener_url("http://a/x", &serde_json::json!({})),
+            listener_url("http://a/x", None),
             "http://a/x"
         );
     }

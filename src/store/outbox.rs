@@ -7,8 +7,11 @@
 //! revision, so the dispatcher delivers each product's events to each subscriber in commit
 //! order.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::core::event::{events_for, HubQuery};
@@ -67,7 +70,7 @@ pub struct OutboxEntry {
     /// The event id (also in `event`).
     pub event_id: String,
     /// The TMF `Event` body.
-    pub event: Value,
+    pub event: EventJson,
     /// When the change was committed.
     pub committed_at: DateTime<Utc>,
     /// Delivery attempts so far.
@@ -80,6 +83,52 @@ pub struct OutboxEntry {
     /// Given up: kept to be seen, never delivered again.
     #[serde(default)]
     pub dead: bool,
+}
+
+/// A TMF `Event` body as JSON text. It is written once, when its change commits (one text
+/// shared by every subscription that takes it), then stored, read back and sent as it is:
+/// the dispatcher never builds its tree. Building it (and dropping it) on every read was
+/// most of what the outbox cost a subscriber (BENCHMARKS.md, round 12).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventJson(Arc<RawValue>);
+
+impl EventJson {
+    /// The JSON text of `body`.
+    pub fn of(body: &Value) -> Self {
+        let raw = serde_json::value::to_raw_value(body)
+            .unwrap_or_else(|_| unreachable!("a Value always serialises"));
+        Self(Arc::from(raw))
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The body as a tree.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.text())
+            .unwrap_or_else(|_| unreachable!("the text of a RawValue is JSON"))
+    }
+
+    /// Its `eventType`, read without building the rest.
+    pub fn event_type(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct TypeOnly {
+            #[serde(rename = "eventType")]
+            event_type: Option<String>,
+        }
+        serde_json::from_str::<TypeOnly>(self.text())
+            .ok()
+            .and_then(|t| t.event_type)
+    }
+}
+
+impl PartialEq for EventJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }
 
 impl OutboxEntry {
@@ -146,15 +195,17 @@ pub fn entries_for(
                     .map(|d| &d.last)
             });
         for (seq, event) in events_for(entry, product, now).into_iter().enumerate() {
+            let mut text: Option<EventJson> = None;
             for (sub, query) in &queries {
                 if query.matches(&event) {
+                    let text = text.get_or_insert_with(|| EventJson::of(&event.body));
                     out.push(OutboxEntry {
                         subscription: sub.id.clone(),
                         product: event.product,
                         revision: event.revision,
                         seq: u32::try_from(seq).unwrap_or(u32::MAX),
                         event_id: event.event_id.clone(),
-                        event: event.body.clone(),
+                        event: text.clone(),
                         committed_at: now,
                         attempts: 0,
                         next_attempt: now,
@@ -248,8 +299,16 @@ mod tests {
         let entries = entries_for(&created(1), &subs, Utc::now());
         let who: Vec<&str> = entries.iter().map(|e| e.subscription.as_str()).collect();
         assert_eq!(who, ["a", "c"]);
-        assert_eq!(entries[0].event["event"]["product"]["status"], "active");
+        assert_eq!(
+            entries[0].event.to_value()["event"]["product"]["status"],
+            "active"
+        );
         assert_eq!(entries[0].event_id, entries[1].event_id);
+        assert_eq!(entries[0].event, entries[1].event);
+        assert_eq!(
+            entries[0].event.event_type().as_deref(),
+            Some("ProductCreateEvent")
+        );
     }
 
     #[test]
@@ -266,8 +325,9 @@ mod tests {
         }];
         let entries = entries_for(&set, &[sub("a", "")], Utc::now());
         assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].event["eventType"], "ProductDeleteEvent");
-        assert_eq!(entries[0].event["event"]["product"], last);
+        let event = entries[0].event.to_value();
+        assert_eq!(event["eventType"], "ProductDeleteEvent");
+        assert_eq!(event["event"]["product"], last);
     }
 
     #[test]
@@ -279,7 +339,7 @@ mod tests {
             revision: 1,
             seq: 0,
             event_id: format!("{product}"),
-            event: json!({}),
+            event: EventJson::of(&json!({})),
             committed_at: t0 + chrono::Duration::seconds(seconds),
             attempts: 0,
             next_attempt: t0,
