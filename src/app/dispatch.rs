@@ -586,10 +586,7 @@ mod tests {
             listener_url("http://a", create),
             "http://a/listener/productCreateEvent"
         );
-        assert_eq!(
-            listener_url("http://a/x", None),
-            "http://a/x"
-        );
+        assert_eq!(listener_url("http://a/x", None), "http://a/x");
     }
 
     #[test]

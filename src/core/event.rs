@@ -5,8 +5,12 @@
 //! it, so every change path (POST, re-merge, relationship rewriting, the TMF write routes)
 //! publishes the same way without code of its own.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
 
 use crate::core::query::{Filter, Query};
 use crate::core::record::HistoryEntry;
@@ -71,9 +75,11 @@ impl EventType {
     }
 }
 
-/// One product event, ready to deliver.
+/// One product event, ready to deliver. It borrows the product rather than copying it
+/// into its body: a change's product is already in its write set, and copying it for every
+/// event cost a POST about as much as serialising it (BENCHMARKS.md, round 12).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProductEvent {
+pub struct ProductEvent<'p> {
     /// `<pinv id>/<revision>/<kind>`: unique per change and kind, the same on every
     /// redelivery.
     pub event_id: String,
@@ -83,8 +89,45 @@ pub struct ProductEvent {
     pub product: PinvId,
     /// The revision the change produced.
     pub revision: u64,
-    /// The whole TMF `Event` body.
-    pub body: Value,
+    /// The TMF `Event` body but the product: an object whose `event` member is `null`.
+    pub head: Value,
+    /// The product the body carries as `event.product`.
+    pub document: Cow<'p, Value>,
+}
+
+impl ProductEvent<'_> {
+    /// The whole TMF `Event` body as a tree (a copy of the product included).
+    pub fn body(&self) -> Value {
+        let mut body = self.head.clone();
+        body["event"] = json!({"product": self.document.as_ref()});
+        body
+    }
+}
+
+/// Serialises as [`ProductEvent::body`] would, without copying the product.
+impl Serialize for ProductEvent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Carried<'a> {
+            product: &'a Value,
+        }
+        let empty = Map::new();
+        let head = self.head.as_object().unwrap_or(&empty);
+        let mut map = serializer.serialize_map(Some(head.len()))?;
+        for (key, value) in head {
+            if key == "event" {
+                map.serialize_entry(
+                    key,
+                    &Carried {
+                        product: &self.document,
+                    },
+                )?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// True when `entry` records the removal of its product.
@@ -116,13 +159,15 @@ pub fn changed_fields(patch: &Value) -> Vec<String> {
 /// The first revision is a create; a deletion is a delete; any other change is an
 /// attribute value change naming the changed top-level fields, plus a state change when
 /// `status` is one of them. A change that touches nothing reports nothing.
-pub fn events_for(
+pub fn events_for<'p>(
     entry: &HistoryEntry,
-    product: Option<&Value>,
+    product: Option<&'p Value>,
     now: DateTime<Utc>,
-) -> Vec<ProductEvent> {
-    let fallback = json!({"id": entry.product.to_string(), "@type": "Product"});
-    let product = product.unwrap_or(&fallback);
+) -> Vec<ProductEvent<'p>> {
+    let document = match product {
+        Some(product) => Cow::Borrowed(product),
+        None => Cow::Owned(json!({"id": entry.product.to_string(), "@type": "Product"})),
+    };
     let mut kinds: Vec<(EventType, Option<Vec<String>>)> = Vec::new();
     if is_deletion(entry) {
         kinds.push((EventType::Delete, None));
@@ -150,7 +195,7 @@ pub fn events_for(
                 "correlationId": entry.event.id,
                 "domain": "productInventory",
                 "title": kind.name(),
-                "event": {"product": product},
+                "event": null,
             });
             if let Some(fields) = fields {
                 body["fieldPath"] = Value::from(fields.join(","));
@@ -161,7 +206,8 @@ pub fn events_for(
                 event_type: kind,
                 product: entry.product,
                 revision: entry.revision,
-                body,
+                head: body,
+                document: document.clone(),
             }
         })
         .collect()
@@ -174,6 +220,9 @@ pub fn events_for(
 pub struct HubQuery {
     /// The filters, evaluated on the whole TMF `Event` body.
     pub filters: Vec<Filter>,
+    /// The `event.product.*` filters with that prefix taken off: evaluated on the product
+    /// itself, which an event does not copy into its body.
+    on_product: Vec<Filter>,
 }
 
 /// Why a subscription query was refused.
@@ -213,14 +262,29 @@ impl HubQuery {
                 )));
             }
         }
+        let on_product = parsed
+            .filters
+            .iter()
+            .filter(|f| f.path.len() > 2 && f.path[..2] == PRODUCT_PREFIX)
+            .map(|f| Filter {
+                path: f.path[2..].to_vec(),
+                ..f.clone()
+            })
+            .collect();
         Ok(Self {
             filters: parsed.filters,
+            on_product,
         })
     }
 
     /// True when the event passes every condition.
     pub fn matches(&self, event: &ProductEvent) -> bool {
-        self.filters.iter().all(|f| f.matches(&event.body))
+        // `parse` lets through only `eventType` and `event.product.*` paths.
+        self.filters
+            .iter()
+            .filter(|f| f.path == ["eventType"])
+            .all(|f| f.matches(&event.head))
+            && self.on_product.iter().all(|f| f.matches(&event.document))
     }
 }
 
@@ -253,7 +317,7 @@ mod tests {
         let product = json!({"id": "x", "status": "active"});
         let events = events_for(&entry(1, json!([])), Some(&product), Utc::now());
         assert_eq!(kinds(&events), [EventType::Create]);
-        let body = &events[0].body;
+        let body = &events[0].body();
         assert_eq!(body["eventType"], "ProductCreateEvent");
         assert_eq!(body["event"]["product"], product);
         assert_eq!(body["correlationId"], "e-1");
@@ -269,22 +333,40 @@ mod tests {
             {"op": "replace", "path": "/status", "value": "suspended"},
             {"op": "add", "path": "/name/x", "value": 1}
         ]);
-        let events = events_for(&entry(3, patch), Some(&json!({})), Utc::now());
+        let product = json!({});
+        let events = events_for(&entry(3, patch), Some(&product), Utc::now());
         assert_eq!(
             kinds(&events),
             [EventType::StateChange, EventType::AttributeValueChange]
         );
-        assert_eq!(events[0].body["fieldPath"], "status");
-        assert_eq!(events[1].body["fieldPath"], "name,status");
+        assert_eq!(events[0].body()["fieldPath"], "status");
+        assert_eq!(events[1].body()["fieldPath"], "name,status");
         assert_ne!(events[0].event_id, events[1].event_id);
+    }
+
+    #[test]
+    fn an_event_serialises_as_its_body_with_the_product_in_place() {
+        let product = json!({"id": "x", "status": "suspended", "name": "n"});
+        let patch = json!([{"op": "replace", "path": "/status", "value": "suspended"}]);
+        let mut events = events_for(&entry(2, patch), Some(&product), Utc::now());
+        events.extend(events_for(&entry(1, json!([])), Some(&product), Utc::now()));
+        for event in &events {
+            // The text, not only the value: key order included (fieldPath after event).
+            assert_eq!(
+                serde_json::to_string(event).unwrap(),
+                serde_json::to_string(&event.body()).unwrap()
+            );
+            assert_eq!(event.body()["event"]["product"], product);
+        }
     }
 
     #[test]
     fn other_changes_name_their_fields_and_empty_ones_report_nothing() {
         let patch = json!([{"op": "remove", "path": "/a~1b/0"}]);
-        let events = events_for(&entry(2, patch), Some(&json!({})), Utc::now());
+        let product = json!({});
+        let events = events_for(&entry(2, patch), Some(&product), Utc::now());
         assert_eq!(kinds(&events), [EventType::AttributeValueChange]);
-        assert_eq!(events[0].body["description"], "changed: a/b");
+        assert_eq!(events[0].body()["description"], "changed: a/b");
         assert!(events_for(&entry(2, json!([])), Some(&json!({})), Utc::now()).is_empty());
     }
 
@@ -299,7 +381,7 @@ mod tests {
         let events = events_for(&deleted, None, Utc::now());
         assert_eq!(kinds(&events), [EventType::Delete]);
         assert_eq!(
-            events[0].body["event"]["product"]["id"],
+            events[0].body()["event"]["product"]["id"],
             deleted.product.to_string()
         );
     }
@@ -348,13 +430,14 @@ mod tests {
         )
         .unwrap();
         let named = |name: &str| json!({"name": name});
-        let created = events_for(&entry(1, json!([])), Some(&named("a b")), Utc::now());
+        let (a_b, a) = (named("a b"), named("a"));
+        let created = events_for(&entry(1, json!([])), Some(&a_b), Utc::now());
         assert!(q.matches(&created[0]));
-        let other = events_for(&entry(1, json!([])), Some(&named("a")), Utc::now());
+        let other = events_for(&entry(1, json!([])), Some(&a), Utc::now());
         assert!(!q.matches(&other[0]));
         let changed = events_for(
             &entry(2, json!([{"op": "add", "path": "/name", "value": "a b"}])),
-            Some(&named("a b")),
+            Some(&a_b),
             Utc::now(),
         );
         assert!(!q.matches(&changed[0]), "not one of the event types");

@@ -95,7 +95,7 @@ pub struct EventJson(Arc<RawValue>);
 
 impl EventJson {
     /// The JSON text of `body`.
-    pub fn of(body: &Value) -> Self {
+    pub fn of<T: Serialize + ?Sized>(body: &T) -> Self {
         let raw = serde_json::value::to_raw_value(body)
             .unwrap_or_else(|_| unreachable!("a Value always serialises"));
         Self(Arc::from(raw))
@@ -198,7 +198,7 @@ pub fn entries_for(
             let mut text: Option<EventJson> = None;
             for (sub, query) in &queries {
                 if query.matches(&event) {
-                    let text = text.get_or_insert_with(|| EventJson::of(&event.body));
+                    let text = text.get_or_insert_with(|| EventJson::of(&event));
                     out.push(OutboxEntry {
                         subscription: sub.id.clone(),
                         product: event.product,
