@@ -76,8 +76,8 @@ impl EventType {
 }
 
 /// One product event, ready to deliver. It borrows the product rather than copying it
-/// into its body: a change's product is already in its write set, and copying it for every
-/// event cost a POST about as much as serialising it (BENCHMARKS.md, round 12).
+/// into its body: a change's product is already in its write set, and the event is only
+/// matched against queries and written out once as text (BENCHMARKS.md, round 12).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProductEvent<'p> {
     /// `<pinv id>/<revision>/<kind>`: unique per change and kind, the same on every

@@ -88,7 +88,7 @@ pub struct OutboxEntry {
 /// A TMF `Event` body as JSON text. It is written once, when its change commits (one text
 /// shared by every subscription that takes it), then stored, read back and sent as it is:
 /// the dispatcher never builds its tree. Building it (and dropping it) on every read was
-/// most of what the outbox cost a subscriber (BENCHMARKS.md, round 12).
+/// the largest part of what the outbox cost with a subscriber (BENCHMARKS.md, round 12).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventJson(Arc<RawValue>);
