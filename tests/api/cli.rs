@@ -315,3 +315,47 @@ fn generate_help_offers_only_what_generate_uses() {
         assert!(!help.contains(absent), "{absent} in:\n{help}");
     }
 }
+
+/// The request workers `pinv serve` runs, counted from the threads actix names
+/// `actix-server worker <n>` (the kernel keeps the first 15 bytes of a thread's name).
+#[cfg(target_os = "linux")]
+fn actix_workers(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("actix-server wo"))
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_workers_setting_is_the_number_of_request_workers() {
+    use std::time::{Duration, Instant};
+    for workers in [1usize, 3] {
+        let mut child = pinv()
+            .args(["serve", "--store", "memory"])
+            .env("PINV_WORKERS", workers.to_string())
+            .env("PINV_BIND", "127.0.0.1:0")
+            .env("PINV_JWT_SECRET", SECRET)
+            .env("PINV_RULES_DIR", rules_dir())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pinv serve starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while actix_workers(child.id()) < workers && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Long enough for any worker beyond the setting to show up too.
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = actix_workers(child.id());
+        let still_running = child.try_wait().expect("child status").is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(still_running, "pinv serve stopped (PINV_WORKERS={workers})");
+        assert_eq!(seen, workers, "request workers with PINV_WORKERS={workers}");
+    }
+}

@@ -37,6 +37,8 @@ struct ListenerState {
     attempts: Mutex<Vec<Delivery>>,
     /// Answer `500` to this many attempts first.
     fail_first: AtomicUsize,
+    /// Answer `500` to every event whose body contains this text.
+    fail_containing: Mutex<Option<String>>,
     /// Never answer.
     hang: AtomicBool,
     /// Requests being held (hang mode).
@@ -88,7 +90,13 @@ async fn receive(
         .fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
-    if failing {
+    let refused = state
+        .fail_containing
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|text| String::from_utf8_lossy(&body).contains(text));
+    if failing || refused {
         return HttpResponse::InternalServerError().finish();
     }
     state.delivered.lock().unwrap().push(delivery);
@@ -497,6 +505,54 @@ async fn a_slow_listener_gets_several_products_events_at_once() {
         most > 1,
         "one subscriber's deliveries went out one at a time"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_product_whose_events_keep_failing_does_not_hold_back_the_others() {
+    let app = hub_app().await;
+    let listener = Listener::start();
+    *listener.state.fail_containing.lock().unwrap() = Some("HUB-STUCK".to_owned());
+    subscribed(&app, json!({"callback": listener.url})).await;
+    let stuck = post(&app, "HUB-STUCK", "stuck", 1, "active").await;
+    let mut others = std::collections::BTreeSet::new();
+    for n in 0..5u32 {
+        let id = post(
+            &app,
+            &format!("HUB-FREE{n}"),
+            &format!("free{n}"),
+            n + 2,
+            "active",
+        )
+        .await;
+        others.insert(id);
+    }
+    let delivered: std::collections::BTreeSet<String> = listener
+        .wait_for(5)
+        .await
+        .iter()
+        .map(|d| {
+            d.body["event"]["product"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(delivered, others);
+    // The stuck product's event was tried, more than once, and is still waiting.
+    let tried = |attempts: &[Delivery]| {
+        attempts
+            .iter()
+            .filter(|d| d.body["event"]["product"]["id"] == stuck.as_str())
+            .count()
+    };
+    for _ in 0..500 {
+        if tried(&listener.state.attempts.lock().unwrap()) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tried(&listener.state.attempts.lock().unwrap()) >= 2);
     app.stop().await;
 }
 
