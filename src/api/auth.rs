@@ -64,6 +64,10 @@ pub struct Authenticator {
 /// Distinct good tokens remembered (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 1024;
 
+/// A longer token is verified on every request instead: the cache stays under 4 MiB of
+/// tokens whatever a key holder signs.
+const REMEMBERED_TOKEN_MAX_BYTES: usize = 4096;
+
 impl Authenticator {
     /// Reads the key (the PEM file for RS256/ES256) and fixes the validation rules.
     pub fn from_settings(jwt: &JwtSettings) -> Result<Self, AuthConfigError> {
@@ -132,7 +136,9 @@ impl Authenticator {
             Some(claims) => claims,
             None => {
                 let claims = self.decode(token)?;
-                self.verified.insert(token.to_owned(), claims.clone());
+                if token.len() <= REMEMBERED_TOKEN_MAX_BYTES {
+                    self.verified.insert(token.to_owned(), claims.clone());
+                }
                 claims
             }
         };
@@ -484,6 +490,17 @@ mod tests {
             }
         }
         assert_eq!(auth.verified.len(), 1, "only the good token is remembered");
+    }
+
+    #[test]
+    fn a_very_long_token_is_verified_but_not_remembered() {
+        let auth = hs(None, None);
+        let padding = "x".repeat(REMEMBERED_TOKEN_MAX_BYTES);
+        let long = hs_json(serde_json::json!({"sources": ["*"], "exp": now() + 60,
+            "padding": padding}));
+        assert!(long.len() > REMEMBERED_TOKEN_MAX_BYTES);
+        auth.verify(&long).unwrap();
+        assert_eq!(auth.verified.len(), 0);
     }
 
     #[test]
