@@ -29,6 +29,15 @@ struct Delivery {
     body: Value,
 }
 
+impl Delivery {
+    /// The id of the product the event carries.
+    fn product_id(&self) -> &str {
+        self.body["event"]["product"]["id"]
+            .as_str()
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 struct ListenerState {
     /// Answered 2xx, in arrival order.
@@ -471,10 +480,7 @@ async fn concurrent_posts_yield_one_event_per_change_in_order_per_product() {
     assert_eq!(listener.delivered().len(), total);
     let mut received: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in got {
-        let product = d.body["event"]["product"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let product = d.product_id().to_owned();
         received.entry(product).or_default().push(d.event_id);
     }
     assert_eq!(received, owed);
@@ -531,21 +537,11 @@ async fn a_product_whose_events_keep_failing_does_not_hold_back_the_others() {
         .wait_for(5)
         .await
         .iter()
-        .map(|d| {
-            d.body["event"]["product"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|d| d.product_id().to_owned())
         .collect();
     assert_eq!(delivered, others);
     // The stuck product's event was tried, more than once, and is still waiting.
-    let tried = |attempts: &[Delivery]| {
-        attempts
-            .iter()
-            .filter(|d| d.body["event"]["product"]["id"] == stuck.as_str())
-            .count()
-    };
+    let tried = |attempts: &[Delivery]| attempts.iter().filter(|d| d.product_id() == stuck).count();
     for _ in 0..500 {
         if tried(&listener.state.attempts.lock().unwrap()) >= 2 {
             break;
@@ -774,15 +770,7 @@ async fn a_post_publishes_a_create_for_every_product_it_stores() {
     assert!(got
         .iter()
         .all(|d| d.body["eventType"] == "ProductCreateEvent"));
-    let mut products: Vec<String> = got
-        .iter()
-        .map(|d| {
-            d.body["event"]["product"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let mut products: Vec<String> = got.iter().map(|d| d.product_id().to_owned()).collect();
     products.sort();
     stored.sort();
     assert_eq!(products, stored);
@@ -853,10 +841,7 @@ async fn a_full_outbox_keeps_the_oldest_events_as_dead_and_delivers_the_newest()
     listener.state.fail_first.store(0, Ordering::SeqCst);
     let got = listener.wait_for(2).await;
     // Delivered in key order (by product), not commit order.
-    let products: std::collections::BTreeSet<&str> = got
-        .iter()
-        .map(|d| d.body["event"]["product"]["id"].as_str().unwrap())
-        .collect();
+    let products: std::collections::BTreeSet<&str> = got.iter().map(Delivery::product_id).collect();
     let newest = std::collections::BTreeSet::from([ids[3].as_str(), ids[4].as_str()]);
     assert_eq!(products, newest, "the newest two");
     listener.stop().await;
