@@ -106,9 +106,8 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 /// Where an event goes: the TMF637 listener resource under the callback,
 /// `{callback}/listener/productCreateEvent` etc. (the callback's query kept); the callback
-/// itself for an event body without a known `eventType`.
-pub fn listener_url(callback: &str, event_type: Option<&str>) -> String {
-    let kind = event_type.and_then(EventType::parse);
+/// itself for an event of no known kind.
+pub fn listener_url(callback: &str, kind: Option<EventType>) -> String {
     let (Some(kind), Ok(mut url)) = (kind, reqwest::Url::parse(callback)) else {
         return callback.to_owned();
     };
@@ -510,7 +509,7 @@ impl Dispatcher {
             .client
             .post(listener_url(
                 &sub.callback,
-                entry.event.event_type().as_deref(),
+                EventType::of_event_id(&entry.event_id),
             ))
             .header("content-type", "application/json")
             .header(EVENT_ID_HEADER, &entry.event_id);
@@ -572,8 +571,8 @@ mod tests {
 
     #[test]
     fn events_go_to_the_tmf_listener_resource_under_the_callback() {
-        let create = Some("ProductCreateEvent");
-        let state = Some("ProductStateChangeEvent");
+        let create = Some(EventType::Create);
+        let state = Some(EventType::StateChange);
         assert_eq!(
             listener_url("http://a:1/hook", create),
             "http://a:1/hook/listener/productCreateEvent"

@@ -64,6 +64,14 @@ impl EventType {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// The kind an event id made by [`events_for`] names (`<pinv id>/<revision>/<tag>`): the
+    /// dispatcher reads it there rather than scan the event's text for its `eventType`
+    /// (about 5 µs for a seed product's event).
+    pub fn of_event_id(event_id: &str) -> Option<Self> {
+        let tag = event_id.rsplit('/').next()?;
+        Self::ALL.into_iter().find(|t| t.tag() == tag)
+    }
+
     /// A short tag for ids.
     fn tag(self) -> &'static str {
         match self {
@@ -384,6 +392,30 @@ mod tests {
             events[0].body()["event"]["product"]["id"],
             deleted.product.to_string()
         );
+    }
+
+    #[test]
+    fn an_event_id_names_its_kind() {
+        let status = json!([{"op": "replace", "path": "/status", "value": "x"}]);
+        let mut deleted = entry(4, json!([]));
+        deleted.deleted = true;
+        let product = json!({});
+        let events = [
+            events_for(&entry(1, json!([])), Some(&product), Utc::now()),
+            events_for(&entry(2, status), Some(&product), Utc::now()),
+            events_for(&deleted, None, Utc::now()),
+        ];
+        let mut seen = Vec::new();
+        for event in events.iter().flatten() {
+            assert_eq!(
+                EventType::of_event_id(&event.event_id),
+                Some(event.event_type)
+            );
+            seen.push(event.event_type);
+        }
+        seen.sort();
+        assert_eq!(seen, EventType::ALL);
+        assert_eq!(EventType::of_event_id("x/1/other"), None);
     }
 
     #[test]

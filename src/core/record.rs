@@ -146,16 +146,17 @@ pub struct ProductWrite {
     pub merged_json: Option<DocumentJson>,
 }
 
-/// A merged document's JSON, made once and shared: a POST answers with the JSON the store
-/// writes, instead of copying the document for the answer and serialising it twice.
-#[derive(Debug, Clone)]
-pub struct DocumentJson(Arc<RawValue>);
+/// JSON text made once and shared: a document or event that is written, stored or sent
+/// as text, so that it is serialised one time however many places take it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Arc<RawValue>);
 
-impl DocumentJson {
-    /// The JSON of `document`.
-    pub fn of(document: &Value) -> Self {
-        let json = serde_json::value::to_raw_value(document)
-            .expect("a JSON value serialises (its keys are strings)");
+impl JsonText {
+    /// The JSON of `value`.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        let json = serde_json::value::to_raw_value(value)
+            .expect("our values serialise (their keys are strings)");
         Self(Arc::from(json))
     }
 
@@ -164,23 +165,32 @@ impl DocumentJson {
         &self.0
     }
 
-    /// The document as a tree again.
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree again.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.0.get()).expect("JSON made by serde_json parses")
     }
 }
 
-impl PartialEq for DocumentJson {
+impl PartialEq for JsonText {
     fn eq(&self, other: &Self) -> bool {
         self.0.get() == other.0.get()
     }
 }
 
-impl Serialize for DocumentJson {
+impl Serialize for JsonText {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
     }
 }
+
+/// A merged document's JSON: a POST answers with the JSON the store writes, instead of
+/// copying the document for the answer and serialising it twice.
+pub type DocumentJson = JsonText;
 
 /// A merged document on its way to an answer: the tree, or its JSON made for the store.
 #[derive(Debug, Clone)]

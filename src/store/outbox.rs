@@ -7,15 +7,11 @@
 //! revision, so the dispatcher delivers each product's events to each subscriber in commit
 //! order.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::core::event::{events_for, HubQuery};
-use crate::core::record::WriteSet;
+use crate::core::record::{JsonText, WriteSet};
 use crate::core::PinvId;
 
 /// A registered listener.
@@ -89,47 +85,7 @@ pub struct OutboxEntry {
 /// shared by every subscription that takes it), then stored, read back and sent as it is:
 /// the dispatcher never builds its tree. Building it (and dropping it) on every read was
 /// the largest part of what the outbox cost with a subscriber (BENCHMARKS.md, round 12).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EventJson(Arc<RawValue>);
-
-impl EventJson {
-    /// The JSON text of `body`.
-    pub fn of<T: Serialize + ?Sized>(body: &T) -> Self {
-        let raw = serde_json::value::to_raw_value(body)
-            .unwrap_or_else(|_| unreachable!("a Value always serialises"));
-        Self(Arc::from(raw))
-    }
-
-    /// The JSON text.
-    pub fn text(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The body as a tree.
-    pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.text())
-            .unwrap_or_else(|_| unreachable!("the text of a RawValue is JSON"))
-    }
-
-    /// Its `eventType`, read without building the rest.
-    pub fn event_type(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct TypeOnly {
-            #[serde(rename = "eventType")]
-            event_type: Option<String>,
-        }
-        serde_json::from_str::<TypeOnly>(self.text())
-            .ok()
-            .and_then(|t| t.event_type)
-    }
-}
-
-impl PartialEq for EventJson {
-    fn eq(&self, other: &Self) -> bool {
-        self.text() == other.text()
-    }
-}
+pub type EventJson = JsonText;
 
 impl OutboxEntry {
     /// The storage key: sorts by subscription, product, revision, position.
@@ -305,10 +261,6 @@ mod tests {
         );
         assert_eq!(entries[0].event_id, entries[1].event_id);
         assert_eq!(entries[0].event, entries[1].event);
-        assert_eq!(
-            entries[0].event.event_type().as_deref(),
-            Some("ProductCreateEvent")
-        );
     }
 
     #[test]
