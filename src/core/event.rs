@@ -226,8 +226,8 @@ pub fn events_for<'p>(
 /// (arrays transparent), with every operator of the list routes; all must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HubQuery {
-    /// The filters, evaluated on the whole TMF `Event` body.
-    pub filters: Vec<Filter>,
+    /// The `eventType` filters, evaluated on the event's body but its product.
+    on_type: Vec<Filter>,
     /// The `event.product.*` filters with that prefix taken off: evaluated on the product
     /// itself, which an event does not copy into its body.
     on_product: Vec<Filter>,
@@ -254,7 +254,8 @@ impl HubQuery {
                 "sort, offset, limit and fields do not apply to events".to_owned(),
             ));
         }
-        for filter in &parsed.filters {
+        let mut query = Self::default();
+        for mut filter in parsed.filters {
             if filter.path == ["eventType"] {
                 if let Some(bad) = filter
                     .values
@@ -263,35 +264,23 @@ impl HubQuery {
                 {
                     return Err(HubQueryError(format!("unknown eventType '{}'", bad.text)));
                 }
-            } else if filter.path.len() <= 2 || filter.path[..2] != PRODUCT_PREFIX {
+                query.on_type.push(filter);
+            } else if filter.path.len() > 2 && filter.path[..2] == PRODUCT_PREFIX {
+                filter.path.drain(..2);
+                query.on_product.push(filter);
+            } else {
                 return Err(HubQueryError(format!(
                     "'{}' is neither eventType nor an event.product.* path",
                     filter.dotted_path()
                 )));
             }
         }
-        let on_product = parsed
-            .filters
-            .iter()
-            .filter(|f| f.path.len() > 2 && f.path[..2] == PRODUCT_PREFIX)
-            .map(|f| Filter {
-                path: f.path[2..].to_vec(),
-                ..f.clone()
-            })
-            .collect();
-        Ok(Self {
-            filters: parsed.filters,
-            on_product,
-        })
+        Ok(query)
     }
 
     /// True when the event passes every condition.
     pub fn matches(&self, event: &ProductEvent) -> bool {
-        // `parse` lets through only `eventType` and `event.product.*` paths.
-        self.filters
-            .iter()
-            .filter(|f| f.path == ["eventType"])
-            .all(|f| f.matches(&event.head))
+        self.on_type.iter().all(|f| f.matches(&event.head))
             && self.on_product.iter().all(|f| f.matches(&event.document))
     }
 }
