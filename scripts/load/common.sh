@@ -40,6 +40,10 @@ ensure_generated() {
   fi
 }
 
+# cpu_ticks PID: utime + stime of every thread of the process, in clock ticks
+# (getconf CLK_TCK a second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # total_products BASE TOKEN: the store's product count (X-Total-Count of a one-item list).
 total_products() {
   curl -sf -H "Authorization: Bearer $2" "$1/products?limit=1" -D - -o /dev/null \

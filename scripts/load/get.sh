@@ -37,10 +37,9 @@ for n in random.sample(range(count), min(2000, count)):
     for product in json.load(urllib.request.urlopen(req)):
         print(product["id"])
 PY
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-before="$(cpu_ticks)"
+before="$(cpu_ticks "$pid")"
 out="$(wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/get.lua -H "Authorization: Bearer $token" "$base")"
-after="$(cpu_ticks)"
+after="$(cpu_ticks "$pid")"
 echo "$out"
 requests="$(echo "$out" | awk '/requests in/ {print $1}')"
 awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$requests" \

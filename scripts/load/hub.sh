@@ -40,7 +40,7 @@ for n in "${counts[@]}"; do
       "http://127.0.0.1:$port/tmf-api/productInventory/v5/hub" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
   done
   echo "=== $n subscriber(s)"
-  ticks_before="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
+  ticks_before="$(cpu_ticks "$pid")"
   post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port" \
     | grep -E "Requests/sec|50%|99%|requests in"
   if [[ $n -gt 0 ]]; then
@@ -61,7 +61,7 @@ for n in "${counts[@]}"; do
   # The server's CPU from the start of the load until its events are delivered, per stored
   # product: what a POST costs with its deliveries, a figure that moves less with the
   # machine's load than POSTs per second do.
-  ticks="$(( $(awk '{print $14 + $15}' "/proc/$pid/stat") - ticks_before ))"
+  ticks="$(( $(cpu_ticks "$pid") - ticks_before ))"
   products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
   echo "server CPU per stored product, deliveries included: $(( ticks * 1000000 / $(getconf CLK_TCK) / products )) us ($products products)"
   kill "$pid" "$lpid"; wait "$pid" "$lpid" 2>/dev/null || true

@@ -24,10 +24,9 @@ for _ in $(seq 1 150); do
   kill -0 "$nx" 2>/dev/null || { cat "$work/nx.out" >&2; exit 1; }
   sleep 0.2
 done
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$nx/stat"; }
-before="$(cpu_ticks)"
+before="$(cpu_ticks "$nx")"
 scripts/load/run.sh "mongodb://127.0.0.1:$port/?directConnection=true" "$duration" "$connections" | tee "$work/run.out"
-after="$(cpu_ticks)"
+after="$(cpu_ticks "$nx")"
 products="$(awk '/^stored products:/ {print $3}' "$work/run.out")"
 awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$products" 'BEGIN {
   printf "nx-27017 CPU: %.1f s for %d products = %.2f ms per POST\n", t / hz, n, t / hz / n * 1000

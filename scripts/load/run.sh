@@ -32,8 +32,6 @@ export PINV_TOKEN="$("$bin" token --source billing --ttl 1h)"
 # value (event id, local id, CircuitID), which post.lua fills in.
 export PINV_TEMPLATE="$work/seed-template.json"
 python3 scripts/load/seed_template.py docs/examples/seed-adi-request.json >"$PINV_TEMPLATE"
-# utime + stime of every thread of the server, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # User and system ticks apart, and those of the embedded store's writer thread (0 on MongoDB).
 split_ticks() {
   local writer=0 t
@@ -46,7 +44,7 @@ split_ticks() {
 # met the kernel still writing the server's pages back and read up to 60% high.
 round_trip_us="$("${CARGO_TARGET_DIR:-target}/release/json-round-trip" "$PINV_TEMPLATE")"
 before_products="$(total_products "http://127.0.0.1:$port" "$PINV_TOKEN")"
-before_ticks="$(cpu_ticks)"
+before_ticks="$(cpu_ticks "$pid")"
 before_split="$(split_ticks)"
 # Bytes the server asked the kernel to write (rchar/wchar: every write(2), pwrite(2), send(2) included);
 # write_bytes: what reached the block layer (the store's pages, after the page cache).
@@ -68,7 +66,7 @@ peak=0
     echo "$rss" > "$work/hwm"; sleep 1
   done ) &
 post_load -t2 -c"$connections" -d"$duration" --latency -s scripts/load/post.lua "http://127.0.0.1:$port"
-after_ticks="$(cpu_ticks)"
+after_ticks="$(cpu_ticks "$pid")"
 after_split="$(split_ticks)"
 after_disk="$(io_field write_bytes)"
 [[ -z "${perf_pid:-}" ]] || wait "$perf_pid"
