@@ -6,7 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use pinv::core::merge::merge;
+use pinv::core::merge::{merge, merge_document_nested_unordered};
+use pinv::core::order::KeyOrder;
 use pinv::core::package::Links;
 use pinv::core::record::Contribution;
 use pinv::core::rules::{ElementStrategy, FieldRule, Rules, Strategy as S};
@@ -311,6 +312,21 @@ proptest! {
         let b = merge(&pid(9), &shuffled, &links, &r);
         prop_assert_eq!(bytes(&a.document), bytes(&b.document));
         prop_assert_eq!(a.provenance, b.provenance);
+    }
+
+    #[test]
+    fn the_merged_document_is_in_tmf637_key_order_at_every_depth(
+        cs in contributions(),
+        links in links(),
+    ) {
+        // The merge builds its objects in order as it goes; putting a merge made without
+        // the nested order into order afterwards must give the same bytes.
+        let r = rules(true);
+        let merged = merge(&pid(9), &cs, &links, &r).document;
+        let mut reordered = merge_document_nested_unordered(&pid(9), &cs, &links, &r);
+        let order = KeyOrder::product();
+        order.order(order.root(), &mut reordered);
+        prop_assert_eq!(bytes(&merged), bytes(&reordered));
     }
 
     #[test]

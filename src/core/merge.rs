@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::core::order::{KeyOrder, Place};
+use crate::core::order::{KeyOrder, ObjectNode, Place};
 use crate::core::package::Links;
 use crate::core::record::Contribution;
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
@@ -291,11 +291,14 @@ fn merge_inner<'c, 'r>(
         .collect();
 
     let tree = RuleTree::new(rules);
+    let order = KeyOrder::product();
     let mut merger = Merger {
         tree: &tree,
         inputs: &inputs,
         used: Vec::with_capacity(inputs.len()),
         trace,
+        order: order_nested.then_some(order),
+        here: None,
     };
 
     // Every top-level (key, value) of every contribution, sorted by key and then rank:
@@ -326,6 +329,7 @@ fn merge_inner<'c, 'r>(
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
         merger.enter(key, node);
+        merger.here = order.place(order.root(), key).child;
         let merged = merger.merge_field(node, &mut flat[start..end]);
         merger.leave();
         if let Some(value) = merged {
@@ -338,7 +342,14 @@ fn merge_inner<'c, 'r>(
         start = end;
     }
 
-    if let Some((value, sources)) = external_identifiers(&inputs) {
+    if let Some((mut value, sources)) = external_identifiers(&inputs) {
+        // Made here, not by the merger, so not yet in order.
+        if let (true, Some(child)) = (
+            order_nested,
+            order.place(order.root(), EXTERNAL_IDENTIFIER).child,
+        ) {
+            order.order(child, &mut value);
+        }
         fields.push((EXTERNAL_IDENTIFIER.to_owned(), value));
         if with_provenance {
             provenance
@@ -349,18 +360,14 @@ fn merge_inner<'c, 'r>(
     fields.push((ID.to_owned(), Value::String(id.to_string())));
     fields.push((HREF.to_owned(), Value::String(id.href())));
     // The order a TMF637 reader expects (see `order`): a function of the keys alone, so
-    // the bytes stay the same whatever the order of the contributions.
-    let order = KeyOrder::product();
+    // the bytes stay the same whatever the order of the contributions. The merger built
+    // the objects below in it already (`Merger::order`).
     let mut placed: Vec<(Place, (String, Value))> = fields
         .into_iter()
         .map(|field| (order.place(order.root(), &field.0), field))
         .collect();
     placed.sort_unstable_by(|a, b| a.0.sort_key(&a.1 .0).cmp(&b.0.sort_key(&b.1 .0)));
-    let places: Vec<Place> = placed.iter().map(|p| p.0).collect();
-    let mut document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
-    if order_nested {
-        order.order_below(&places, &mut document);
-    }
+    let document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
 
     (
         Merged {
@@ -649,6 +656,13 @@ struct Merger<'m, 'a, 'r> {
     used: Vec<usize>,
     /// Only when explaining; `None` on the write paths.
     trace: Option<&'m mut Trace<'r>>,
+    /// The key order every object the merge takes or builds is put in as it is made, so
+    /// that no map is built and then rebuilt in order; `None` keeps the contributions'
+    /// order (see [`merge_document_nested_unordered`]).
+    order: Option<&'static KeyOrder>,
+    /// Where the value being merged is in `order`'s schema; `None` where the schema does
+    /// not describe it (its keys then stay as they are).
+    here: Option<ObjectNode>,
 }
 
 impl<'a> Merger<'_, 'a, '_> {
@@ -739,7 +753,8 @@ impl<'a> Merger<'_, 'a, '_> {
         let mut flat: Vec<Cand<'a>> = entries.iter().map(|e| e.2).collect();
 
         let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        let mut out = Map::with_capacity(distinct);
+        let mut out = Vec::with_capacity(distinct);
+        let here = self.here;
         let mut start = 0;
         while start < entries.len() {
             let key = entries[start].0;
@@ -747,6 +762,7 @@ impl<'a> Merger<'_, 'a, '_> {
             let same_key = &mut flat[start..end];
             let child = self.tree.child(node, key);
             self.enter(key, child);
+            let place = self.descend(key);
             let merged = match child {
                 // No rule at or below: plain priority.
                 None => {
@@ -755,16 +771,17 @@ impl<'a> Merger<'_, 'a, '_> {
                 }
                 child => self.merge_field(child, same_key),
             };
+            self.here = here;
             self.leave();
             if let Some(value) = merged {
-                out.insert(key.to_owned(), value);
+                out.push((place, key, value));
             }
             start = end;
         }
         if out.is_empty() {
             self.emptied(cands[0].who);
         }
-        Value::Object(out)
+        Value::Object(Self::build(out))
     }
 
     /// [`Self::merge_objects`] of a single object: its keys in their order, nothing to
@@ -773,7 +790,8 @@ impl<'a> Merger<'_, 'a, '_> {
         let Some(object) = only.value.as_object() else {
             return self.take(only);
         };
-        let mut out = Map::with_capacity(object.len());
+        let mut out = Vec::with_capacity(object.len());
+        let here = self.here;
         for (key, value) in object {
             let cand = Cand {
                 who: only.who,
@@ -781,19 +799,21 @@ impl<'a> Merger<'_, 'a, '_> {
             };
             let child = self.tree.child(node, key);
             self.enter(key, child);
+            let place = self.descend(key);
             let merged = match child {
                 None => Some(self.take(cand)),
                 child => self.merge_field(child, &mut [cand]),
             };
+            self.here = here;
             self.leave();
             if let Some(value) = merged {
-                out.insert(key.clone(), value);
+                out.push((place, key.as_str(), value));
             }
         }
         if out.is_empty() {
             self.emptied(only.who);
         }
-        Value::Object(out)
+        Value::Object(Self::build(out))
     }
 
     /// Unions the arrays of `cands` (in order) under `rule`.
@@ -900,7 +920,35 @@ impl<'a> Merger<'_, 'a, '_> {
         if let Some(t) = self.trace.as_deref_mut() {
             t.take(cand.who);
         }
-        cand.value.clone()
+        match (self.order, self.here) {
+            (Some(order), Some(node)) => order.ordered_clone(node, cand.value),
+            _ => cand.value.clone(),
+        }
+    }
+
+    /// Moves `here` to the objects under `key` of the object at `here`; returns the key's
+    /// place there, to sort the object's keys by ([`Self::build`]).
+    fn descend(&mut self, key: &str) -> Option<Place> {
+        let place = self.order.zip(self.here).map(|(o, n)| o.place(n, key));
+        self.here = place.and_then(|p| p.child);
+        place
+    }
+
+    /// An object the merge built, from its keys in the order they were merged: in `order`
+    /// when the object is at a place the schema describes (every key then has a place).
+    fn build(entries: Vec<(Option<Place>, &str, Value)>) -> Map<String, Value> {
+        let mut entries = entries;
+        if entries.iter().all(|e| e.0.is_some()) {
+            entries.sort_by(|a, b| {
+                let (pa, pb) = (a.0.expect("checked"), b.0.expect("checked"));
+                pa.sort_key(a.1).cmp(&pb.sort_key(b.1))
+            });
+        }
+        let mut out = Map::with_capacity(entries.len());
+        for (_, key, value) in entries {
+            out.insert(key.to_owned(), value);
+        }
+        out
     }
 
     /// The sources recorded for the current top-level field, in its order.
