@@ -7,8 +7,8 @@
 //! path strings, and a field without any rule at or below its path is taken whole
 //! instead of walked.
 //!
-//! The merged document's keys come in TMF637 order ([`crate::core::order`]), applied once
-//! to the result.
+//! The merged document's keys come in TMF637 order ([`crate::core::order`]): every object
+//! is built in that order as the merge takes or assembles it, so no map is built twice.
 
 use std::collections::BTreeMap;
 
