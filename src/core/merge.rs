@@ -935,14 +935,15 @@ impl<'a> Merger<'_, 'a, '_> {
     }
 
     /// An object the merge built, from its keys in the order they were merged: in `order`
-    /// when the object is at a place the schema describes (every key then has a place).
-    fn build(entries: Vec<(Option<Place>, &str, Value)>) -> Map<String, Value> {
-        let mut entries = entries;
-        if entries.iter().all(|e| e.0.is_some()) {
-            entries.sort_by(|a, b| {
-                let (pa, pb) = (a.0.expect("checked"), b.0.expect("checked"));
-                pa.sort_key(a.1).cmp(&pb.sort_key(b.1))
-            });
+    /// when the object is at a place the schema describes (then every key has a place;
+    /// otherwise none has).
+    fn build(mut entries: Vec<(Option<Place>, &str, Value)>) -> Map<String, Value> {
+        fn sort_key<'k>(entry: &(Option<Place>, &'k str, Value)) -> Option<(u16, &'k str)> {
+            entry.0.map(|place| place.sort_key(entry.1))
+        }
+        if entries.iter().all(|entry| entry.0.is_some()) {
+            // The keys of one object are distinct.
+            entries.sort_unstable_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         }
         let mut out = Map::with_capacity(entries.len());
         for (_, key, value) in entries {
