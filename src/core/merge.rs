@@ -329,7 +329,10 @@ fn merge_inner<'c, 'r>(
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
         merger.enter(key, node);
-        merger.here = order.place(order.root(), key).child;
+        // Only when ordering: a re-merge's unordered merge need not look the key up.
+        merger.here = merger
+            .order
+            .and_then(|order| order.place(order.root(), key).child);
         let merged = merger.merge_field(node, &mut flat[start..end]);
         merger.leave();
         if let Some(value) = merged {
