@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::core::order::{KeyOrder, ObjectNode, Place};
+use crate::core::order::{map_in_order, KeyOrder, ObjectNode, Place};
 use crate::core::package::Links;
 use crate::core::record::Contribution;
 use crate::core::rules::{ElementStrategy, FieldRule, Rules, Strategy};
@@ -318,9 +318,9 @@ fn merge_inner<'c, 'r>(
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.who.cmp(&b.1.who)));
     let mut flat: Vec<Cand<'_>> = entries.iter().map(|e| e.1).collect();
 
-    // Built as pairs and inserted in order once sorted (bson turns serde_json's
-    // `preserve_order` on, so the insertion order is the order served).
-    let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 3);
+    // Built with each key's place and inserted in order once sorted (bson turns
+    // serde_json's `preserve_order` on, so the insertion order is the order served).
+    let mut fields: Vec<(Place, String, Value)> = Vec::with_capacity(entries.len() + 3);
     let mut provenance = Provenance::default();
     let mut start = 0;
     while start < entries.len() {
@@ -329,14 +329,14 @@ fn merge_inner<'c, 'r>(
         let node = tree.child(RuleTree::ROOT, key);
         merger.used.clear();
         merger.enter(key, node);
-        // Only when ordering: a re-merge's unordered merge need not look the key up.
-        merger.here = merger
-            .order
-            .and_then(|order| order.place(order.root(), key).child);
+        // The document's own keys are always put in order; what is below them only when
+        // the merger orders (`here`).
+        let place = order.place(order.root(), key);
+        merger.here = merger.order.and(place.child);
         let merged = merger.merge_field(node, &mut flat[start..end]);
         merger.leave();
         if let Some(value) = merged {
-            fields.push((key.to_owned(), value));
+            fields.push((place, key.to_owned(), value));
             if with_provenance {
                 let sources = merger.contributors(tree.rule(node));
                 provenance.fields.insert(key.to_owned(), sources);
@@ -346,31 +346,29 @@ fn merge_inner<'c, 'r>(
     }
 
     if let Some((mut value, sources)) = external_identifiers(&inputs) {
+        let place = order.place(order.root(), EXTERNAL_IDENTIFIER);
         // Made here, not by the merger, so not yet in order.
-        if let (true, Some(child)) = (
-            order_nested,
-            order.place(order.root(), EXTERNAL_IDENTIFIER).child,
-        ) {
+        if let (true, Some(child)) = (order_nested, place.child) {
             order.order(child, &mut value);
         }
-        fields.push((EXTERNAL_IDENTIFIER.to_owned(), value));
+        fields.push((place, EXTERNAL_IDENTIFIER.to_owned(), value));
         if with_provenance {
             provenance
                 .fields
                 .insert(EXTERNAL_IDENTIFIER.to_owned(), sources);
         }
     }
-    fields.push((ID.to_owned(), Value::String(id.to_string())));
-    fields.push((HREF.to_owned(), Value::String(id.href())));
+    for (key, value) in [(ID, id.to_string()), (HREF, id.href())] {
+        fields.push((
+            order.place(order.root(), key),
+            key.to_owned(),
+            Value::String(value),
+        ));
+    }
     // The order a TMF637 reader expects (see `order`): a function of the keys alone, so
     // the bytes stay the same whatever the order of the contributions. The merger built
     // the objects below in it already (`Merger::order`).
-    let mut placed: Vec<(Place, (String, Value))> = fields
-        .into_iter()
-        .map(|field| (order.place(order.root(), &field.0), field))
-        .collect();
-    placed.sort_unstable_by(|a, b| a.0.sort_key(&a.1 .0).cmp(&b.0.sort_key(&b.1 .0)));
-    let document: Map<String, Value> = placed.into_iter().map(|p| p.1).collect();
+    let document = map_in_order(fields);
 
     (
         Merged {
@@ -664,7 +662,7 @@ struct Merger<'m, 'a, 'r> {
     /// order (see [`merge_document_nested_unordered`]).
     order: Option<&'static KeyOrder>,
     /// Where the value being merged is in `order`'s schema; `None` where the schema does
-    /// not describe it (its keys then stay as they are).
+    /// not describe it (its keys then stay as they are), and always without `order`.
     here: Option<ObjectNode>,
 }
 
@@ -784,7 +782,7 @@ impl<'a> Merger<'_, 'a, '_> {
         if out.is_empty() {
             self.emptied(cands[0].who);
         }
-        Value::Object(Self::build(out))
+        Value::Object(Self::build(here.is_some(), out))
     }
 
     /// [`Self::merge_objects`] of a single object: its keys in their order, nothing to
@@ -816,7 +814,7 @@ impl<'a> Merger<'_, 'a, '_> {
         if out.is_empty() {
             self.emptied(only.who);
         }
-        Value::Object(Self::build(out))
+        Value::Object(Self::build(here.is_some(), out))
     }
 
     /// Unions the arrays of `cands` (in order) under `rule`.
@@ -930,29 +928,26 @@ impl<'a> Merger<'_, 'a, '_> {
     }
 
     /// Moves `here` to the objects under `key` of the object at `here`; returns the key's
-    /// place there, to sort the object's keys by ([`Self::build`]).
-    fn descend(&mut self, key: &str) -> Option<Place> {
-        let place = self.order.zip(self.here).map(|(o, n)| o.place(n, key));
-        self.here = place.and_then(|p| p.child);
+    /// place there, to sort the object's keys by.
+    fn descend(&mut self, key: &str) -> Place {
+        let place = self
+            .order
+            .zip(self.here)
+            .map_or(Place::UNDESCRIBED, |(order, node)| order.place(node, key));
+        self.here = place.child;
         place
     }
 
-    /// An object the merge built, from its keys in the order they were merged: in `order`
-    /// when the object is at a place the schema describes (then every key has a place;
-    /// otherwise none has).
-    fn build(mut entries: Vec<(Option<Place>, &str, Value)>) -> Map<String, Value> {
-        fn sort_key<'k>(entry: &(Option<Place>, &'k str, Value)) -> Option<(u16, &'k str)> {
-            entry.0.map(|place| place.sort_key(entry.1))
+    /// An object the merge built from its entries: in `order` when `ordered` (the object is
+    /// at a place the schema describes), else with its keys as they were merged.
+    fn build(ordered: bool, entries: Vec<(Place, &str, Value)>) -> Map<String, Value> {
+        if ordered {
+            return map_in_order(entries);
         }
-        if entries.iter().all(|entry| entry.0.is_some()) {
-            // The keys of one object are distinct.
-            entries.sort_unstable_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-        }
-        let mut out = Map::with_capacity(entries.len());
-        for (_, key, value) in entries {
-            out.insert(key.to_owned(), value);
-        }
-        out
+        entries
+            .into_iter()
+            .map(|(_, key, value)| (key.to_owned(), value))
+            .collect()
     }
 
     /// The sources recorded for the current top-level field, in its order.

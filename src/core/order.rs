@@ -138,10 +138,7 @@ impl KeyOrder {
         self.columns
             .get(key)
             .and_then(|&column| self.types[node.0][column])
-            .unwrap_or(Place {
-                rank: u16::MAX,
-                child: None,
-            })
+            .unwrap_or(Place::UNDESCRIBED)
     }
 
     /// Puts the keys of `value` (an object at `node`, or an array of them) in order, and
@@ -181,11 +178,12 @@ impl KeyOrder {
     }
 
     fn ordered_map(&self, node: ObjectNode, map: &Map<String, Value>) -> Map<String, Value> {
+        // Sorted by reference, then cloned: sorting the clones would move whole values.
         let mut entries: Vec<(Place, &String, &Value)> = map
             .iter()
             .map(|(key, value)| (self.place(node, key), key, value))
             .collect();
-        entries.sort_unstable_by(|a, b| a.0.sort_key(a.1).cmp(&b.0.sort_key(b.1)));
+        sort_by_place(&mut entries);
         let mut out = Map::with_capacity(entries.len());
         for (place, key, value) in entries {
             let value = match place.child {
@@ -234,17 +232,37 @@ impl KeyOrder {
             self.order_below(&places, map);
             return;
         }
-        let mut entries: Vec<(Place, (String, Value))> =
-            places.into_iter().zip(std::mem::take(map)).collect();
-        entries.sort_unstable_by(|a, b| a.0.sort_key(&a.1 .0).cmp(&b.0.sort_key(&b.1 .0)));
-        *map = Map::with_capacity(entries.len());
-        for (place, (key, mut value)) in entries {
-            if let Some(child) = place.child {
-                self.order(child, &mut value);
-            }
-            map.insert(key, value);
-        }
+        let entries = places
+            .into_iter()
+            .zip(std::mem::take(map))
+            .map(|(place, (key, mut value))| {
+                if let Some(child) = place.child {
+                    self.order(child, &mut value);
+                }
+                (place, key, value)
+            })
+            .collect();
+        *map = map_in_order(entries);
     }
+}
+
+/// Sorts an object's entries, each with its key's place, into the order. The keys of one
+/// object are distinct, so an unstable sort is exact.
+pub fn sort_by_place<K: AsRef<str>, V>(entries: &mut [(Place, K, V)]) {
+    entries.sort_unstable_by(|a, b| a.0.sort_key(a.1.as_ref()).cmp(&b.0.sort_key(b.1.as_ref())));
+}
+
+/// The object made of `entries` (each key with its place, see [`KeyOrder::place`]), its
+/// keys in order.
+pub fn map_in_order<K: AsRef<str> + Into<String>>(
+    mut entries: Vec<(Place, K, Value)>,
+) -> Map<String, Value> {
+    sort_by_place(&mut entries);
+    let mut out = Map::with_capacity(entries.len());
+    for (_, key, value) in entries {
+        out.insert(key.into(), value);
+    }
+    out
 }
 
 /// Where a key goes in its object: see [`KeyOrder::place`].
@@ -257,6 +275,13 @@ pub struct Place {
 }
 
 impl Place {
+    /// The place of a key the schema does not define: after every key it defines, by name,
+    /// with nothing ordered below it.
+    pub const UNDESCRIBED: Place = Place {
+        rank: u16::MAX,
+        child: None,
+    };
+
     /// Where `key`, at this place, sorts in its object: by rank, then by name.
     pub fn sort_key<'k>(&self, key: &'k str) -> (u16, &'k str) {
         (self.rank, key)
@@ -316,7 +341,7 @@ impl Serialize for Ordered<'_> {
                     .iter()
                     .map(|(key, value)| (self.order.place(node, key), key, value))
                     .collect();
-                entries.sort_unstable_by(|a, b| a.0.sort_key(a.1).cmp(&b.0.sort_key(b.1)));
+                sort_by_place(&mut entries);
                 serializer.collect_map(
                     entries
                         .into_iter()
