@@ -192,9 +192,10 @@ pub(crate) async fn read_body(
 }
 
 /// Parses JSON; the error names the line and column. serde_json's recursion limit (128)
-/// turns absurdly deep input into an error here instead of a stack overflow.
+/// turns absurdly deep input into an error here instead of a stack overflow. Objects are
+/// built at their final size ([`crate::core::value`]).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    crate::core::value::from_slice(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {e}"),
