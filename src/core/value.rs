@@ -27,7 +27,7 @@ pub fn deserialize_shared<'de, D: Deserializer<'de>>(
 
 /// Decodes any JSON value (for `#[serde(deserialize_with = ...)]`).
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
-    deserializer.deserialize_any(ValueVisitor)
+    deserializer.deserialize_any(ValueSeed(&mut Scratch::default()))
 }
 
 /// Parses JSON text, as `serde_json::from_slice::<Value>` would.
@@ -38,19 +38,26 @@ pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     Ok(value)
 }
 
-struct ValueSeed;
+/// The entries and items of the objects and arrays being decoded, innermost last. One
+/// buffer for the whole value: an object's entries wait at its end and are moved into the
+/// object's map when it closes, so no object or array allocates more than its final size.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<(String, Value)>,
+    items: Vec<Value>,
+}
 
-impl<'de> DeserializeSeed<'de> for ValueSeed {
+struct ValueSeed<'s>(&'s mut Scratch);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserialize(deserializer)
+        deserializer.deserialize_any(self)
     }
 }
 
-struct ValueVisitor;
-
-impl<'de> Visitor<'de> for ValueVisitor {
+impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -86,7 +93,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserialize(deserializer)
+        deserializer.deserialize_any(self)
     }
 
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -94,11 +101,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element_seed(ValueSeed)? {
-            items.push(item);
+        let start = self.0.items.len();
+        while let Some(item) = seq.next_element_seed(ValueSeed(&mut *self.0))? {
+            self.0.items.push(item);
         }
-        Ok(Value::Array(items))
+        // `split_off` allocates exactly the items after `start`.
+        Ok(Value::Array(self.0.items.split_off(start)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
@@ -110,13 +118,17 @@ impl<'de> Visitor<'de> for ValueVisitor {
             let text: String = map.next_value()?;
             return serde_json::from_str(&text).map_err(A::Error::custom);
         }
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8).min(1024));
-        entries.push((first, map.next_value_seed(ValueSeed)?));
+        let start = self.0.entries.len();
+        let value = map.next_value_seed(ValueSeed(&mut *self.0))?;
+        self.0.entries.push((first, value));
         while let Some(key) = map.next_key::<String>()? {
-            entries.push((key, map.next_value_seed(ValueSeed)?));
+            let value = map.next_value_seed(ValueSeed(&mut *self.0))?;
+            self.0.entries.push((key, value));
         }
         // Sized once from the exact length; equal keys behave as with `Map::insert`.
-        Ok(Value::Object(entries.into_iter().collect()))
+        let mut object = Map::with_capacity(self.0.entries.len() - start);
+        object.extend(self.0.entries.drain(start..));
+        Ok(Value::Object(object))
     }
 }
 
