@@ -137,10 +137,24 @@ impl serde::Serialize for Canonical<'_> {
                 seq.end()
             }
             Value::Object(map) => {
-                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                // Most objects have a handful of keys: those are sorted on the stack, not in
+                // an allocation of their own.
+                const SMALL: usize = 16;
+                static NULL: Value = Value::Null;
+                let mut small = [("", &NULL); SMALL];
+                let mut large = Vec::new();
+                let entries = if map.len() <= SMALL {
+                    for (slot, (key, value)) in small.iter_mut().zip(map) {
+                        *slot = (key.as_str(), value);
+                    }
+                    &mut small[..map.len()]
+                } else {
+                    large.extend(map.iter().map(|(key, value)| (key.as_str(), value)));
+                    large.as_mut_slice()
+                };
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 let mut out = serializer.serialize_map(Some(entries.len()))?;
-                for (key, value) in entries {
+                for (key, value) in entries.iter() {
                     out.serialize_entry(key, &Canonical(value))?;
                 }
                 out.end()
@@ -1031,6 +1045,27 @@ key = ["relationshipType", "id"]
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(digest_of_package(&package), expected);
+    }
+
+    #[test]
+    fn objects_of_every_size_are_sorted_on_the_stack_or_off_it() {
+        // Around `Canonical`'s stack buffer (16 entries): keys sent in reverse order.
+        for size in [0, 1, 15, 16, 17, 40] {
+            let keys: Vec<String> = (0..size).rev().map(|n| format!("k{n:02}")).collect();
+            let object = |keys: &[String]| -> Value {
+                Value::Object(keys.iter().map(|k| (k.clone(), json!(k))).collect())
+            };
+            let mut sorted = keys.clone();
+            sorted.sort();
+            let v = json!({"outer": object(&keys), "n": size});
+            let text =
+                serde_json::to_string(&json!({"n": size, "outer": object(&sorted)})).unwrap();
+            assert_eq!(
+                digest(&v),
+                hex(&Sha256::digest(text.as_bytes())),
+                "{size} keys"
+            );
+        }
     }
 
     #[test]
