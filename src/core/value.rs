@@ -2,11 +2,12 @@
 //!
 //! serde_json's own `Value` decoder inserts an object's entries one by one into a map that
 //! starts empty. With `preserve_order` (which `bson` turns on) that map is an `IndexMap`,
-//! and each time it grows it hashes every key again. A re-merge decodes every stored
-//! contribution, a million products' worth, so this decoder collects an object's entries
-//! first and builds its map once. It yields exactly the `Value` serde_json would: equal keys
-//! keep the first one's place and the last one's value, and numbers kept as text
-//! (`arbitrary_precision`) stay text.
+//! and each time it grows it reallocates and re-indexes its entries. Every POST body and
+//! every stored contribution a re-merge reads (a million products' worth) is decoded here:
+//! this decoder collects an object's entries first and builds its map once, at its size
+//! (-1.8% of a POST's CPU, BENCHMARKS.md round 14). It yields exactly the `Value` serde_json
+//! would: equal keys keep the first one's place and the last one's value, and numbers kept
+//! as text (`arbitrary_precision`) stay text.
 
 use std::fmt;
 
