@@ -35,7 +35,11 @@ const AFTER_SEP: char = '\u{2}';
 
 /// The configured indexed paths.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IndexedPaths(Vec<String>);
+pub struct IndexedPaths {
+    paths: Vec<String>,
+    /// Each path's names, split once here rather than for every product written.
+    segments: Vec<Vec<String>>,
+}
 
 impl IndexedPaths {
     /// Parses dotted paths (non-empty names, no control characters).
@@ -50,7 +54,14 @@ impl IndexedPaths {
                 out.push(path.to_owned());
             }
         }
-        Ok(Self(out))
+        let segments = out
+            .iter()
+            .map(|path| path.split('.').map(str::to_owned).collect())
+            .collect();
+        Ok(Self {
+            paths: out,
+            segments,
+        })
     }
 
     /// [`DEFAULT_PATHS`].
@@ -60,24 +71,23 @@ impl IndexedPaths {
 
     /// The paths, in configured order.
     pub fn paths(&self) -> &[String] {
-        &self.0
+        &self.paths
     }
 
     /// A text that changes whenever the set of paths does: a store that finds another one
     /// beside its index rebuilds the index.
     pub fn fingerprint(&self) -> String {
-        let sorted: BTreeSet<&str> = self.0.iter().map(String::as_str).collect();
+        let sorted: BTreeSet<&str> = self.paths.iter().map(String::as_str).collect();
         sorted.into_iter().collect::<Vec<_>>().join("\n")
     }
 
     /// Every entry of the product `id` whose merged document is `doc`.
     pub fn entries(&self, id: &PinvId, doc: &Value) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for path in &self.0 {
-            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-            let mut leaves = Vec::new();
-            collect_leaves(doc, &segments, &mut leaves);
-            for leaf in leaves {
+        let mut leaves = Vec::new();
+        for (path, segments) in self.paths.iter().zip(&self.segments) {
+            collect_leaves(doc, segments, &mut leaves);
+            for leaf in leaves.drain(..) {
                 out.insert(format!("{path}{SEP}{}{SEP}{id}", encode(&leaf)));
             }
         }
@@ -91,7 +101,7 @@ impl IndexedPaths {
         let Some(changed) = &write.changed_attributes else {
             return true;
         };
-        self.0.iter().any(|path| {
+        self.paths.iter().any(|path| {
             let first = path.split('.').next().unwrap_or(path);
             changed.iter().any(|a| a == first)
         })
@@ -111,7 +121,7 @@ impl IndexedPaths {
 
     fn ranges(&self, filter: &Filter) -> Option<Vec<(String, String)>> {
         let path = filter.dotted_path();
-        if filter.op == Op::Ne || !self.0.contains(&path) {
+        if filter.op == Op::Ne || !self.paths.contains(&path) {
             return None;
         }
         let mut out = Vec::new();
