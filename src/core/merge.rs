@@ -755,26 +755,11 @@ impl<'a> Merger<'_, 'a, '_> {
 
         let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
         let mut out = Vec::with_capacity(distinct);
-        let here = self.here;
         let mut start = 0;
         while start < entries.len() {
             let key = entries[start].0;
             let end = start + entries[start..].iter().take_while(|e| e.0 == key).count();
-            let same_key = &mut flat[start..end];
-            let child = self.tree.child(node, key);
-            self.enter(key, child);
-            let place = self.descend(key);
-            let merged = match child {
-                // No rule at or below: plain priority.
-                None => {
-                    let first = same_key.iter().find(|c| !is_empty(c.value));
-                    Some(self.take(*first.unwrap_or(&same_key[0])))
-                }
-                child => self.merge_field(child, same_key),
-            };
-            self.here = here;
-            self.leave();
-            if let Some(value) = merged {
+            if let (place, Some(value)) = self.merge_key(node, key, &mut flat[start..end]) {
                 out.push((place, key, value));
             }
             start = end;
@@ -782,7 +767,34 @@ impl<'a> Merger<'_, 'a, '_> {
         if out.is_empty() {
             self.emptied(cands[0].who);
         }
-        Value::Object(Self::build(here.is_some(), out))
+        Value::Object(Self::build(self.here.is_some(), out))
+    }
+
+    /// Merges the candidates of one key of an object at `node`: the key's place in that
+    /// object, and its value (`None` when the rule leaves the key out). `here` is back at
+    /// the object afterwards.
+    #[inline]
+    fn merge_key(
+        &mut self,
+        node: usize,
+        key: &'a str,
+        same_key: &mut [Cand<'a>],
+    ) -> (Place, Option<Value>) {
+        let here = self.here;
+        let child = self.tree.child(node, key);
+        self.enter(key, child);
+        let place = self.descend(key);
+        let merged = match child {
+            // No rule at or below: plain priority.
+            None => {
+                let first = same_key.iter().find(|c| !is_empty(c.value));
+                Some(self.take(*first.unwrap_or(&same_key[0])))
+            }
+            child => self.merge_field(child, same_key),
+        };
+        self.here = here;
+        self.leave();
+        (place, merged)
     }
 
     /// [`Self::merge_objects`] of a single object: its keys in their order, nothing to
@@ -792,29 +804,19 @@ impl<'a> Merger<'_, 'a, '_> {
             return self.take(only);
         };
         let mut out = Vec::with_capacity(object.len());
-        let here = self.here;
         for (key, value) in object {
             let cand = Cand {
                 who: only.who,
                 value,
             };
-            let child = self.tree.child(node, key);
-            self.enter(key, child);
-            let place = self.descend(key);
-            let merged = match child {
-                None => Some(self.take(cand)),
-                child => self.merge_field(child, &mut [cand]),
-            };
-            self.here = here;
-            self.leave();
-            if let Some(value) = merged {
+            if let (place, Some(value)) = self.merge_key(node, key, &mut [cand]) {
                 out.push((place, key.as_str(), value));
             }
         }
         if out.is_empty() {
             self.emptied(only.who);
         }
-        Value::Object(Self::build(here.is_some(), out))
+        Value::Object(Self::build(self.here.is_some(), out))
     }
 
     /// Unions the arrays of `cands` (in order) under `rule`.

@@ -196,7 +196,7 @@ impl KeyOrder {
     }
 
     /// [`Self::order`] of the value at each place below an object whose keys are in order.
-    pub fn order_below(&self, places: &[Place], map: &mut Map<String, Value>) {
+    fn order_below(&self, places: &[Place], map: &mut Map<String, Value>) {
         for (place, value) in places.iter().zip(map.values_mut()) {
             if let Some(child) = place.child {
                 self.order(child, value);
