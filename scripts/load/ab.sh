@@ -49,9 +49,11 @@ load() {
 hz="$(getconf CLK_TCK)"
 ratios=()
 for round in $(seq 1 "$rounds"); do
+  # One after the other: a port is free until its server binds it, so two servers started
+  # together could be given the same one, and both loads would then reach the first.
   start a
-  start b
   wait_ready "$port_a"
+  start b
   wait_ready "$port_b"
   declare -A ticks products
   for n in a b; do
@@ -72,6 +74,11 @@ for round in $(seq 1 "$rounds"); do
     pid_var="pid_$n" port_var="port_$n"
     t=$(( $(cpu_ticks "${!pid_var}") - ticks[$n] ))
     stored=$(( $(total_products "http://127.0.0.1:${!port_var}" "$PINV_TOKEN") - products[$n] ))
+    if (( stored <= 0 )); then
+      echo "round $round: build $n stored nothing; the end of its log:" >&2
+      tail -n 5 "$work/server-$n.log" >&2
+      exit 1
+    fi
     per[$n]="$(awk -v t="$t" -v hz="$hz" -v n="$stored" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')"
     line+=" $n ${per[$n]} us per POST ($stored POSTs),"
   done
