@@ -101,10 +101,10 @@ impl IndexedPaths {
         let Some(changed) = &write.changed_attributes else {
             return true;
         };
-        self.paths.iter().any(|path| {
-            let first = path.split('.').next().unwrap_or(path);
-            changed.iter().any(|a| a == first)
-        })
+        // A parsed path has at least one (non-empty) name.
+        self.segments
+            .iter()
+            .any(|names| changed.iter().any(|a| names.first() == Some(a)))
     }
 
     /// Per filter the index can answer, the `[from, to)` entry ranges that hold every

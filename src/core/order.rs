@@ -248,7 +248,7 @@ impl KeyOrder {
 
 /// Sorts an object's entries, each with its key's place, into the order. The keys of one
 /// object are distinct, so an unstable sort is exact.
-pub fn sort_by_place<K: AsRef<str>, V>(entries: &mut [(Place, K, V)]) {
+fn sort_by_place<K: AsRef<str>, V>(entries: &mut [(Place, K, V)]) {
     entries.sort_unstable_by(|a, b| a.0.sort_key(a.1.as_ref()).cmp(&b.0.sort_key(b.1.as_ref())));
 }
 
